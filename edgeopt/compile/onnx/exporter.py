@@ -1,0 +1,159 @@
+"""Canonical (optionally simulated-quantized) GraphModule -> ONNX.
+
+Quantized layers become ``DequantizeLinear(int8 weights) -> Conv/Gemm`` with
+int32 biases, and activation quantizers become ``QuantizeLinear ->
+DequantizeLinear`` pairs: the QDQ form that ONNX Runtime fuses into
+QLinearConv / QLinearAdd / QGemm integer kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import torch
+import torch.fx as fx
+from onnx import TensorProto
+from torch import nn
+
+from edgeopt.compile.onnx.builder import GraphBuilder, value_info
+from edgeopt.compile.onnx.ops import CONVERTERS
+from edgeopt.compress.quantize.fake_quant import ActQuant, QuantConv2d, QuantLinear
+from edgeopt.core.errors import ExportError
+from edgeopt.core.graph import layer_name
+
+aten = torch.ops.aten
+_IGNORED = {aten.sym_size.int}
+
+
+def _np(t: torch.Tensor, dtype=np.float32) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(dtype)
+
+
+def _int_dtype(spec) -> type:
+    return np.int8 if spec.symmetric else np.uint8
+
+
+def _dq_weight(b: GraphBuilder, layer: QuantConv2d | QuantLinear) -> str:
+    q = _np(layer.int_weight(), _int_dtype(layer.w_spec))
+    per_channel = layer.w_scale.numel() > 1
+    scale = _np(layer.w_scale.reshape(-1) if per_channel else layer.w_scale.reshape(()))
+    zp = _np(layer.w_zero_point.reshape(-1) if per_channel else layer.w_zero_point.reshape(()),
+             _int_dtype(layer.w_spec))
+    attrs = {"axis": 0} if per_channel else {}
+    return b.op("DequantizeLinear", [b.const(q, dedupe=False), b.const(scale, dedupe=False),
+                                     b.const(zp, dedupe=False)], **attrs)
+
+
+def _bias(b: GraphBuilder, layer: nn.Module) -> list[str]:
+    if layer.bias is None:
+        return []
+    if isinstance(layer, (QuantConv2d, QuantLinear)) and layer.bias_scale is not None:
+        scale = layer.bias_scale.reshape(-1)
+        q = torch.round(layer.bias.detach() / scale).clamp(-(2**31) + 1, 2**31 - 1)
+        zp = np.zeros(q.numel(), dtype=np.int32)
+        return [b.op("DequantizeLinear", [b.const(_np(q, np.int32), dedupe=False),
+                                          b.const(_np(scale), dedupe=False),
+                                          b.const(zp, dedupe=False)], axis=0)]
+    return [b.const(_np(layer.bias), dedupe=False)]
+
+
+def _weight(b: GraphBuilder, layer: nn.Module) -> str:
+    if isinstance(layer, (QuantConv2d, QuantLinear)):
+        return _dq_weight(b, layer)
+    return b.const(_np(layer.weight), dedupe=False)
+
+
+def _conv(b: GraphBuilder, layer: nn.Conv2d, x: str) -> str:
+    if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+        raise NotImplementedError(f"conv padding {layer.padding!r}/{layer.padding_mode}")
+    pads = list(layer.padding) * 2
+    return b.op("Conv", [x, _weight(b, layer), *_bias(b, layer)],
+                kernel_shape=list(layer.kernel_size), strides=list(layer.stride), pads=pads,
+                dilations=list(layer.dilation), group=layer.groups)
+
+
+def _linear(b: GraphBuilder, layer: nn.Linear, x: str) -> str:
+    return b.op("Gemm", [x, _weight(b, layer), *_bias(b, layer)], transB=1)
+
+
+def _batchnorm(b: GraphBuilder, bn: nn.BatchNorm2d, x: str) -> str:
+    c = bn.num_features
+    scale = _np(bn.weight) if bn.weight is not None else np.ones(c, np.float32)
+    shift = _np(bn.bias) if bn.bias is not None else np.zeros(c, np.float32)
+    return b.op("BatchNormalization", [x, b.const(scale, dedupe=False),
+                                       b.const(shift, dedupe=False),
+                                       b.const(_np(bn.running_mean), dedupe=False),
+                                       b.const(_np(bn.running_var), dedupe=False)],
+                epsilon=bn.eps)
+
+
+def _act_quant(b: GraphBuilder, q: ActQuant, x: str) -> str:
+    scale = b.const(_np(q.scale.reshape(())))
+    zp = b.const(_np(q.zero_point.reshape(()), _int_dtype(q.spec)))
+    return b.op("DequantizeLinear", [b.op("QuantizeLinear", [x, scale, zp]), scale, zp])
+
+
+def _module(b: GraphBuilder, mod: nn.Module, x: str) -> str:
+    if isinstance(mod, ActQuant):
+        return _act_quant(b, mod, x)
+    if isinstance(mod, nn.Conv2d):
+        return _conv(b, mod, x)
+    if isinstance(mod, nn.Linear):
+        return _linear(b, mod, x)
+    if isinstance(mod, nn.BatchNorm2d):
+        return _batchnorm(b, mod, x)
+    raise NotImplementedError(type(mod).__name__)
+
+
+def _op_name(node: fx.Node, gm: fx.GraphModule) -> str:
+    if node.op == "call_module":
+        return type(gm.get_submodule(node.target)).__name__
+    return getattr(node.target, "__name__", str(node.target))
+
+
+def export_onnx(gm: fx.GraphModule, input_shape: list[int]) -> onnx.ModelProto:
+    """Lower a canonical model to ONNX with a dynamic batch dimension ``N``."""
+    b = GraphBuilder()
+    names: dict[fx.Node, str] = {}
+    inputs, out_nodes = [], []
+
+    def name_of(node: fx.Node) -> str:
+        return names[node]
+
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            names[node] = f"input{len(inputs)}" if inputs else "input"
+            inputs.append(value_info(names[node], ["N", *input_shape]))
+            continue
+        if node.op == "output":
+            out = node.args[0]
+            out_nodes = list(out) if isinstance(out, (tuple, list)) else [out]
+            continue
+        if node.op == "call_function" and node.target in _IGNORED:
+            continue
+        try:
+            if node.op == "call_module":
+                result = _module(b, gm.get_submodule(node.target), names[node.args[0]])
+            elif node.op == "call_function" and node.target in CONVERTERS:
+                result = CONVERTERS[node.target](b, node, name_of)
+            else:
+                raise NotImplementedError("no ONNX conversion")
+        except (NotImplementedError, KeyError) as exc:
+            detail = f" ({exc})" if isinstance(exc, NotImplementedError) and str(exc) else ""
+            raise ExportError(
+                f"cannot export operator {_op_name(node, gm)} at layer "
+                f"'{layer_name(node)}' to ONNX{detail}"
+            ) from None
+        names[node] = result if result is not None else names[node.args[0]]
+
+    with torch.no_grad():
+        sample = gm(torch.zeros(2, *input_shape))
+    samples = list(sample) if isinstance(sample, (tuple, list)) else [sample]
+    out_names = ["logits"] if len(out_nodes) == 1 else [f"output{i}" for i in range(len(out_nodes))]
+    outputs = [
+        value_info(n, ["N", *list(s.shape[1:])], TensorProto.FLOAT)
+        for n, s in zip(out_names, samples)
+    ]
+    model = b.model(inputs, outputs, [names[n] for n in out_nodes])
+    onnx.checker.check_model(model)
+    return model

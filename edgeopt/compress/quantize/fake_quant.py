@@ -1,0 +1,156 @@
+"""Simulated quantization: modules that compute in float on the integer grid.
+
+Rounding is round-half-to-even, as ONNX QuantizeLinear does, so the simulated
+model and the exported QDQ graph agree to the last bit except for the
+accumulation order of float sums.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgeopt.compress.quantize.observers import TensorStats, activation_range, qparams, weight_qparams
+from edgeopt.compress.quantize.spec import QuantSpec
+
+INT32_MAX = 2**31 - 1
+
+
+class Mode(str, Enum):
+    FLOAT = "float"  # pass-through
+    OBSERVE_MINMAX = "observe_minmax"  # calibration pass 1
+    OBSERVE_HIST = "observe_hist"  # calibration pass 2
+    QUANT = "quant"
+
+
+def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, spec: QuantSpec,
+                  axis: int | None = None) -> torch.Tensor:
+    """Quantize-dequantize with a straight-through gradient (torch's own kernels)."""
+    if axis is not None and scale.numel() > 1:
+        return torch.fake_quantize_per_channel_affine(
+            x, scale.float(), zp.to(torch.int32), axis, spec.qmin, spec.qmax
+        )
+    return torch.fake_quantize_per_tensor_affine(
+        x, scale.reshape(()).float(), zp.reshape(()).to(torch.int32), spec.qmin, spec.qmax
+    )
+
+
+def quantize_bias(bias: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """int32 bias on the accumulator's grid (input scale x weight scale), as ORT stores it."""
+    q = torch.clamp(torch.round(bias / scale), -INT32_MAX, INT32_MAX)
+    return bias + (q * scale - bias).detach()
+
+
+class ActQuant(nn.Module):
+    """Quantizes one activation tensor; exported as QuantizeLinear + DequantizeLinear."""
+
+    def __init__(self, spec: QuantSpec, *, shared_from: str | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        # A pass-through op (max-pool, flatten) reuses its input's grid so the
+        # requantization is exact and ORT can drop it.
+        self.shared_from = shared_from
+        self.register_buffer("scale", torch.ones(1))
+        self.register_buffer("zero_point", torch.zeros(1, dtype=torch.int32))
+        self.mode = Mode.FLOAT
+        self.stats = TensorStats()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode is Mode.QUANT:
+            return fake_quantize(x, self.scale, self.zero_point, self.spec)
+        if self.shared_from is None:
+            if self.mode is Mode.OBSERVE_MINMAX:
+                self.stats.update_minmax(x)
+            elif self.mode is Mode.OBSERVE_HIST:
+                self.stats.update_histogram(x)
+        return x
+
+    def set_range(self, lo: float, hi: float) -> None:
+        scale, zp = qparams(lo, hi, self.spec)
+        self.scale.fill_(scale)
+        self.zero_point.fill_(zp)
+
+    def finish_calibration(self) -> tuple[float, float]:
+        lo, hi = activation_range(self.stats, self.spec)
+        self.set_range(lo, hi)
+        return lo, hi
+
+    def extra_repr(self) -> str:
+        s = f"bits={self.spec.bits}, symmetric={self.spec.symmetric}"
+        return s + (f", shared_from={self.shared_from}" if self.shared_from else "")
+
+
+class _QuantWeightMixin:
+    """Weight fake-quant shared by conv and linear; ``quant_enabled`` toggles it."""
+
+    w_spec: QuantSpec
+
+    def _init_quant(self, w_spec: QuantSpec) -> None:
+        self.w_spec = w_spec
+        self.quant_enabled = True
+        scale, zp = weight_qparams(self.weight, w_spec)
+        self.register_buffer("w_scale", scale)
+        self.register_buffer("w_zero_point", zp)
+        # Set once the input's activation scale is known (None: float bias).
+        self.register_buffer("bias_scale", None)
+
+    def recompute_weight_qparams(self) -> None:
+        scale, zp = weight_qparams(self.weight, self.w_spec)
+        self.w_scale.copy_(scale)
+        self.w_zero_point.copy_(zp)
+
+    def quantized_weight(self) -> torch.Tensor:
+        return fake_quantize(self.weight, self.w_scale, self.w_zero_point, self.w_spec, axis=0)
+
+    def int_weight(self) -> torch.Tensor:
+        """The stored integers (what the artifact holds)."""
+        shape = (-1,) + (1,) * (self.weight.dim() - 1)
+        s = self.w_scale.reshape(shape) if self.w_scale.numel() > 1 else self.w_scale
+        z = self.w_zero_point.reshape(shape) if self.w_zero_point.numel() > 1 else self.w_zero_point
+        q = torch.round(self.weight.detach() / s) + z
+        return torch.clamp(q, self.w_spec.qmin, self.w_spec.qmax).to(torch.int32)
+
+    def _effective(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not self.quant_enabled:
+            return self.weight, self.bias
+        w = self.quantized_weight()
+        b = self.bias
+        if b is not None and self.bias_scale is not None:
+            b = quantize_bias(b, self.bias_scale)
+        return w, b
+
+
+class QuantConv2d(_QuantWeightMixin, nn.Conv2d):
+    @classmethod
+    def from_float(cls, conv: nn.Conv2d, w_spec: QuantSpec) -> QuantConv2d:
+        q = cls(
+            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+            padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+            bias=conv.bias is not None, padding_mode=conv.padding_mode,
+        )
+        q.load_state_dict(conv.state_dict())
+        q._init_quant(w_spec)
+        return q
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self._effective()
+        return self._conv_forward(x, w, b)
+
+
+class QuantLinear(_QuantWeightMixin, nn.Linear):
+    @classmethod
+    def from_float(cls, lin: nn.Linear, w_spec: QuantSpec) -> QuantLinear:
+        q = cls(lin.in_features, lin.out_features, bias=lin.bias is not None)
+        q.load_state_dict(lin.state_dict())
+        q._init_quant(w_spec)
+        return q
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self._effective()
+        return F.linear(x, w, b)
+
+
+QUANT_LAYERS = (QuantConv2d, QuantLinear)

@@ -1,0 +1,150 @@
+"""Quantization configs: what to quantize, to how many bits, calibrated how."""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import warnings
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from edgeopt.core.config import Config
+from edgeopt.core.errors import ConfigError
+
+
+class Observer(str, Enum):
+    """How a tensor's quantization range is chosen from its statistics."""
+
+    MINMAX = "minmax"
+    PERCENTILE = "percentile"
+    MSE = "mse"
+    ENTROPY = "entropy"
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantSpec(Config):
+    """How one tensor (a layer's weights, or an activation) is quantized."""
+
+    bits: int = 8
+    symmetric: bool = True
+    per_channel: bool = False
+    observer: Observer = Observer.MINMAX
+    percentile: float = 99.99
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bits, int) or not 2 <= self.bits <= 8:
+            raise ConfigError(f"bits must be an integer in 2..8, got {self.bits!r}")
+        if not 50.0 < self.percentile <= 100.0:
+            raise ConfigError(f"percentile must be in (50, 100], got {self.percentile!r}")
+        if isinstance(self.observer, str) and not isinstance(self.observer, Observer):
+            object.__setattr__(self, "observer", _enum(Observer, self.observer, "observer"))
+
+    @property
+    def qmin(self) -> int:
+        # Symmetric ranges drop -2^(b-1) so that +x and -x both fit (restricted range).
+        return -(2 ** (self.bits - 1)) + 1 if self.symmetric else 0
+
+    @property
+    def qmax(self) -> int:
+        return 2 ** (self.bits - 1) - 1 if self.symmetric else 2**self.bits - 1
+
+
+def _enum(cls, value, where):
+    try:
+        return cls(value)
+    except ValueError:
+        valid = ", ".join(m.value for m in cls)
+        raise ConfigError(f"{where}: unknown value {value!r} (valid: {valid})") from None
+
+
+DEFAULT_WEIGHTS = QuantSpec(bits=8, symmetric=True, per_channel=True, observer=Observer.MINMAX)
+DEFAULT_ACTIVATIONS = QuantSpec(
+    bits=8, symmetric=False, per_channel=False, observer=Observer.PERCENTILE, percentile=99.999
+)
+
+# Short keys accepted in per-layer overrides, and what they change.
+_OVERRIDE_KEYS = {
+    "bits": ("weights", "bits"),
+    "weight_bits": ("weights", "bits"),
+    "act_bits": ("activations", "bits"),
+    "per_channel": ("weights", "per_channel"),
+    "symmetric": ("weights", "symmetric"),
+    "weight_observer": ("weights", "observer"),
+    "act_observer": ("activations", "observer"),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantConfig(Config):
+    """Post-training quantization of weights and activations.
+
+    ``layers`` overrides the global specs by glob on the layer's qualified name;
+    the first matching pattern wins, so list specific patterns before ``"*"``.
+    Override keys: bits/weight_bits, act_bits, per_channel, symmetric,
+    weight_observer, act_observer, skip (leave the layer in float).
+    """
+
+    weights: QuantSpec = DEFAULT_WEIGHTS
+    activations: QuantSpec = DEFAULT_ACTIVATIONS
+    layers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fold_bn: bool = True
+    bias_correction: bool = True
+    calib_size: int = 512
+    calib_seed: int = 0
+    calib_batch_size: int = 64
+    histogram_bins: int = 2048
+
+    def __post_init__(self) -> None:
+        if self.calib_size < 1:
+            raise ConfigError(f"calib_size must be >= 1, got {self.calib_size}")
+        for pattern, override in self.layers.items():
+            if not isinstance(override, dict):
+                raise ConfigError(f"layers[{pattern!r}] must be a mapping, got {override!r}")
+            for key in override:
+                if key not in _OVERRIDE_KEYS and key != "skip":
+                    valid = ", ".join(sorted([*_OVERRIDE_KEYS, "skip"]))
+                    raise ConfigError(f"layers[{pattern!r}]: unknown key {key!r} (valid: {valid})")
+            self._resolve_override(override)  # validates values early
+
+    def _resolve_override(self, override: dict[str, Any]) -> tuple[QuantSpec, QuantSpec]:
+        changes: dict[str, dict[str, Any]] = {"weights": {}, "activations": {}}
+        for key, value in override.items():
+            if key == "skip":
+                continue
+            which, attr = _OVERRIDE_KEYS[key]
+            changes[which][attr] = value
+        return (
+            dataclasses.replace(self.weights, **changes["weights"]),
+            dataclasses.replace(self.activations, **changes["activations"]),
+        )
+
+    def for_layer(self, name: str) -> tuple[QuantSpec, QuantSpec] | None:
+        """(weight spec, activation spec) for a layer, or None to keep it float."""
+        for pattern, override in self.layers.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                if override.get("skip"):
+                    return None
+                return self._resolve_override(override)
+        return self.weights, self.activations
+
+    def check_patterns(self, names: list[str]) -> None:
+        """Warn about patterns that match no layer, listing the layer names."""
+        for pattern in self.layers:
+            if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                warnings.warn(
+                    f"layer pattern {pattern!r} matches no layer; layers are: {', '.join(names)}",
+                    stacklevel=3,
+                )
+
+    def precision_label(self, name: str) -> str:
+        specs = self.for_layer(name)
+        if specs is None:
+            return "fp32"
+        w, a = specs
+        return f"w{w.bits}a{a.bits}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Int8Config(QuantConfig):
+    """int8 weights (per-channel, symmetric) and uint8 activations: what ORT runs fastest."""

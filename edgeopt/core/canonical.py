@@ -1,0 +1,50 @@
+"""Getting any model into the canonical form (``core.graph``), checked."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from edgeopt.core.errors import DataError, ModelLoadError
+from edgeopt.core.graph import export_program, lift
+
+CANONICAL = "edgeopt_canonical"
+
+
+def is_canonical(model) -> bool:
+    return isinstance(model, fx.GraphModule) and model.meta.get(CANONICAL, False)
+
+
+def check_finite(model: nn.Module) -> None:
+    """Refuse NaN/Inf weights, naming the tensor: they poison every range."""
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            bad = int((~torch.isfinite(t)).sum())
+            raise ModelLoadError(f"weights are not finite: {name} has {bad} NaN/Inf values")
+
+
+def check_input_fits(model: nn.Module, example: torch.Tensor) -> None:
+    """Run one sample so a shape mismatch is reported as such, not deep in a trace."""
+    try:
+        with torch.no_grad():
+            model.eval()(example[:1])
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(
+            f"data sample shape {tuple(example.shape[1:])} does not fit the model input: {first}"
+        ) from None
+
+
+def canonical_copy(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
+    """A canonical deep copy of ``model`` (the user's model is never modified)."""
+    if is_canonical(model):
+        return copy.deepcopy(model)
+    check_finite(model)
+    check_input_fits(model, example)
+    gm = lift(export_program(copy.deepcopy(model), example))
+    gm.meta[CANONICAL] = True
+    gm.meta["input_shape"] = list(example.shape[1:])
+    return gm

@@ -1,0 +1,92 @@
+"""Config base class: typed dataclasses that round-trip to plain dicts/YAML.
+
+Subclasses are ``@dataclass(frozen=True, kw_only=True)``; choices are ``str``
+Enums; validation lives in ``__post_init__`` and raises ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from typing import Any, TypeVar
+
+from edgeopt.core.errors import ConfigError
+
+T = TypeVar("T", bound="Config")
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Config):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _to_plain(v) for k, v in value.items()}
+    return value
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    """Turn a plain YAML value into the field's declared type."""
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        last_error: ConfigError | None = None
+        for arg in typing.get_args(tp):
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except (ConfigError, TypeError, ValueError) as exc:
+                last_error = exc if isinstance(exc, ConfigError) else ConfigError(str(exc))
+        raise last_error or ConfigError(f"{where}: bad value {value!r}")
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            valid = ", ".join(m.value for m in tp)
+            raise ConfigError(f"{where}: unknown value {value!r} (valid: {valid})") from None
+    if isinstance(tp, type) and issubclass(tp, Config):
+        return tp.from_dict(value) if isinstance(value, dict) else value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        inner = args[0] if args else Any
+        return tuple(_coerce(inner, v, where) for v in value)
+    if origin is dict:
+        _, vt = typing.get_args(tp) or (Any, Any)
+        return {k: _coerce(vt, v, f"{where}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if tp in (int, float, str, bool) and not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+class Config:
+    """Mixin for config dataclasses: ``to_dict``/``from_dict`` and ``replace``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _to_plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__}: expected a mapping, got {data!r}")
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(
+                f"{cls.__name__}: unknown option {unknown[0]!r} (valid: {', '.join(sorted(names))})"
+            )
+        kwargs = {k: _coerce(hints[k], v, f"{cls.__name__}.{k}") for k, v in data.items()}
+        return cls(**kwargs)
+
+    def replace(self: T, **changes: Any) -> T:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,243 @@
+"""The canonical model form every technique works on.
+
+Whatever the user hands us (an nn.Module, a torch.export program, TorchScript,
+ONNX) is traced once with ``torch.export`` into aten operators. ``lift`` then
+turns the weight-carrying operators back into real ``nn.Conv2d`` /
+``nn.Linear`` / ``nn.BatchNorm2d`` modules named by their qualified path
+("layer1.0.conv1"), so compression techniques can swap modules and the
+per-layer policy can match names, while every other operator stays an aten
+call the exporter maps one to one.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from edgeopt.core.errors import ExportError
+
+aten = torch.ops.aten
+
+CONV_OPS = (aten.conv2d.default, aten.convolution.default)
+BN_OPS = (
+    aten.batch_norm.default,
+    aten._native_batch_norm_legit_no_training.default,
+)
+# Calls torch.export adds for its own bookkeeping; they compute nothing.
+_SKIP_MODULES = ("_guards_fn",)
+
+
+def export_program(module: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    """torch.export with a dynamic batch dimension, functionalized."""
+    module = module.eval()
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    try:
+        # Exporting at batch 2: torch.export specializes a size of 1.
+        example = example[:1].expand(2, *example.shape[1:]).contiguous()
+        ep = torch.export.export(module, (example,), dynamic_shapes=({0: batch},), strict=False)
+    except Exception as exc:  # torch raises many types here; the first line is what matters
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"torch.export cannot trace the model: {first}") from exc
+    return ep.run_decompositions({})
+
+
+def _set_path(root: nn.Module, path: str, value: nn.Module | torch.Tensor) -> None:
+    parts = path.split(".")
+    parent = root
+    for part in parts[:-1]:
+        if not hasattr(parent, part):
+            parent.add_module(part, nn.Module())
+        parent = getattr(parent, part)
+    if isinstance(value, nn.Module):
+        parent.add_module(parts[-1], value)
+    elif isinstance(value, nn.Parameter):
+        parent.register_parameter(parts[-1], value)
+    else:
+        parent.register_buffer(parts[-1], value)
+
+
+def _get_path(gm: nn.Module, path: str) -> torch.Tensor:
+    obj = gm
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _module_name(weight_node: fx.Node) -> str | None:
+    if weight_node.op != "get_attr" or not weight_node.target.endswith(".weight"):
+        return None
+    return weight_node.target[: -len(".weight")]
+
+
+def _attr(node: fx.Node | None, gm: nn.Module) -> torch.Tensor | None:
+    if node is None:
+        return None
+    if node.op != "get_attr":
+        raise ExportError(f"parameter {node.name} is computed, not stored; cannot lift it")
+    return _get_path(gm, node.target).detach().clone()
+
+
+def _arg(args: Sequence, kwargs: dict, i: int, name: str, default):
+    if len(args) > i:
+        return args[i]
+    return kwargs.get(name, default)
+
+
+def _make_conv(node: fx.Node, gm: nn.Module) -> nn.Conv2d | None:
+    a, kw = node.args, node.kwargs
+    weight = _attr(a[1], gm)
+    bias = _attr(_arg(a, kw, 2, "bias", None), gm)
+    if node.target is aten.convolution.default:
+        stride, padding, dilation, transposed, _, groups = a[3:9]
+        if transposed:
+            return None
+    else:
+        stride = _arg(a, kw, 3, "stride", [1, 1])
+        padding = _arg(a, kw, 4, "padding", [0, 0])
+        dilation = _arg(a, kw, 5, "dilation", [1, 1])
+        groups = _arg(a, kw, 6, "groups", 1)
+    if weight.dim() != 4:
+        return None
+    out_c, in_per_group, kh, kw_ = weight.shape
+    conv = nn.Conv2d(
+        in_per_group * groups, out_c, (kh, kw_), stride=tuple(stride),
+        padding=tuple(padding), dilation=tuple(dilation), groups=groups, bias=bias is not None,
+    )
+    conv.weight = nn.Parameter(weight)
+    if bias is not None:
+        conv.bias = nn.Parameter(bias)
+    return conv
+
+
+def _make_linear(node: fx.Node, gm: nn.Module) -> nn.Linear:
+    weight = _attr(node.args[1], gm)
+    bias = _attr(_arg(node.args, node.kwargs, 2, "bias", None), gm)
+    lin = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    lin.weight = nn.Parameter(weight)
+    if bias is not None:
+        lin.bias = nn.Parameter(bias)
+    return lin
+
+
+def _make_bn(node: fx.Node, gm: nn.Module) -> nn.BatchNorm2d:
+    a = node.args
+    weight, bias, mean, var = (_attr(n, gm) for n in a[1:5])
+    eps = a[7] if node.target is aten.batch_norm.default else a[6]
+    bn = nn.BatchNorm2d(mean.numel(), eps=float(eps))
+    with torch.no_grad():
+        bn.running_mean.copy_(mean)
+        bn.running_var.copy_(var)
+        if weight is not None:
+            bn.weight.copy_(weight)
+        if bias is not None:
+            bn.bias.copy_(bias)
+    return bn.eval()
+
+
+def layer_name(node: fx.Node) -> str:
+    """The qualified module name a node came from, for messages and policies."""
+    if node.op == "call_module":
+        return str(node.target)
+    if "layer" in node.meta:
+        return node.meta["layer"]
+    stack = node.meta.get("nn_module_stack") or {}
+    if stack:
+        path = list(stack.values())[-1][0]
+        if path and not path.startswith("_empty"):
+            return path
+    return node.name
+
+
+def lift(ep: torch.export.ExportedProgram) -> fx.GraphModule:
+    """Turn an exported program into the canonical GraphModule (see module doc)."""
+    src = ep.module()
+    root = nn.Module()
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    used_names: set[str] = set()
+    bn_nodes: dict[fx.Node, fx.Node] = {}
+
+    def unique(name: str) -> str:
+        base, i = name, 1
+        while name in used_names:
+            name, i = f"{base}_{i}", i + 1
+        used_names.add(name)
+        return name
+
+    def add_module_call(node: fx.Node, module: nn.Module, name: str, inp: fx.Node) -> fx.Node:
+        name = unique(name)
+        _set_path(root, name, module)
+        new = graph.call_module(name, (env[inp],))
+        new.meta = dict(node.meta)
+        new.meta["layer"] = name
+        return new
+
+    # get_attr nodes are copied lazily: only those still used by a non-lifted node.
+    def lookup(n: fx.Node) -> fx.Node:
+        if n in env:
+            return env[n]
+        if n.op == "get_attr":
+            tensor = _get_path(src, n.target)
+            name = unique(n.target)
+            _set_path(root, name, tensor.detach().clone())
+            env[n] = graph.get_attr(name)
+            return env[n]
+        raise KeyError(n)
+
+    for node in src.graph.nodes:
+        if node.op == "get_attr":
+            continue
+        if node.op == "call_module" and node.target in _SKIP_MODULES:
+            continue
+        if node.op == "placeholder":
+            env[node] = graph.placeholder(node.name)
+            env[node].meta = dict(node.meta)
+            continue
+        if node.op == "call_function":
+            name = None
+            module = None
+            if node.target in CONV_OPS:
+                name = _module_name(node.args[1])
+                module = _make_conv(node, src) if name else None
+            elif node.target is aten.linear.default:
+                name = _module_name(node.args[1])
+                module = _make_linear(node, src) if name else None
+            elif node.target in BN_OPS:
+                name = _module_name(node.args[1]) or f"bn_{node.name}"
+                if all(a is None or a.op == "get_attr" for a in node.args[1:5]):
+                    module = _make_bn(node, src)
+            if module is not None:
+                env[node] = add_module_call(node, module, name, node.args[0])
+                if node.target is aten._native_batch_norm_legit_no_training.default:
+                    bn_nodes[node] = env[node]
+                continue
+            if node.target is operator.getitem and node.args[0] in bn_nodes:
+                if node.args[1] != 0:
+                    raise ExportError(f"batch-norm statistics output used at {layer_name(node)}")
+                env[node] = bn_nodes[node.args[0]]
+                continue
+        new = graph.node_copy(node, lookup)
+        env[node] = new
+    out = graph.output_node()
+    if isinstance(out.args[0], (tuple, list)) and len(out.args[0]) == 1:
+        # A single-output model returns a tensor, as the user's module did.
+        out.args = (out.args[0][0],)
+    gm = fx.GraphModule(root, graph)
+    gm.graph.lint()
+    gm.recompile()
+    return gm
+
+
+def leaf_modules(gm: fx.GraphModule, types: tuple[type, ...] = (nn.Conv2d, nn.Linear)):
+    """(name, module) of every call_module node whose module is of ``types``, in graph order."""
+    out = []
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            mod = gm.get_submodule(node.target)
+            if isinstance(mod, types):
+                out.append((str(node.target), mod))
+    return out

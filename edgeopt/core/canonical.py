@@ -38,13 +38,17 @@ def check_input_fits(model: nn.Module, example: torch.Tensor) -> None:
         ) from None
 
 
-def canonical_copy(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
+def canonical_copy(model: nn.Module, example: torch.Tensor | None) -> fx.GraphModule:
     """A canonical deep copy of ``model`` (the user's model is never modified)."""
     if is_canonical(model):
         return copy.deepcopy(model)
+    if example is None:
+        raise DataError("an example input is needed to trace the model")
     check_finite(model)
     check_input_fits(model, example)
-    gm = lift(export_program(copy.deepcopy(model), example))
+    # TorchScript modules cannot be deep-copied; export does not modify them anyway.
+    src = model if isinstance(model, torch.jit.ScriptModule) else copy.deepcopy(model)
+    gm = lift(export_program(src, example))
     gm.meta[CANONICAL] = True
     gm.meta["input_shape"] = list(example.shape[1:])
     return gm

@@ -38,6 +38,10 @@ def export_program(module: nn.Module, example: torch.Tensor) -> torch.export.Exp
     try:
         # Exporting at batch 2: torch.export specializes a size of 1.
         example = example[:1].expand(2, *example.shape[1:]).contiguous()
+        if isinstance(module, torch.jit.ScriptModule):
+            from torch._export.converter import TS2EPConverter
+
+            module = TS2EPConverter(module, (example,)).convert().module()
         ep = torch.export.export(module, (example,), dynamic_shapes=({0: batch},), strict=False)
     except Exception as exc:  # torch raises many types here; the first line is what matters
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -13,7 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeopt.compress.quantize.observers import TensorStats, activation_range, qparams, weight_qparams
+from edgeopt.compress.quantize.observers import (
+    TensorStats,
+    activation_range,
+    qparams,
+    weight_qparams,
+)
 from edgeopt.compress.quantize.spec import QuantSpec
 
 INT32_MAX = 2**31 - 1

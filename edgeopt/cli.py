@@ -1,0 +1,305 @@
+"""Command line: parsing and printing only (DESIGN.md, "Command line")."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from edgeopt.core.errors import EdgeoptError
+from edgeopt.version import __version__
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _shape(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.lower().replace("x", ",").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a shape like 1,28,28, got {text!r}") from None
+
+
+def _add_preprocess(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scale", type=float, default=1 / 255, help="multiply raw values (default 1/255)")
+    p.add_argument("--mean", type=_floats, default=None, help="per-channel mean, e.g. 0.5 or 0.5,0.5,0.5")
+    p.add_argument("--std", type=_floats, default=None, help="per-channel std")
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help=".onnx, .pt2, .pt/.ts (TorchScript) or pkg.module:factory")
+    p.add_argument("--weights", help="state_dict for a pkg.module:factory model")
+
+
+def _preprocess(args):
+    from edgeopt.core.data import Preprocess
+
+    return Preprocess(scale=args.scale, mean=args.mean, std=args.std)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgeopt", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"edgeopt {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("optimize", help="compress, compile and evaluate in one run")
+    _add_model(p)
+    p.add_argument("--data", required=True, help="dataset folder, .npz, or digits / fashion-mnist")
+    p.add_argument("--recipe", default="int8", help="built-in recipe name or YAML file")
+    p.add_argument("--target", default="x86_64")
+    p.add_argument("--out", default="out", help="artifact folder to write")
+    p.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--calib-size", type=int, help="override the recipe's calibration set size")
+    p.add_argument("--eval-limit", type=int, help="evaluate on this many test samples (seeded)")
+    p.add_argument("--batch", type=int, default=32, help="second latency batch size (default 32)")
+    p.add_argument("--threads", type=int, help="threads for every stage (default: all cores)")
+    p.add_argument("--no-progress", action="store_true")
+    _add_preprocess(p)
+
+    p = sub.add_parser("compress", help="apply a recipe's compression; writes a .pt2 model")
+    _add_model(p)
+    p.add_argument("--data", required=True)
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--out", required=True, help="output .pt2 file")
+    p.add_argument("--force", action="store_true")
+    _add_preprocess(p)
+
+    p = sub.add_parser("compile", help="lower a model to an artifact folder")
+    _add_model(p)
+    p.add_argument("--target", default="x86_64")
+    p.add_argument("--precision", default="auto", choices=["fp32", "int8", "auto"])
+    p.add_argument("--data", help="calibration data (needed for --precision int8)")
+    p.add_argument("--input-shape", type=_shape, help="C,H,W when the model does not declare it")
+    p.add_argument("--out", required=True)
+    p.add_argument("--force", action="store_true")
+    _add_preprocess(p)
+
+    p = sub.add_parser("evaluate", help="accuracy of a model or artifact folder")
+    p.add_argument("model", help="artifact folder or model (as for optimize)")
+    p.add_argument("--weights")
+    p.add_argument("--data", required=True)
+    p.add_argument("--limit", type=int, help="evaluate on this many test samples")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_preprocess(p)
+
+    p = sub.add_parser("bench", help="latency of a model or artifact folder")
+    p.add_argument("model")
+    p.add_argument("--weights")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--input-shape", type=_shape)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("inspect", help="per-layer table: type, parameters, MACs, output shape")
+    p.add_argument("model")
+    p.add_argument("--weights")
+    p.add_argument("--input-shape", type=_shape)
+    p.add_argument("--data", help="dataset to take the input shape from")
+
+    sub.add_parser("recipes", help="list built-in recipes")
+    sub.add_parser("targets", help="list compile targets")
+    return parser
+
+
+def _runnable(model: str, weights: str | None, threads: int | None = None):
+    """(runnable, preprocess dict or None, input shape) for a model file or artifact folder."""
+    from edgeopt.core.model import load_model
+    from edgeopt.runtime import load
+
+    if Path(model).is_dir():
+        pred = load(model, threads=threads)
+        return pred, pred.manifest.get("preprocessing"), pred.input_shape[1:]
+    handle = load_model(model, weights=weights)
+    return handle.module, None, handle.input_shape
+
+
+def cmd_optimize(args) -> int:
+    from edgeopt.evaluate import stage_table
+    from edgeopt.pipeline import OptimizeOptions, optimize
+    from edgeopt.recipes import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    if args.calib_size is not None:
+        recipe.steps = [s.replace(calib_size=args.calib_size) if hasattr(s, "calib_size") else s
+                        for s in recipe.steps]
+    opts = OptimizeOptions(recipe=recipe, target=args.target, preprocess=_preprocess(args),
+                           eval_limit=args.eval_limit, batch=args.batch, threads=args.threads,
+                           progress=not args.no_progress)
+    report = optimize(args.model, args.data, out=args.out, force=args.force,
+                      weights=args.weights, options=opts, log=lambda m: print(m, file=sys.stderr))
+    print(stage_table(report))
+    print(f"artifact written to {args.out}")
+    return 0
+
+
+def cmd_compress(args) -> int:
+    import torch
+
+    from edgeopt.core.data import load_dataset
+    from edgeopt.core.errors import ConfigError, OutputExistsError
+    from edgeopt.core.files import atomic_write_bytes
+    from edgeopt.core.model import load_model
+    from edgeopt.core.registry import apply
+    from edgeopt.recipes import load_recipe
+
+    out = Path(args.out)
+    if out.suffix != ".pt2":
+        raise ConfigError(f"--out {out}: compress writes a torch.export .pt2 file")
+    if out.exists() and not args.force:
+        raise OutputExistsError(f"output file {out} already exists (use --force to replace it)")
+    recipe = load_recipe(args.recipe)
+    handle = load_model(args.model, weights=args.weights)
+    dataset = load_dataset(args.data)
+    model = handle.module
+    for cfg in recipe.steps:
+        calib = dataset.train.subset(getattr(cfg, "calib_size", 512), seed=0)
+        model = apply(model, cfg, data=_preprocess(args)(calib.x))
+    example = torch.from_numpy(_preprocess(args)(dataset.test.x[:2]))
+    ep = torch.export.export(model, (example,),
+                             dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+    import io
+
+    buf = io.BytesIO()
+    torch.export.save(ep, buf)
+    atomic_write_bytes(out, buf.getvalue())
+    print(f"compressed model ({recipe.name}, simulated) written to {out}")
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from edgeopt.compile.api import compile as compile_model
+    from edgeopt.compile.artifact import check_output_dir
+    from edgeopt.core.data import load_dataset
+    from edgeopt.core.errors import ConfigError
+    from edgeopt.core.model import load_model
+    from edgeopt.core.registry import apply
+    from edgeopt.recipes import load_recipe
+
+    check_output_dir(args.out, args.force)
+    handle = load_model(args.model, weights=args.weights)
+    pre = _preprocess(args)
+    shape = handle.input_shape or args.input_shape
+    model = handle.module
+    if args.precision == "int8":
+        if not args.data:
+            raise ConfigError("--precision int8 needs --data for calibration")
+        dataset = load_dataset(args.data)
+        shape = shape or list(dataset.sample_shape)
+        cfg = load_recipe("int8").steps[0]
+        model = apply(model, cfg, data=pre(dataset.train.subset(cfg.calib_size, seed=0).x))
+    elif shape is None and args.data:
+        shape = list(load_dataset(args.data).sample_shape)
+    if shape is None:
+        raise ConfigError(f"{args.model} does not declare its input shape: pass --input-shape C,H,W")
+    art = compile_model(model, target=args.target, out=args.out, input_shape=shape,
+                        preprocess=pre.to_dict(), force=args.force)
+    print(f"{art.manifest['precision']} {art.manifest['backend']} artifact for "
+          f"{art.manifest['target']} written to {art.path}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from edgeopt.core.data import Preprocess, load_dataset
+    from edgeopt.evaluate import evaluate
+
+    runnable, pre, _ = _runnable(args.model, args.weights)
+    if pre is not None:
+        pre = Preprocess.from_dict(pre)
+        pre = pre.replace(mean=tuple(pre.mean) if pre.mean else None,
+                          std=tuple(pre.std) if pre.std else None)
+    else:
+        pre = _preprocess(args)
+    test = load_dataset(args.data).test.subset(args.limit, seed=0)
+    res = evaluate(runnable, test.x, test.y, preprocess=pre, progress=not args.json)
+    if args.json:
+        print(json.dumps(res.to_dict()))
+    else:
+        top5 = f", top-5 {res.top5:.2f}%" if res.top5 is not None else ""
+        print(f"{args.model}: top-1 {res.top1:.2f}%{top5} on {res.n} samples")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from edgeopt.core.errors import ConfigError
+    from edgeopt.evaluate import measure_latency
+
+    runnable, _, shape = _runnable(args.model, args.weights, args.threads)
+    shape = shape or args.input_shape
+    if shape is None:
+        raise ConfigError(f"{args.model} does not declare its input shape: pass --input-shape C,H,W")
+    lat = measure_latency(runnable, tuple(shape), batch=args.batch, repeats=args.repeats,
+                          threads=args.threads)
+    if args.json:
+        print(json.dumps(lat.to_dict()))
+    else:
+        print(f"{args.model}: batch {lat.batch}: p50 {lat.p50_ms:.3f} ms, p90 {lat.p90_ms:.3f} ms "
+              f"({lat.repeats} runs, {lat.threads} threads)")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from edgeopt.core.data import load_dataset
+    from edgeopt.core.errors import ConfigError
+    from edgeopt.core.model import load_model
+    from edgeopt.inspect import format_rows, inspect_model
+
+    if Path(args.model).is_dir():
+        from edgeopt.runtime import read_manifest
+
+        m = read_manifest(args.model)
+        print(f"{args.model}: {m['precision']} {m['backend']} artifact for {m['target']}")
+        for layer, prec in m.get("layer_precision", {}).items():
+            print(f"  {layer:40s} {prec}")
+        return 0
+    handle = load_model(args.model, weights=args.weights)
+    shape = handle.input_shape or args.input_shape
+    if shape is None and args.data:
+        shape = list(load_dataset(args.data).sample_shape)
+    if shape is None:
+        raise ConfigError(f"{args.model} does not declare its input shape: pass --input-shape C,H,W")
+    print(format_rows(inspect_model(handle.module, list(shape))))
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    from edgeopt.recipes import builtin_recipes, load_recipe
+
+    for name in builtin_recipes():
+        print(f"{name:12s} {load_recipe(name).description}")
+    return 0
+
+
+def cmd_targets(args) -> int:
+    from edgeopt.compile.targets import TARGETS
+
+    for t in TARGETS.values():
+        aliases = f" (aliases: {', '.join(t.aliases)})" if t.aliases else ""
+        print(f"{t.name:10s} backends: {', '.join(t.backends)}; precisions: "
+              f"{', '.join(t.precisions)} - {t.description}{aliases}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = globals()[f"cmd_{args.command}"]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return handler(args)
+    except EdgeoptError as exc:
+        print(f"edgeopt {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

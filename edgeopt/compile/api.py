@@ -1,0 +1,95 @@
+"""``edgeopt.compile``: lower a (compressed) model to an artifact for a target."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+from edgeopt.compile.artifact import ArtifactWriter
+from edgeopt.compile.backends.onnxruntime import export as ort_export
+from edgeopt.compile.targets import get_target
+from edgeopt.compress.fold_bn import fold_batchnorm
+from edgeopt.core.canonical import canonical_copy, is_canonical
+from edgeopt.core.errors import ConfigError
+from edgeopt.core.graph import leaf_modules
+
+BACKENDS = {"onnxruntime": ort_export}
+
+
+@dataclass
+class Artifact:
+    path: Path
+    manifest: dict[str, Any]
+
+    def load(self, *, threads: int | None = None):
+        from edgeopt.runtime import load
+
+        return load(self.path, threads=threads)
+
+
+def model_precision(gm: fx.GraphModule) -> tuple[str, dict[str, str]]:
+    """Global precision label and per-layer labels of a canonical model."""
+    info = gm.meta.get("edgeopt") or {}
+    per_layer = info.get("precision") or {name: "fp32" for name, _ in leaf_modules(gm)}
+    quantized = any(label != "fp32" for label in per_layer.values())
+    return ("int8" if quantized else "fp32"), per_layer
+
+
+def prepare(model, input_shape: list[int] | None) -> tuple[fx.GraphModule, list[int]]:
+    """A canonical, BN-folded copy of ``model`` and its input shape (C, H, W)."""
+    if is_canonical(model):
+        gm = canonical_copy(model, None)
+        shape = input_shape or gm.meta.get("input_shape")
+    else:
+        if input_shape is None:
+            raise ConfigError("compile needs input_shape=(C, H, W) for a plain nn.Module")
+        gm = canonical_copy(model, torch.zeros(2, *input_shape))
+        shape = list(input_shape)
+    fold_batchnorm(gm)
+    return gm, list(shape)
+
+
+def stage(model, writer: ArtifactWriter, *, target: str = "x86_64", backend: str = "onnxruntime",
+          precision: str | None = None, input_shape: list[int] | None = None,
+          preprocess: dict | None = None, recipe: Any = None) -> dict[str, Any]:
+    """Lower ``model`` into a staged artifact and write its manifest (not committed)."""
+    t = get_target(target)
+    gm, shape = prepare(model, input_shape)
+    actual, per_layer = model_precision(gm)
+    if precision not in (None, "auto") and precision != actual:
+        raise ConfigError(
+            f"model is {actual} but precision {precision!r} was asked for; "
+            f"quantize it first (edgeopt optimize --recipe int8)"
+        )
+    t.check(backend, actual)
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+    fields = BACKENDS[backend].export(gm, writer, input_shape=shape)
+    return writer.write_manifest({
+        "target": t.name,
+        **fields,
+        "precision": actual,
+        "layer_precision": per_layer,
+        "preprocessing": preprocess or {"scale": 1.0, "mean": None, "std": None, "layout": "NCHW"},
+        "recipe": recipe,
+    })
+
+
+def compile(model, target: str = "x86_64", *, out: str | os.PathLike | None = None,
+            backend: str = "onnxruntime", precision: str | None = None,
+            input_shape: list[int] | None = None, preprocess: dict | None = None,
+            recipe: Any = None, force: bool = False) -> Artifact:
+    """Write an artifact folder for ``model`` (a temporary one when ``out`` is None)."""
+    if out is None:
+        out = Path(tempfile.mkdtemp(prefix="edgeopt-")) / "artifact"
+    with ArtifactWriter(out, force=force) as writer:
+        manifest = stage(model, writer, target=target, backend=backend, precision=precision,
+                         input_shape=input_shape, preprocess=preprocess, recipe=recipe)
+        path = writer.commit()
+    return Artifact(path, manifest)

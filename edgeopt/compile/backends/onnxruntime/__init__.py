@@ -1,0 +1,1 @@
+"""ONNX Runtime backend: QDQ/fp32 ONNX files run by onnxruntime's CPU provider."""

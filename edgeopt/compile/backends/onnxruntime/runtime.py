@@ -1,0 +1,34 @@
+"""Predictor for ONNX Runtime artifacts (numpy + onnxruntime only)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+
+from edgeopt.runtime.predictor import Predictor
+
+
+def make_session(model: str | bytes, threads: int | None = None) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # warnings about NCHWc serialization are noise here
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+class OrtPredictor(Predictor):
+    backend = "onnxruntime"
+
+    def __init__(self, path, manifest, *, threads=None):
+        super().__init__(path, manifest, threads=threads)
+        self.session = make_session(str(self.path / manifest["model_file"]), threads)
+        self.output_name = self.session.get_outputs()[0].name
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        x = self._check(x)
+        return self.session.run([self.output_name], {self.input_name: x})[0]
+
+
+PREDICTOR = OrtPredictor

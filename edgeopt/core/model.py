@@ -1,0 +1,131 @@
+"""Loading a user's model from any supported form into a ``ModelHandle``.
+
+MODEL is ``.onnx``, ``.pt2`` (torch.export), ``.pt``/``.ts`` (TorchScript), or
+``pkg.module:factory`` with ``--weights state_dict.pt``. We never unpickle a
+file: TorchScript and ``.pt2`` archives are loaded by their own loaders, and
+state dicts with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgeopt.core.errors import ModelLoadError
+
+MODEL_SUFFIXES = (".onnx", ".pt2", ".pt", ".ts")
+
+
+@dataclass
+class ModelHandle:
+    """A loaded model: a runnable torch module plus what we know about its input."""
+
+    module: nn.Module
+    source: str
+    kind: str  # onnx | pt2 | torchscript | factory | module
+    input_shape: list[int] | None = None  # (C, H, W) when the file declares it
+    info: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return Path(self.source).stem if self.kind != "factory" else self.source.split(":")[-1]
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _load_pt2(path: str) -> ModelHandle:
+    try:
+        ep = torch.export.load(path)
+    except Exception as exc:
+        raise ModelLoadError(f"{path} is not a valid torch.export (.pt2) file: {_first_line(exc)}") from None
+    shape = None
+    for spec, node in zip(ep.graph_signature.input_specs, ep.graph.nodes):
+        if spec.kind.name == "USER_INPUT" and "val" in node.meta:
+            dims = list(node.meta["val"].shape)[1:]
+            shape = [int(d) for d in dims] if all(isinstance(d, int) for d in dims) else None
+            break
+    return ModelHandle(ep.module(), path, "pt2", shape)
+
+
+def _load_torchscript(path: str) -> ModelHandle:
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+        if not any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+            raise ModelLoadError(
+                f"{path} is a pickled PyTorch file, not TorchScript; edgeopt does not unpickle "
+                f"files (save with torch.jit.save, torch.export.save, or pass "
+                f"pkg.module:factory --weights state_dict.pt)"
+            )
+    try:
+        module = torch.jit.load(path, map_location="cpu")
+    except Exception as exc:
+        raise ModelLoadError(f"{path} is not a valid TorchScript file: {_first_line(exc)}") from None
+    return ModelHandle(module.eval(), path, "torchscript")
+
+
+def _load_factory(spec: str, weights: str | None) -> ModelHandle:
+    mod_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ModelLoadError(f"cannot import model factory {spec}: {_first_line(exc)}") from None
+    try:
+        module = factory()
+    except Exception as exc:
+        raise ModelLoadError(f"model factory {spec}() failed: {_first_line(exc)}") from None
+    if not isinstance(module, nn.Module):
+        raise ModelLoadError(f"model factory {spec}() returned {type(module).__name__}, not nn.Module")
+    if weights is not None:
+        load_weights(module, weights)
+    return ModelHandle(module.eval(), spec, "factory", info={"weights": weights})
+
+
+def load_weights(module: nn.Module, weights: str) -> None:
+    if not os.path.isfile(weights):
+        raise ModelLoadError(f"weights file {weights} does not exist")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"{weights} is not a readable state_dict: {_first_line(exc)}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ModelLoadError(f"{weights} does not fit the model: {_first_line(exc)}") from None
+
+
+def load_model(spec: str | nn.Module, *, weights: str | None = None) -> ModelHandle:
+    """Load MODEL as DESIGN.md describes; every failure is one ``ModelLoadError`` line."""
+    if isinstance(spec, nn.Module):
+        return ModelHandle(spec.eval(), type(spec).__name__, "module")
+    spec = str(spec)
+    suffix = Path(spec).suffix.lower()
+    if suffix in MODEL_SUFFIXES:
+        if not os.path.isfile(spec):
+            raise ModelLoadError(f"model file {spec} does not exist")
+        if weights is not None:
+            raise ModelLoadError(f"--weights applies to pkg.module:factory models, not {suffix} files")
+        if suffix == ".onnx":
+            from edgeopt.core.onnx_import import load_onnx
+
+            module, shape = load_onnx(spec)
+            return ModelHandle(module, spec, "onnx", shape)
+        if suffix == ".pt2":
+            return _load_pt2(spec)
+        return _load_torchscript(spec)
+    if ":" in spec and not os.path.exists(spec):
+        return _load_factory(spec, weights)
+    raise ModelLoadError(
+        f"cannot tell what kind of model {spec} is (expected {', '.join(MODEL_SUFFIXES)} "
+        f"or pkg.module:factory)"
+    )

@@ -1,0 +1,199 @@
+"""``optimize``: recipe -> compress -> compile -> evaluate every stage, one report.
+
+Every stage (the user's fp32 PyTorch model, the simulated-compressed model,
+the compiled fp32 artifact, the compiled compressed artifact) is evaluated on
+the same samples with the same preprocessing, and timed the same way, so the
+report's columns can be compared directly.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from edgeopt.compile.api import model_precision, prepare, stage
+from edgeopt.compile.artifact import ArtifactWriter, check_output_dir
+from edgeopt.core.canonical import canonical_copy
+from edgeopt.core.data import Dataset, Preprocess, load_dataset
+from edgeopt.core.errors import DataError
+from edgeopt.core.model import ModelHandle, load_model
+from edgeopt.core.registry import apply
+from edgeopt.evaluate import (
+    Report,
+    StageResult,
+    evaluate,
+    measure_latency,
+    size_on_disk,
+    write_report,
+)
+from edgeopt.recipes import Recipe, load_recipe
+from edgeopt.runtime import load as load_artifact
+from edgeopt.runtime import read_manifest
+from edgeopt.version import __version__
+
+
+@dataclass(kw_only=True)
+class OptimizeOptions:
+    recipe: str | Recipe = "int8"
+    target: str = "x86_64"
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    eval_limit: int | None = None  # None: the whole test split
+    eval_seed: int = 0
+    batch: int = 32  # the second latency batch size (batch 1 is always measured)
+    latency_repeats: int = 50
+    threads: int | None = None
+    progress: bool = True
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _torch_file_size(module: torch.nn.Module) -> int:
+    buf = io.BytesIO()
+    torch.save(module.state_dict(), buf)
+    return buf.tell()
+
+
+def check_fits(handle: ModelHandle, dataset: Dataset) -> None:
+    want = handle.input_shape
+    got = list(dataset.sample_shape)
+    if want is not None and list(want) != got:
+        raise DataError(
+            f"data {dataset.name} has samples of shape {tuple(got)} but model {handle.source} "
+            f"expects {tuple(want)}"
+        )
+
+
+class _Stages:
+    """Evaluates and times runnables, collecting StageResults."""
+
+    def __init__(self, x_raw, y, opts: OptimizeOptions, sample_shape, log: Callable) -> None:
+        self.x_raw, self.y, self.opts, self.sample_shape, self.log = x_raw, y, opts, sample_shape, log
+        self.results: list[StageResult] = []
+        self.reference = None
+
+    def run(self, name: str, runnable, *, backend: str, precision: str, size: int, notes=""):
+        self.log(f"evaluating {name} on {len(self.y)} samples")
+        ev = evaluate(runnable, self.x_raw, self.y, preprocess=self.opts.preprocess,
+                      reference_logits=self.reference, progress=self.opts.progress, desc=name)
+        if self.reference is None:
+            self.reference = ev.logits
+        latency = {
+            b: measure_latency(runnable, self.sample_shape, batch=b,
+                               repeats=self.opts.latency_repeats if b == 1 else
+                               max(10, self.opts.latency_repeats // 2),
+                               threads=self.opts.threads)
+            for b in sorted({1, self.opts.batch})
+        }
+        result = StageResult(
+            name=name, backend=backend, precision=precision, accuracy_top1=ev.top1,
+            accuracy_top5=ev.top5, agreement=ev.agreement, size_bytes=size, latency=latency,
+            notes=notes,
+        )
+        self.results.append(result)
+        return result
+
+
+def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
+             weights: str | None = None, options: OptimizeOptions | None = None,
+             log: Callable[[str], None] = print) -> Report:
+    """Run a recipe end to end and write the artifact folder ``out`` (with its reports)."""
+    opts = options or OptimizeOptions()
+    check_output_dir(out, force)
+    recipe = opts.recipe if isinstance(opts.recipe, Recipe) else load_recipe(opts.recipe)
+    handle = load_model(model, weights=weights)
+    dataset = data if isinstance(data, Dataset) else load_dataset(str(data))
+    check_fits(handle, dataset)
+    test = dataset.test.subset(opts.eval_limit, seed=opts.eval_seed)
+    sample_shape = tuple(dataset.sample_shape)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    stages = _Stages(test.x, test.y, opts, sample_shape, log)
+
+    stages.run("fp32 pytorch", handle.module, backend="torch", precision="fp32",
+               size=_size_of_source(handle))
+
+    compressed = handle.module
+    t0 = time.perf_counter()
+    for cfg in recipe.steps:
+        calib_n = getattr(cfg, "calib_size", 512)
+        calib = dataset.train.subset(calib_n, seed=getattr(cfg, "calib_seed", 0))
+        log(f"compress: {type(cfg).__name__} with {len(calib)} calibration samples")
+        compressed = apply(compressed, cfg, data=opts.preprocess(calib.x))
+    timings["compress_s"] = time.perf_counter() - t0
+    final_precision = "fp32"
+    if recipe.steps:
+        final_precision, _ = model_precision(compressed)
+        stages.run(f"{final_precision} simulated", compressed, backend="torch",
+                   precision=final_precision, size=_torch_file_size(compressed),
+                   notes="fake-quantized PyTorch model")
+
+    backend = recipe.compile.get("backend", "onnxruntime")
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgeopt-") as tmp:
+        fp32_dir = Path(tmp) / "fp32"
+        example = torch.from_numpy(opts.preprocess(test.x[:2]))
+        float_model, shape = prepare(canonical_copy(handle.module, example), None)
+        with ArtifactWriter(fp32_dir) as w:
+            stage(float_model, w, target=opts.target, backend=backend, input_shape=shape,
+                  preprocess=opts.preprocess.to_dict())
+            w.commit()
+        with ArtifactWriter(out, force=force) as writer:
+            final = compressed if recipe.steps else float_model
+            stage(final, writer, target=opts.target, backend=backend, input_shape=shape,
+                  preprocess=opts.preprocess.to_dict(), recipe=recipe.to_dict())
+            timings["compile_s"] = time.perf_counter() - t0
+            fp32_pred = load_artifact(fp32_dir, threads=opts.threads)
+            stages.run(f"fp32 {backend}", fp32_pred, backend=backend, precision="fp32",
+                       size=size_on_disk(fp32_dir / fp32_pred.manifest["model_file"]))
+            if recipe.steps:
+                pred = load_artifact(writer.staging, threads=opts.threads)
+                stages.run(f"{final_precision} {backend}", pred, backend=backend,
+                           precision=final_precision,
+                           size=size_on_disk(writer.staging / pred.manifest["model_file"]))
+            timings["total_s"] = time.perf_counter() - started
+            report = Report(
+                model=handle.source, dataset=dataset.name, n_eval=len(test.y),
+                stages=stages.results,
+                meta={
+                    "recipe": recipe.name, "target": opts.target, "backend": backend,
+                    "threads": opts.threads or torch.get_num_threads(), "cpu": _cpu_name(),
+                    "edgeopt_version": __version__, "timings_s": timings,
+                    "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "preprocessing": opts.preprocess.to_dict(),
+                    "compression": (compressed.meta.get("edgeopt") if recipe.steps else None),
+                },
+            )
+            write_report(report, writer.staging)
+            manifest = read_manifest(writer.staging)
+            writer.write_manifest({k: v for k, v in manifest.items()
+                                   if k not in ("format_version", "edgeopt_version", "files",
+                                                "created_at")})
+            writer.commit()
+    return report
+
+
+def _size_of_source(handle: ModelHandle) -> int:
+    if handle.kind in ("onnx", "pt2", "torchscript"):
+        return os.path.getsize(handle.source)
+    weights = handle.info.get("weights")
+    if weights:
+        return os.path.getsize(weights)
+    return _torch_file_size(handle.module)
+

@@ -1,0 +1,60 @@
+"""Load an artifact folder and run it: needs numpy and the backend's runtime only."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+
+from edgeopt.core.errors import ArtifactError
+from edgeopt.core.files import sha256_file
+from edgeopt.runtime.predictor import Predictor
+
+MANIFEST = "manifest.json"
+SUPPORTED_FORMATS = (1,)
+__all__ = ["Predictor", "load", "read_manifest", "verify"]
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    mpath = path / MANIFEST
+    if not path.is_dir():
+        raise ArtifactError(f"{path} is not an artifact folder")
+    if not mpath.is_file():
+        raise ArtifactError(f"{path} has no {MANIFEST}: not an edgeopt artifact")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{mpath} is not valid JSON ({exc})") from None
+    if manifest.get("format_version") not in SUPPORTED_FORMATS:
+        raise ArtifactError(
+            f"{mpath}: format_version {manifest.get('format_version')!r} is not supported "
+            f"(this edgeopt reads {SUPPORTED_FORMATS})"
+        )
+    return manifest
+
+
+def verify(path: str | os.PathLike, manifest: dict) -> None:
+    """Check every listed file against its sha256; a tampered artifact is refused."""
+    path = Path(path)
+    for name, info in manifest.get("files", {}).items():
+        f = path / name
+        if not f.is_file():
+            raise ArtifactError(f"artifact {path} is missing {name}")
+        if sha256_file(f) != info["sha256"]:
+            raise ArtifactError(
+                f"artifact file {f} does not match its manifest checksum (modified or corrupt)"
+            )
+
+
+def load(path: str | os.PathLike, *, threads: int | None = None) -> Predictor:
+    """Verify an artifact and return a Predictor for its backend."""
+    manifest = read_manifest(path)
+    verify(path, manifest)
+    backend = manifest.get("backend", "")
+    try:
+        module = importlib.import_module(f"edgeopt.compile.backends.{backend}.runtime")
+    except ModuleNotFoundError:
+        raise ArtifactError(f"artifact {path} needs backend {backend!r}, not available") from None
+    return module.PREDICTOR(Path(path), manifest, threads=threads)

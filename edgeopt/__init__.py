@@ -6,7 +6,7 @@
     predictor = edgeopt.runtime.load("out/")                           # .run / .predict
 """
 
-from edgeopt import compile, evaluate, runtime  # noqa: A004  (callable packages)
+from edgeopt import compile, compress, evaluate, runtime  # noqa: A004  (callable packages)
 from edgeopt.compress.quantize.spec import Int8Config, Observer, QuantConfig, QuantSpec
 from edgeopt.core.registry import apply
 from edgeopt.version import __version__
@@ -19,6 +19,7 @@ __all__ = [
     "__version__",
     "apply",
     "compile",
+    "compress",
     "evaluate",
     "runtime",
 ]

@@ -16,7 +16,7 @@ _SHOWN_FUNCTIONS = {
     aten.add.Tensor: "Add", aten.mul.Tensor: "Mul", aten.cat.default: "Concat",
     aten.max_pool2d.default: "MaxPool", aten.avg_pool2d.default: "AvgPool",
     aten.adaptive_avg_pool2d.default: "GlobalAvgPool", aten.mean.dim: "Mean",
-    aten.relu.default: "ReLU", aten.hardtanh.default: "Clip", aten.hardswish.default: "HardSwish",
+    aten.relu.default: "ReLU", aten.hardtanh.default: "Clip", aten.relu6.default: "ReLU6", aten.hardswish.default: "HardSwish",
     aten.sigmoid.default: "Sigmoid", aten.flatten.using_ints: "Flatten",
     aten.view.default: "Reshape", aten.reshape.default: "Reshape",
 }

@@ -9,7 +9,7 @@ import torch.fx as fx
 from torch import nn
 
 from edgeopt.core.errors import DataError, ModelLoadError
-from edgeopt.core.graph import export_program, lift
+from edgeopt.core.graph import eval_mode, export_program, lift
 
 CANONICAL = "edgeopt_canonical"
 
@@ -30,7 +30,7 @@ def check_input_fits(model: nn.Module, example: torch.Tensor) -> None:
     """Run one sample so a shape mismatch is reported as such, not deep in a trace."""
     try:
         with torch.no_grad():
-            model.eval()(example[:1])
+            eval_mode(model)(example[:1])
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DataError(

@@ -30,10 +30,34 @@ BN_OPS = (
 # Calls torch.export adds for its own bookkeeping; they compute nothing.
 _SKIP_MODULES = ("_guards_fn",)
 
+# Extension points, so a compression package can teach ``lift`` to recognise
+# the ops its exported models contain (quantize/reload.py) without core
+# importing it:
+#   PARAM_WRAPPERS: op -> True for an op applied to a stored weight/bias
+#       (e.g. fake-quant of a weight); the layer is lifted from the stored tensor.
+#   LAYER_FINISHERS: fn(module, weight_wrapper, bias_wrapper, src) -> module,
+#       called when a lifted layer's weight or bias was wrapped.
+#   NODE_LIFTERS: op -> fn(node, src) -> nn.Module | None, for standalone ops
+#       that become modules (e.g. activation fake-quant).
+#   POST_LIFT: fn(gm) run on the finished canonical module.
+PARAM_WRAPPERS: dict = {}
+LAYER_FINISHERS: list = []
+NODE_LIFTERS: dict = {}
+POST_LIFT: list = []
+
+
+def eval_mode(module: nn.Module) -> nn.Module:
+    """``module.eval()``, except for torch.export's unlifted modules, which refuse it
+    (they are always in inference form already)."""
+    try:
+        return module.eval()
+    except NotImplementedError:
+        return module
+
 
 def export_program(module: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
     """torch.export with a dynamic batch dimension, functionalized."""
-    module = module.eval()
+    module = eval_mode(module)
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     try:
         # Exporting at batch 2: torch.export specializes a size of 1.
@@ -71,15 +95,36 @@ def _get_path(gm: nn.Module, path: str) -> torch.Tensor:
     return obj
 
 
+def _unwrap(node):
+    """(stored tensor node, wrapper node or None) for a weight/bias argument."""
+    if isinstance(node, fx.Node) and node.op == "call_function" and node.target in PARAM_WRAPPERS:
+        inner = node.args[0]
+        if isinstance(inner, fx.Node) and inner.op == "get_attr":
+            return inner, node
+    return node, None
+
+
 def _module_name(weight_node: fx.Node) -> str | None:
+    weight_node, _ = _unwrap(weight_node)
     if weight_node.op != "get_attr" or not weight_node.target.endswith(".weight"):
         return None
     return weight_node.target[: -len(".weight")]
 
 
+def _finish(module: nn.Module, node: fx.Node, weight_arg, bias_arg, gm: nn.Module) -> nn.Module:
+    _, w_wrap = _unwrap(weight_arg)
+    _, b_wrap = _unwrap(bias_arg)
+    if w_wrap is None and b_wrap is None:
+        return module
+    for finisher in LAYER_FINISHERS:
+        module = finisher(module, w_wrap, b_wrap, gm)
+    return module
+
+
 def _attr(node: fx.Node | None, gm: nn.Module) -> torch.Tensor | None:
     if node is None:
         return None
+    node, _ = _unwrap(node)
     if node.op != "get_attr":
         raise ExportError(f"parameter {node.name} is computed, not stored; cannot lift it")
     return _get_path(gm, node.target).detach().clone()
@@ -114,7 +159,7 @@ def _make_conv(node: fx.Node, gm: nn.Module) -> nn.Conv2d | None:
     conv.weight = nn.Parameter(weight)
     if bias is not None:
         conv.bias = nn.Parameter(bias)
-    return conv
+    return _finish(conv, node, a[1], _arg(a, kw, 2, "bias", None), gm)
 
 
 def _make_linear(node: fx.Node, gm: nn.Module) -> nn.Linear:
@@ -124,7 +169,7 @@ def _make_linear(node: fx.Node, gm: nn.Module) -> nn.Linear:
     lin.weight = nn.Parameter(weight)
     if bias is not None:
         lin.bias = nn.Parameter(bias)
-    return lin
+    return _finish(lin, node, node.args[1], _arg(node.args, node.kwargs, 2, "bias", None), gm)
 
 
 def _make_bn(node: fx.Node, gm: nn.Module) -> nn.BatchNorm2d:
@@ -190,6 +235,9 @@ def lift(ep: torch.export.ExportedProgram) -> fx.GraphModule:
             _set_path(root, name, tensor.detach().clone())
             env[n] = graph.get_attr(name)
             return env[n]
+        if n.op == "call_function":  # a skipped weight wrapper still used elsewhere
+            env[n] = graph.node_copy(n, lookup)
+            return env[n]
         raise KeyError(n)
 
     for node in src.graph.nodes:
@@ -202,6 +250,14 @@ def lift(ep: torch.export.ExportedProgram) -> fx.GraphModule:
             env[node].meta = dict(node.meta)
             continue
         if node.op == "call_function":
+            if _unwrap(node)[1] is not None:
+                continue  # folded into the layer that uses it (copied lazily otherwise)
+            if node.target in NODE_LIFTERS:
+                lifted = NODE_LIFTERS[node.target](node, src)
+                if lifted is not None:
+                    env[node] = add_module_call(node, lifted, f"act_quant.{node.name}",
+                                                node.args[0])
+                    continue
             name = None
             module = None
             if node.target in CONV_OPS:
@@ -233,6 +289,8 @@ def lift(ep: torch.export.ExportedProgram) -> fx.GraphModule:
     gm = fx.GraphModule(root, graph)
     gm.graph.lint()
     gm.recompile()
+    for hook in POST_LIFT:
+        hook(gm)
     return gm
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from edgeopt.core.errors import ModelLoadError
+from edgeopt.core.graph import eval_mode
 
 MODEL_SUFFIXES = (".onnx", ".pt2", ".pt", ".ts")
 
@@ -107,7 +108,7 @@ def load_weights(module: nn.Module, weights: str) -> None:
 def load_model(spec: str | nn.Module, *, weights: str | None = None) -> ModelHandle:
     """Load MODEL as DESIGN.md describes; every failure is one ``ModelLoadError`` line."""
     if isinstance(spec, nn.Module):
-        return ModelHandle(spec.eval(), type(spec).__name__, "module")
+        return ModelHandle(eval_mode(spec), type(spec).__name__, "module")
     spec = str(spec)
     suffix = Path(spec).suffix.lower()
     if suffix in MODEL_SUFFIXES:

@@ -45,7 +45,9 @@ def as_numpy_fn(runnable: Any) -> NumpyFn:
 def _torch_fn(module: Any) -> NumpyFn:
     import torch
 
-    module.eval()
+    from edgeopt.core.graph import eval_mode
+
+    eval_mode(module)
 
     def fn(x: np.ndarray) -> np.ndarray:
         inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))

@@ -55,11 +55,11 @@ def test_train_then_load_reference_from_cache(tmp_path, monkeypatch):
     with pytest.raises(ModelLoadError, match="python -m edgeopt.zoo.train"):
         load_reference("mobilenetv2_small", "digits", train_if_missing=False)
     model, accuracy = train_reference(
-        "mobilenetv2_small", "digits", epochs=1, limit=600, threads=1, progress=False, **TINY
+        "mobilenetv2_small", "digits", epochs=2, limit=1000, threads=1, progress=False, **TINY
     )
     path = reference_weights_path("mobilenetv2_small", "digits")
     assert path == tmp_path / "zoo" / "mobilenetv2_small-digits.pt" and path.is_file()
-    assert accuracy > 0.15
+    assert accuracy > 0.3  # chance is 0.1
     loaded, recorded = load_reference("mobilenetv2_small", "digits", train_if_missing=False)
     assert recorded == accuracy and not loaded.training
     x = torch.rand(4, 1, 8, 8)

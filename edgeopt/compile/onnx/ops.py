@@ -46,9 +46,12 @@ def _relu(b, n, name_of):
     return b.op("Relu", [name_of(n.args[0])])
 
 
-@converts(aten.hardtanh.default)
+@converts(aten.hardtanh.default, aten.relu6.default)
 def _hardtanh(b, n, name_of):
-    lo, hi = _arg(n, 1, "min_val", -1.0), _arg(n, 2, "max_val", 1.0)
+    if n.target is aten.relu6.default:
+        lo, hi = 0.0, 6.0
+    else:
+        lo, hi = _arg(n, 1, "min_val", -1.0), _arg(n, 2, "max_val", 1.0)
     return b.op("Clip", [name_of(n.args[0]), b.const(np.float32(lo)), b.const(np.float32(hi))])
 
 

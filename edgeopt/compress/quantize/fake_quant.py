@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeopt.compress.quantize import ops
 from edgeopt.compress.quantize.observers import (
     TensorStats,
     activation_range,
@@ -20,9 +21,6 @@ from edgeopt.compress.quantize.observers import (
     weight_qparams,
 )
 from edgeopt.compress.quantize.spec import QuantSpec
-
-INT32_MAX = 2**31 - 1
-
 
 class Mode(str, Enum):
     FLOAT = "float"  # pass-through
@@ -33,20 +31,13 @@ class Mode(str, Enum):
 
 def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, spec: QuantSpec,
                   axis: int | None = None) -> torch.Tensor:
-    """Quantize-dequantize with a straight-through gradient (torch's own kernels)."""
-    if axis is not None and scale.numel() > 1:
-        return torch.fake_quantize_per_channel_affine(
-            x, scale.float(), zp.to(torch.int32), axis, spec.qmin, spec.qmax
-        )
-    return torch.fake_quantize_per_tensor_affine(
-        x, scale.reshape(()).float(), zp.reshape(()).to(torch.int32), spec.qmin, spec.qmax
-    )
+    """Quantize-dequantize with a straight-through gradient (exportable custom op)."""
+    return ops.fake_quant(x, scale, zp, spec.qmin, spec.qmax, -1 if axis is None else axis)
 
 
 def quantize_bias(bias: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """int32 bias on the accumulator's grid (input scale x weight scale), as ORT stores it."""
-    q = torch.clamp(torch.round(bias / scale), -INT32_MAX, INT32_MAX)
-    return bias + (q * scale - bias).detach()
+    return ops.quantize_bias(bias, scale)
 
 
 class ActQuant(nn.Module):

@@ -29,10 +29,11 @@ from edgeopt.core.graph import layer_name
 
 aten = torch.ops.aten
 
-FUSED_ACTIVATIONS = {aten.relu.default, aten.hardtanh.default}
+FUSED_ACTIVATIONS = {aten.relu.default, aten.hardtanh.default, aten.relu6.default}
 COMPUTE_OPS = {
     aten.add.Tensor, aten.mul.Tensor, aten.cat.default, aten.adaptive_avg_pool2d.default,
     aten.avg_pool2d.default, aten.mean.dim, aten.relu.default, aten.hardtanh.default,
+    aten.relu6.default,
     aten.sigmoid.default, aten.hardswish.default, aten.hardsigmoid.default, aten.silu.default,
     aten.tanh.default,
 }

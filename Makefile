@@ -1,0 +1,43 @@
+# Two commands on a fresh Debian machine (see README):
+#   make demo   set up, train or load the reference ResNet, optimize it to int8, print the stage table
+#   make test   set up and run the test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+CACHE  ?= $(HOME)/.cache/edgeopt
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup data demo test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	# The CPU build of torch 2.13 (a looser pin downloads a multi-GB CUDA build).
+	$(VENV)/bin/pip install -q torch==2.13.0
+	$(VENV)/bin/pip install -q -e '.[dev,peers]'
+	touch $@
+
+# Fashion-MNIST from Debian when we may install it; otherwise the demo uses `digits`.
+data:
+	@if [ ! -d $(FMNIST) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq dataset-fashion-mnist || \
+	   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null || true; fi
+
+demo: setup data
+	@DATA=$$( [ -d $(FMNIST) ] && echo fashion-mnist || echo digits ); \
+	W=$(CACHE)/zoo/demo-resnet_small-$$DATA.pt; \
+	if [ ! -f $$W ]; then $(PY) -m edgeopt.zoo.train --arch resnet_small --data $$DATA \
+	  --epochs 3 --out $$W --quiet; fi; \
+	$(VENV)/bin/edgeopt optimize edgeopt.zoo.resnet:resnet_small --weights $$W --data $$DATA \
+	  --recipe int8 --target x86_64 --out out/demo --force --no-progress
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check edgeopt tests bench
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,73 @@
+"""Fake quantization as torch custom ops.
+
+Registered ops (``edgeopt::fake_quant``, ``edgeopt::quantize_bias``) survive
+``torch.export`` as single nodes, so a compressed model saved as ``.pt2`` can
+be loaded again and lowered to the same QDQ graph: ``reload.py`` recognises
+them. (torch's own fake-quantize kernels have no meta implementation and
+cannot be exported.) Gradients are straight-through, masked outside the range.
+"""
+
+from __future__ import annotations
+
+import torch
+
+INT32_MAX = 2**31 - 1
+
+
+def _expand(t: torch.Tensor, like: torch.Tensor, axis: int) -> torch.Tensor:
+    if axis < 0 or t.numel() == 1:
+        return t.reshape(())
+    shape = [1] * like.dim()
+    shape[axis] = -1
+    return t.reshape(shape)
+
+
+@torch.library.custom_op("edgeopt::fake_quant", mutates_args=())
+def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int,
+               qmax: int, axis: int) -> torch.Tensor:
+    """Quantize-dequantize; ``axis`` < 0 means per-tensor."""
+    if axis >= 0 and scale.numel() > 1:
+        return torch.fake_quantize_per_channel_affine(
+            x, scale.float(), zero_point.to(torch.int32), axis, qmin, qmax
+        )
+    return torch.fake_quantize_per_tensor_affine(
+        x, scale.reshape(()).float(), zero_point.reshape(()).to(torch.int32), qmin, qmax
+    )
+
+
+@fake_quant.register_fake
+def _(x, scale, zero_point, qmin, qmax, axis):
+    return torch.empty_like(x)
+
+
+def _fq_setup(ctx, inputs, output):
+    x, scale, zero_point, qmin, qmax, axis = inputs
+    ctx.save_for_backward(x, scale, zero_point)
+    ctx.qrange = (qmin, qmax, axis)
+
+
+def _fq_backward(ctx, grad):
+    x, scale, zero_point = ctx.saved_tensors
+    qmin, qmax, axis = ctx.qrange
+    q = torch.round(x / _expand(scale, x, axis)) + _expand(zero_point, x, axis)
+    mask = (q >= qmin) & (q <= qmax)
+    return grad * mask, None, None, None, None, None
+
+
+fake_quant.register_autograd(_fq_backward, setup_context=_fq_setup)
+
+
+@torch.library.custom_op("edgeopt::quantize_bias", mutates_args=())
+def quantize_bias(bias: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """int32 bias on the accumulator grid (input scale x weight scale)."""
+    return torch.clamp(torch.round(bias / scale), -INT32_MAX, INT32_MAX) * scale
+
+
+@quantize_bias.register_fake
+def _(bias, scale):
+    return torch.empty_like(bias)
+
+
+quantize_bias.register_autograd(
+    lambda ctx, grad: (grad, None), setup_context=lambda ctx, inputs, output: None
+)

@@ -1,0 +1,91 @@
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgeopt import Int8Config, QuantConfig, QuantSpec, apply
+from edgeopt.compile.api import prepare
+from edgeopt.compile.backends.onnxruntime.runtime import make_session
+from edgeopt.compile.onnx.exporter import export_onnx
+from edgeopt.core.errors import ExportError
+
+FLOAT_COMPUTE = {"Conv", "MatMul", "Gemm", "FusedConv", "FusedGemm", "NchwcConv"}
+
+
+def _optimized_ops(model: onnx.ModelProto, tmp_path) -> list[str]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    opts.log_severity_level = 3
+    ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+
+
+def _run(model: onnx.ModelProto, x: torch.Tensor) -> np.ndarray:
+    return make_session(model.SerializeToString()).run(None, {"input": x.numpy()})[0]
+
+
+def test_fp32_export_matches_torch(tiny_cnn, calib):
+    gm, shape = prepare(tiny_cnn, [1, 8, 8])
+    model = export_onnx(gm, shape)
+    with torch.no_grad():
+        ref = tiny_cnn(calib).numpy()
+    assert np.abs(_run(model, calib) - ref).max() < 1e-5
+
+
+def test_int8_export_runs_integer_kernels_and_matches_simulation(tiny_cnn, calib, tmp_path):
+    q = apply(tiny_cnn, Int8Config(calib_size=64), data=calib)
+    model = export_onnx(q, [1, 8, 8])
+    ops = _optimized_ops(model, tmp_path)
+    assert ops.count("QLinearConv") == 2, ops
+    assert "QLinearAdd" in ops and "QGemm" in ops
+    assert not FLOAT_COMPUTE & set(ops), f"float fallback in {ops}"
+    with torch.no_grad():
+        sim = q(calib).numpy()
+    # ORT requantizes in fixed point; allow one output step of the logits' scale
+    assert np.abs(_run(model, calib) - sim).max() < 0.02 * np.abs(sim).max()
+    assert (np.argmax(_run(model, calib), 1) == np.argmax(sim, 1)).mean() > 0.97
+
+
+def test_int8_weights_are_stored_as_int8_with_int32_bias(tiny_cnn, calib):
+    q = apply(tiny_cnn, Int8Config(calib_size=32), data=calib)
+    model = export_onnx(q, [1, 8, 8])
+    types = {onnx.helper.tensor_dtype_to_np_dtype(i.data_type) for i in model.graph.initializer}
+    assert np.dtype("int8") in types and np.dtype("int32") in types
+    weights = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8 and
+               len(i.dims) > 1]
+    assert sum(int(np.prod(w.dims)) for w in weights) == sum(
+        m.weight.numel() for m in tiny_cnn.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    )
+    assert not any(n.name for n in model.graph.node), "node names only add bytes"
+    assert not model.metadata_props
+
+
+@pytest.mark.parametrize("bits", [4, 6])
+def test_sub_8_bit_simulation_exports_exactly_in_int8_containers(tiny_cnn, calib, bits):
+    cfg = QuantConfig(weights=QuantSpec(bits=bits, per_channel=True), calib_size=64)
+    q = apply(tiny_cnn, cfg, data=calib)
+    model = export_onnx(q, [1, 8, 8])
+    w = [onnx.numpy_helper.to_array(i) for i in model.graph.initializer
+         if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
+    assert all(np.abs(a).max() <= 2 ** (bits - 1) - 1 for a in w)
+    with torch.no_grad():
+        sim = q(calib).numpy()
+    assert np.abs(_run(model, calib) - sim).max() < 0.02 * np.abs(sim).max()
+
+
+class _Gelu(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.act = torch.nn.GELU()
+
+    def forward(self, x):
+        return self.act(self.conv(x))
+
+
+def test_unsupported_operator_is_named_with_its_layer():
+    gm, shape = prepare(_Gelu().eval(), [1, 8, 8])
+    with pytest.raises(ExportError, match=r"operator gelu.* at layer 'act'"):
+        export_onnx(gm, shape)

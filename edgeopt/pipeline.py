@@ -22,7 +22,8 @@ import torch
 
 from edgeopt.compile.api import model_precision, prepare, stage
 from edgeopt.compile.artifact import ArtifactWriter, check_output_dir
-from edgeopt.core.canonical import canonical_copy
+from edgeopt.compile.targets import get_target
+from edgeopt.core.canonical import canonical_copy, check_finite, check_input_fits
 from edgeopt.core.data import Dataset, Preprocess, load_dataset
 from edgeopt.core.errors import DataError
 from edgeopt.core.model import ModelHandle, load_model
@@ -117,10 +118,13 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
     opts = options or OptimizeOptions()
     check_output_dir(out, force)
     recipe = opts.recipe if isinstance(opts.recipe, Recipe) else load_recipe(opts.recipe)
+    get_target(opts.target)  # an unknown target fails before any work
     handle = load_model(model, weights=weights)
+    check_finite(handle.module)
     dataset = data if isinstance(data, Dataset) else load_dataset(str(data))
     check_fits(handle, dataset)
     test = dataset.test.subset(opts.eval_limit, seed=opts.eval_seed)
+    check_input_fits(handle.module, torch.from_numpy(opts.preprocess(test.x[:1])))
     sample_shape = tuple(dataset.sample_shape)
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -135,7 +139,7 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
         calib_n = getattr(cfg, "calib_size", 512)
         calib = dataset.train.subset(calib_n, seed=getattr(cfg, "calib_seed", 0))
         log(f"compress: {type(cfg).__name__} with {len(calib)} calibration samples")
-        compressed = apply(compressed, cfg, data=opts.preprocess(calib.x))
+        compressed = apply(compressed, cfg, data=opts.preprocess(calib.x), progress=opts.progress)
     timings["compress_s"] = time.perf_counter() - t0
     final_precision = "fp32"
     if recipe.steps:

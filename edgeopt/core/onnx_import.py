@@ -66,6 +66,12 @@ class OnnxModule(nn.Module):
                 raise ModelLoadError(
                     f"ONNX operator {node.op_type} (node {where}) is not supported by the importer"
                 )
+            try:
+                _validate(node)
+            except NotImplementedError as exc:
+                raise NotImplementedError(
+                    f"{exc} (node {node.name or f'#{i}'}, {node.op_type})"
+                ) from None
             mod = _Params()
             name = _safe(node.name, i)
             while hasattr(self, name):
@@ -99,6 +105,17 @@ class OnnxModule(nn.Module):
                 env[name] = val
         res = tuple(env[n] for n in self.output_names)
         return res[0] if len(res) == 1 else res
+
+
+def _validate(node: onnx.NodeProto) -> None:
+    """Refuse attributes the interpreter cannot honour, at load time rather than at run time."""
+    a = _attrs(node)
+    if node.op_type in ("Conv", "MaxPool", "AveragePool"):
+        _pads(a)
+    if node.op_type == "Gemm" and (
+        a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0
+    ):
+        raise NotImplementedError("Gemm with transA/alpha/beta")
 
 
 def _run(node: onnx.NodeProto, mod: nn.Module, x: list):

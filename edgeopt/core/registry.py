@@ -30,9 +30,12 @@ def handler_for(config: Any) -> Callable[..., Any]:
     raise ConfigError(f"no technique handles {type(config).__name__} (known configs: {known})")
 
 
-def apply(model: Any, config: Any, *, data: Any = None) -> Any:
-    """Apply one compression technique; returns the transformed model."""
+def apply(model: Any, config: Any, *, data: Any = None, progress: bool = True) -> Any:
+    """Apply one compression technique; returns the transformed model.
+
+    Handlers take ``(model, config, *, data, progress)``.
+    """
     # Importing the technique packages registers their handlers.
     import edgeopt.compress  # noqa: F401
 
-    return handler_for(config)(model, config, data=data)
+    return handler_for(config)(model, config, data=data, progress=progress)

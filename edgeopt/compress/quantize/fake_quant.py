@@ -22,6 +22,7 @@ from edgeopt.compress.quantize.observers import (
 )
 from edgeopt.compress.quantize.spec import QuantSpec
 
+
 class Mode(str, Enum):
     FLOAT = "float"  # pass-through
     OBSERVE_MINMAX = "observe_minmax"  # calibration pass 1

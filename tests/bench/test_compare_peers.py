@@ -1,0 +1,87 @@
+"""bench/compare_peers.py end to end on random-init tiny models (digits, --tiny)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # bench/ is a top-level folder, not part of the edgeopt package
+
+from bench import compare_peers  # noqa: E402
+
+HAS_NNCF = importlib.util.find_spec("nncf") is not None
+METHODS = [compare_peers.FP32, compare_peers.ORT, compare_peers.NNCF, compare_peers.EDGEOPT]
+ROW_FIELDS = {"method", "top1", "agreement", "size_bytes", "size_x_fp32", "latency_p50_ms",
+              "latency_vs_ort_int8", "notes"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    # Module scope: one run (both archs, ~30-45 s on 2 cores) serves every test below.
+    out = tmp_path_factory.mktemp("peers") / "results.json"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = compare_peers.main(["--tiny", "--json", str(out)])
+    return code, buf.getvalue(), json.loads(out.read_text())
+
+
+def _table_row(text: str, method: str) -> list[str]:
+    """Every table line for ``method``: its name then a percentage accuracy."""
+    return re.findall(rf"^{re.escape(method)}\s+(\d+\.\d+)%", text, flags=re.M)
+
+
+def test_exit_code_is_zero_without_strict(tiny_run):
+    code, _, _ = tiny_run
+    assert code == 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_table_has_a_row_with_numeric_accuracy(tiny_run, method):
+    if method == compare_peers.NNCF and not HAS_NNCF:
+        pytest.skip("nncf is not importable here, so its row only says why")
+    _, text, _ = tiny_run
+    accs = _table_row(text, method)
+    assert len(accs) == 2, f"expected one {method!r} row per model:\n{text}"  # both archs
+    assert all(0.0 <= float(a) <= 100.0 for a in accs)
+
+
+def test_table_prints_acceptance_checks(tiny_run):
+    _, text, _ = tiny_run
+    assert "acceptance checks:" in text
+    assert re.search(r"^\s+(PASS|FAIL)\s+latency b1 <= 1.05x ORT int8", text, flags=re.M)
+    assert re.search(r"^\s+(PASS|FAIL)\s+size <= 0.27x fp32", text, flags=re.M)  # resnet only
+
+
+def test_json_has_the_fields(tiny_run):
+    _, _, data = tiny_run
+    assert data["missing"] == []
+    assert [r["model"] for r in data["results"]] == ["resnet_small", "mobilenetv2_small"]
+    for result in data["results"]:
+        assert {"model", "data", "n_eval", "n_calib", "threads", "repeats", "rows",
+                "checks"} <= set(result)
+        assert [row["method"] for row in result["rows"]] == METHODS
+        for row in result["rows"]:
+            if row["method"] == compare_peers.NNCF and not HAS_NNCF:
+                continue
+            assert ROW_FIELDS <= set(row), row["method"]
+            assert isinstance(row["top1"], float)
+            assert set(row["latency_p50_ms"]) == {"1", "32"}
+            assert all(v > 0 for v in row["latency_p50_ms"].values())
+        for check in result["checks"]:
+            assert check["status"] in ("PASS", "FAIL", "SKIP")
+            assert check["check"] and check["detail"]
+
+
+def test_missing_reference_weights_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EDGEOPT_CACHE", str(tmp_path))  # an empty cache
+    code = compare_peers.main(["--model", "resnet_small", "--data", "digits"])
+    assert code == 2
+    assert "no reference weights" in capsys.readouterr().err

@@ -1,0 +1,110 @@
+"""Shared fixtures: tiny models that export, compile and run in well under a second."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+import torch
+from torch import nn
+
+# Test modules must not `from conftest import ...`: with several conftest.py files
+# in tests/, the name "conftest" is rebound while collecting. Use the fixtures.
+
+
+class TinyCNN(nn.Module):
+    """conv-bn-relu-pool-flatten-linear(-relu-linear) on 1x8x8 inputs."""
+
+    def __init__(self, width: int = 4, hidden: int | None = None, classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2)
+        )
+        flat = width * 4 * 4
+        if hidden is None:
+            self.head = nn.Linear(flat, classes)
+        else:
+            self.head = nn.Sequential(
+                nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, classes)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.features(x), 1))
+
+
+class GeluCNN(TinyCNN):
+    """GELU has no ONNX conversion in edgeopt's exporter: compile must refuse it by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.act(self.features(x)), 1))
+
+
+class FftMix(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.fft(x).real
+
+
+class FftCNN(TinyCNN):
+    """torch.fft.fft (aten.fft_fft) has no ONNX conversion either."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mix = FftMix()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.mix(self.features(x)), 1))
+
+
+def make_tiny_cnn(seed: int = 0, **kwargs) -> TinyCNN:
+    """A seeded TinyCNN whose batch norm is not the identity (random statistics)."""
+    torch.manual_seed(seed)
+    model = TinyCNN(**kwargs)
+    bn = model.features[1]
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def make_gelu_cnn() -> GeluCNN:
+    torch.manual_seed(0)
+    return GeluCNN().eval()
+
+
+@pytest.fixture
+def tiny_cnn() -> TinyCNN:
+    """A TinyCNN (width 4) for 1x8x8 inputs, in eval mode."""
+    return make_tiny_cnn()
+
+
+@pytest.fixture(scope="session")
+def make_cnn():
+    """``make_cnn(seed=0, width=4, hidden=None)`` -> a fresh TinyCNN in eval mode."""
+    return make_tiny_cnn
+
+
+@pytest.fixture(params=["gelu", "fft"])
+def unexportable_cnn(request) -> tuple[nn.Module, str, str]:
+    """(model, operator name, layer name) for a model edgeopt's ONNX exporter cannot lower."""
+    torch.manual_seed(0)
+    if request.param == "gelu":
+        return GeluCNN().eval(), "gelu", "act"
+    return FftCNN().eval(), "fft", "mix"
+
+
+@pytest.fixture
+def model_factories(monkeypatch) -> str:
+    """Registers an importable module so ``edgeopt_test_models:tiny_cnn`` works as a
+    ``pkg.module:factory`` spec (tests/ may not hold extra helper modules)."""
+    mod = types.ModuleType("edgeopt_test_models")
+    mod.tiny_cnn = make_tiny_cnn
+    mod.gelu_cnn = make_gelu_cnn
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    return mod.__name__

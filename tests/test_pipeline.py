@@ -1,0 +1,116 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgeopt.core.data import Preprocess, load_dataset
+from edgeopt.evaluate import Report, evaluate
+from edgeopt.pipeline import OptimizeOptions, optimize
+from edgeopt.recipes import load_recipe
+from edgeopt.runtime import load
+
+STAGES = ["fp32 pytorch", "int8 simulated", "fp32 onnxruntime", "int8 onnxruntime"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def trained(digits, make_cnn):
+    """A TinyCNN trained for 150 Adam steps on digits (about a second on one core)."""
+    model = make_cnn(seed=0, width=8, hidden=64).train()
+    x = torch.from_numpy(Preprocess()(digits.train.x))
+    y = torch.from_numpy(digits.train.y)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    threads = torch.get_num_threads()
+    # One thread: these tiny steps ran 20x slower with two threads on a busy 2-core machine.
+    torch.set_num_threads(1)
+    try:
+        for _ in range(150):
+            idx = torch.randint(0, len(y), (64,), generator=gen)
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def optimized(trained, digits, tmp_path_factory):
+    """(report, artifact folder, log lines) of optimize(trained, digits) with the int8 recipe."""
+    out = tmp_path_factory.mktemp("pipeline") / "art"
+    recipe = load_recipe("int8")
+    recipe.steps = [s.replace(calib_size=256) for s in recipe.steps]
+    logs: list[str] = []
+    opts = OptimizeOptions(recipe=recipe, eval_limit=300, batch=4, latency_repeats=3,
+                           progress=False)
+    report = optimize(trained, digits, out=out, options=opts, log=logs.append)
+    return report, out, logs
+
+
+def test_every_stage_is_measured(optimized):
+    report, _, logs = optimized
+    assert [s.name for s in report.stages] == STAGES
+    assert [s.precision for s in report.stages] == ["fp32", "int8", "fp32", "int8"]
+    assert report.n_eval == 300 and report.dataset == "digits" and report.model == "TinyCNN"
+    for stage in report.stages:
+        assert stage.accuracy_top1 is not None and stage.accuracy_top5 is not None
+        assert stage.size_bytes > 0
+        assert sorted(stage.latency) == [1, 4]
+        assert all(lat.p50_ms > 0 for lat in stage.latency.values())
+    assert "compress: QuantConfig with 256 calibration samples" in logs
+
+
+def test_int8_keeps_accuracy(optimized):
+    fp32, sim, ort_fp32, ort_int8 = optimized[0].stages
+    assert fp32.accuracy_top1 >= 80  # the model did learn
+    assert fp32.agreement is None  # it is the reference
+    assert ort_fp32.agreement >= 99
+    assert ort_int8.agreement >= 95
+    assert sim.agreement >= 95
+    assert abs(ort_int8.accuracy_top1 - fp32.accuracy_top1) <= 3
+
+
+def test_int8_model_is_small(optimized):
+    report, out, _ = optimized
+    sizes = {s.name: s.size_bytes for s in report.stages}
+    assert sizes["int8 onnxruntime"] == (out / "model.onnx").stat().st_size
+    assert sizes["int8 onnxruntime"] < 0.35 * sizes["fp32 onnxruntime"]
+
+
+def test_report_json_round_trips(optimized):
+    report, out, _ = optimized
+    data = json.loads((out / "report.json").read_text())
+    assert Report.from_dict(data).to_dict() == data
+    assert data == json.loads(json.dumps(report.to_dict()))
+    assert data["meta"]["recipe"] == "int8" and data["meta"]["target"] == "x86_64"
+
+
+def test_artifact_reproduces_the_reported_accuracy(optimized, digits):
+    report, out, _ = optimized
+    manifest = json.loads((out / "manifest.json").read_text())
+    # The reports were written before the final manifest: they are checksummed too.
+    assert {"model.onnx", "report.json", "report.md"} <= set(manifest["files"])
+    pred = load(out)
+    test = digits.test.subset(300, seed=0)
+    res = evaluate(pred, test.x, test.y, preprocess=Preprocess(), progress=False)
+    assert res.top1 == pytest.approx(report.stages[-1].accuracy_top1)
+    np.testing.assert_allclose(pred.predict(test.x[:8]), pred.run(Preprocess()(test.x[:8])),
+                               atol=1e-6)
+
+
+def test_existing_output_is_refused_before_any_work(optimized, trained, digits):
+    from edgeopt.core.errors import OutputExistsError
+
+    _, out, _ = optimized
+    before = (out / "model.onnx").read_bytes()
+    logs: list[str] = []
+    with pytest.raises(OutputExistsError):
+        optimize(trained, digits, out=out, log=logs.append)
+    assert logs == [] and (out / "model.onnx").read_bytes() == before

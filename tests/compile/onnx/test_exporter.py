@@ -89,3 +89,17 @@ def test_unsupported_operator_is_named_with_its_layer():
     gm, shape = prepare(_Gelu().eval(), [1, 8, 8])
     with pytest.raises(ExportError, match=r"operator gelu.* at layer 'act'"):
         export_onnx(gm, shape)
+
+
+@pytest.mark.parametrize("factory", ["resnet_small", "mobilenetv2_small"])
+def test_reference_architectures_run_only_integer_kernels(factory, tmp_path):
+    from edgeopt.zoo import mobilenet, resnet
+
+    model = (resnet.resnet_small(width=8) if factory == "resnet_small"
+             else mobilenet.mobilenetv2_small(width_mult=0.5)).eval()
+    x = torch.rand(32, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    q = apply(model, Int8Config(calib_size=32, bias_correction=False), data=x, progress=False)
+    ops = _optimized_ops(export_onnx(q, [1, 28, 28]), tmp_path)
+    n_convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert ops.count("QLinearConv") == n_convs, ops
+    assert not FLOAT_COMPUTE & set(ops), f"float fallback in {ops}"

@@ -108,3 +108,16 @@ def model_factories(monkeypatch) -> str:
     mod.gelu_cnn = make_gelu_cnn
     monkeypatch.setitem(sys.modules, mod.__name__, mod)
     return mod.__name__
+
+
+@pytest.fixture
+def ptq_cnn() -> nn.Module:
+    """edgeopt.testing's TinyCNN: every operator PTQ places (add, relu6, max-pool, ...)."""
+    from edgeopt.testing import tiny_cnn as make
+
+    return make()
+
+
+@pytest.fixture
+def calib() -> torch.Tensor:
+    return torch.rand(96, 1, 8, 8, generator=torch.Generator().manual_seed(1))

@@ -26,16 +26,16 @@ def _run(model: onnx.ModelProto, x: torch.Tensor) -> np.ndarray:
     return make_session(model.SerializeToString()).run(None, {"input": x.numpy()})[0]
 
 
-def test_fp32_export_matches_torch(tiny_cnn, calib):
-    gm, shape = prepare(tiny_cnn, [1, 8, 8])
+def test_fp32_export_matches_torch(ptq_cnn, calib):
+    gm, shape = prepare(ptq_cnn, [1, 8, 8])
     model = export_onnx(gm, shape)
     with torch.no_grad():
-        ref = tiny_cnn(calib).numpy()
+        ref = ptq_cnn(calib).numpy()
     assert np.abs(_run(model, calib) - ref).max() < 1e-5
 
 
-def test_int8_export_runs_integer_kernels_and_matches_simulation(tiny_cnn, calib, tmp_path):
-    q = apply(tiny_cnn, Int8Config(calib_size=64), data=calib)
+def test_int8_export_runs_integer_kernels_and_matches_simulation(ptq_cnn, calib, tmp_path):
+    q = apply(ptq_cnn, Int8Config(calib_size=64), data=calib)
     model = export_onnx(q, [1, 8, 8])
     ops = _optimized_ops(model, tmp_path)
     assert ops.count("QLinearConv") == 2, ops
@@ -48,24 +48,24 @@ def test_int8_export_runs_integer_kernels_and_matches_simulation(tiny_cnn, calib
     assert (np.argmax(_run(model, calib), 1) == np.argmax(sim, 1)).mean() > 0.97
 
 
-def test_int8_weights_are_stored_as_int8_with_int32_bias(tiny_cnn, calib):
-    q = apply(tiny_cnn, Int8Config(calib_size=32), data=calib)
+def test_int8_weights_are_stored_as_int8_with_int32_bias(ptq_cnn, calib):
+    q = apply(ptq_cnn, Int8Config(calib_size=32), data=calib)
     model = export_onnx(q, [1, 8, 8])
     types = {onnx.helper.tensor_dtype_to_np_dtype(i.data_type) for i in model.graph.initializer}
     assert np.dtype("int8") in types and np.dtype("int32") in types
     weights = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8 and
                len(i.dims) > 1]
     assert sum(int(np.prod(w.dims)) for w in weights) == sum(
-        m.weight.numel() for m in tiny_cnn.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+        m.weight.numel() for m in ptq_cnn.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
     )
     assert not any(n.name for n in model.graph.node), "node names only add bytes"
     assert not model.metadata_props
 
 
 @pytest.mark.parametrize("bits", [4, 6])
-def test_sub_8_bit_simulation_exports_exactly_in_int8_containers(tiny_cnn, calib, bits):
+def test_sub_8_bit_simulation_exports_exactly_in_int8_containers(ptq_cnn, calib, bits):
     cfg = QuantConfig(weights=QuantSpec(bits=bits, per_channel=True), calib_size=64)
-    q = apply(tiny_cnn, cfg, data=calib)
+    q = apply(ptq_cnn, cfg, data=calib)
     model = export_onnx(q, [1, 8, 8])
     w = [onnx.numpy_helper.to_array(i) for i in model.graph.initializer
          if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]

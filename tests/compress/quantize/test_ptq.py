@@ -11,25 +11,25 @@ def sqnr_db(ref: torch.Tensor, q: torch.Tensor) -> float:
     return float(10 * torch.log10(ref.pow(2).mean() / (ref - q).pow(2).mean()))
 
 
-def test_int8_ptq_is_close_to_float(tiny_cnn, calib):
-    q = apply(tiny_cnn, Int8Config(calib_size=64), data=calib)
+def test_int8_ptq_is_close_to_float(ptq_cnn, calib):
+    q = apply(ptq_cnn, Int8Config(calib_size=64), data=calib)
     with torch.no_grad():
-        assert sqnr_db(tiny_cnn(calib), q(calib)) > 30
+        assert sqnr_db(ptq_cnn(calib), q(calib)) > 30
     layers = [m for m in q.modules() if isinstance(m, (QuantConv2d, QuantLinear))]
     assert len(layers) == 3
     assert q.meta["edgeopt"]["precision"] == {"conv1": "w8a8", "conv2": "w8a8", "fc": "w8a8"}
     assert q.meta["edgeopt"]["folded_bn"] == ["bn1", "bn2"]
 
 
-def test_user_model_is_not_modified(tiny_cnn, calib):
-    before = {k: v.clone() for k, v in tiny_cnn.state_dict().items()}
-    apply(tiny_cnn, Int8Config(calib_size=32), data=calib)
-    for k, v in tiny_cnn.state_dict().items():
+def test_user_model_is_not_modified(ptq_cnn, calib):
+    before = {k: v.clone() for k, v in ptq_cnn.state_dict().items()}
+    apply(ptq_cnn, Int8Config(calib_size=32), data=calib)
+    for k, v in ptq_cnn.state_dict().items():
         assert torch.equal(v, before[k])
 
 
-def test_placement_quantizes_what_ort_fuses(tiny_cnn, calib):
-    q = apply(tiny_cnn, Int8Config(calib_size=32, bias_correction=False), data=calib)
+def test_placement_quantizes_what_ort_fuses(ptq_cnn, calib):
+    q = apply(ptq_cnn, Int8Config(calib_size=32, bias_correction=False), data=calib)
     quantizers = {n: m for n, m in q.named_modules() if isinstance(m, ActQuant)}
     # input, relu (after conv1), relu6 (after conv2), add, maxpool (shared), gap, flatten (shared)
     shared = [n for n, m in quantizers.items() if m.shared_from]
@@ -44,9 +44,9 @@ def test_placement_quantizes_what_ort_fuses(tiny_cnn, calib):
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 7, 8])
-def test_simulation_is_exact_on_the_integer_grid(tiny_cnn, calib, bits):
+def test_simulation_is_exact_on_the_integer_grid(ptq_cnn, calib, bits):
     cfg = QuantConfig(weights=QuantSpec(bits=bits, per_channel=True), calib_size=32)
-    q = apply(tiny_cnn, cfg, data=calib)
+    q = apply(ptq_cnn, cfg, data=calib)
     conv = q.get_submodule("conv1")
     ints = conv.int_weight()
     assert ints.min() >= -(2 ** (bits - 1) - 1) and ints.max() <= 2 ** (bits - 1) - 1
@@ -56,45 +56,45 @@ def test_simulation_is_exact_on_the_integer_grid(tiny_cnn, calib, bits):
     assert levels <= 2 ** bits - 1
 
 
-def test_per_layer_override_and_skip(tiny_cnn, calib):
+def test_per_layer_override_and_skip(ptq_cnn, calib):
     cfg = QuantConfig(layers={"conv2": {"bits": 4}, "fc": {"skip": True}}, calib_size=32)
-    q = apply(tiny_cnn, cfg, data=calib)
+    q = apply(ptq_cnn, cfg, data=calib)
     assert q.get_submodule("conv2").w_spec.bits == 4
     assert q.get_submodule("conv1").w_spec.bits == 8
     assert type(q.get_submodule("fc")) is torch.nn.Linear
     assert q.meta["edgeopt"]["precision"]["fc"] == "fp32"
 
 
-def test_calibration_is_seeded(tiny_cnn):
+def test_calibration_is_seeded(ptq_cnn):
     data = torch.rand(400, 1, 8, 8, generator=torch.Generator().manual_seed(3))
     scales = []
     for seed in (0, 0, 1):
-        q = apply(tiny_cnn, Int8Config(calib_size=50, calib_seed=seed, bias_correction=False),
+        q = apply(ptq_cnn, Int8Config(calib_size=50, calib_seed=seed, bias_correction=False),
                   data=data)
         scales.append(torch.cat([m.scale for m in q.modules() if isinstance(m, ActQuant)]))
     assert torch.equal(scales[0], scales[1])
     assert not torch.equal(scales[0], scales[2])
 
 
-def test_calibration_from_an_iterable_of_numpy_batches(tiny_cnn, calib):
+def test_calibration_from_an_iterable_of_numpy_batches(ptq_cnn, calib):
     batches = (calib[i:i + 16].numpy() for i in range(0, 96, 16))
-    q = apply(tiny_cnn, Int8Config(calib_size=40), data=batches)
+    q = apply(ptq_cnn, Int8Config(calib_size=40), data=batches)
     assert q.meta["edgeopt"]["calib_samples"] == 40
 
 
-def test_bias_correction_reduces_output_bias(tiny_cnn, calib):
+def test_bias_correction_reduces_output_bias(ptq_cnn, calib):
     cfg = QuantConfig(weights=QuantSpec(bits=3, per_channel=False), calib_size=96)
-    plain = apply(tiny_cnn, cfg.replace(bias_correction=False), data=calib)
-    corrected = apply(tiny_cnn, cfg, data=calib)
+    plain = apply(ptq_cnn, cfg.replace(bias_correction=False), data=calib)
+    corrected = apply(ptq_cnn, cfg, data=calib)
     with torch.no_grad():
-        ref = tiny_cnn(calib)
+        ref = ptq_cnn(calib)
         bias_plain = (plain(calib) - ref).mean(0).abs().mean()
         bias_corr = (corrected(calib) - ref).mean(0).abs().mean()
     assert bias_corr < 0.5 * bias_plain
 
 
-def test_empty_calibration_set_is_refused(tiny_cnn):
+def test_empty_calibration_set_is_refused(ptq_cnn):
     with pytest.raises(DataError, match="calibration set is empty"):
-        apply(tiny_cnn, Int8Config(), data=np.zeros((0, 1, 8, 8), np.float32))
+        apply(ptq_cnn, Int8Config(), data=np.zeros((0, 1, 8, 8), np.float32))
     with pytest.raises(DataError, match="calibration data is required"):
-        apply(tiny_cnn, Int8Config())
+        apply(ptq_cnn, Int8Config())

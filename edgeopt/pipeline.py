@@ -116,81 +116,86 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
              log: Callable[[str], None] = print) -> Report:
     """Run a recipe end to end and write the artifact folder ``out`` (with its reports)."""
     opts = options or OptimizeOptions()
+    # Every check a user mistake can fail runs before any work.
     check_output_dir(out, force)
     recipe = opts.recipe if isinstance(opts.recipe, Recipe) else load_recipe(opts.recipe)
-    get_target(opts.target)  # an unknown target fails before any work
+    get_target(opts.target)
     handle = load_model(model, weights=weights)
     check_finite(handle.module)
     dataset = data if isinstance(data, Dataset) else load_dataset(str(data))
     check_fits(handle, dataset)
     test = dataset.test.subset(opts.eval_limit, seed=opts.eval_seed)
     check_input_fits(handle.module, torch.from_numpy(opts.preprocess(test.x[:1])))
-    sample_shape = tuple(dataset.sample_shape)
+
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    stages = _Stages(test.x, test.y, opts, sample_shape, log)
-
+    stages = _Stages(test.x, test.y, opts, tuple(dataset.sample_shape), log)
     stages.run("fp32 pytorch", handle.module, backend="torch", precision="fp32",
                size=_size_of_source(handle))
 
-    compressed = handle.module
     t0 = time.perf_counter()
-    for cfg in recipe.steps:
-        calib_n = getattr(cfg, "calib_size", 512)
-        calib = dataset.train.subset(calib_n, seed=getattr(cfg, "calib_seed", 0))
-        log(f"compress: {type(cfg).__name__} with {len(calib)} calibration samples")
-        compressed = apply(compressed, cfg, data=opts.preprocess(calib.x), progress=opts.progress)
+    compressed = _compress(handle.module, recipe, dataset, opts, log)
     timings["compress_s"] = time.perf_counter() - t0
-    final_precision = "fp32"
+    precision = model_precision(compressed)[0] if recipe.steps else "fp32"
     if recipe.steps:
-        final_precision, _ = model_precision(compressed)
-        stages.run(f"{final_precision} simulated", compressed, backend="torch",
-                   precision=final_precision, size=_torch_file_size(compressed),
-                   notes="fake-quantized PyTorch model")
+        stages.run(f"{precision} simulated", compressed, backend="torch", precision=precision,
+                   size=_torch_file_size(compressed), notes="fake-quantized PyTorch model")
 
     backend = recipe.compile.get("backend", "onnxruntime")
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="edgeopt-") as tmp:
-        fp32_dir = Path(tmp) / "fp32"
-        example = torch.from_numpy(opts.preprocess(test.x[:2]))
-        float_model, shape = prepare(canonical_copy(handle.module, example), None)
-        with ArtifactWriter(fp32_dir) as w:
-            stage(float_model, w, target=opts.target, backend=backend, input_shape=shape,
-                  preprocess=opts.preprocess.to_dict())
-            w.commit()
-        with ArtifactWriter(out, force=force) as writer:
-            final = compressed if recipe.steps else float_model
-            stage(final, writer, target=opts.target, backend=backend, input_shape=shape,
-                  preprocess=opts.preprocess.to_dict(), recipe=recipe.to_dict())
-            timings["compile_s"] = time.perf_counter() - t0
-            fp32_pred = load_artifact(fp32_dir, threads=opts.threads)
-            stages.run(f"fp32 {backend}", fp32_pred, backend=backend, precision="fp32",
-                       size=size_on_disk(fp32_dir / fp32_pred.manifest["model_file"]))
-            if recipe.steps:
-                pred = load_artifact(writer.staging, threads=opts.threads)
-                stages.run(f"{final_precision} {backend}", pred, backend=backend,
-                           precision=final_precision,
-                           size=size_on_disk(writer.staging / pred.manifest["model_file"]))
-            timings["total_s"] = time.perf_counter() - started
-            report = Report(
-                model=handle.source, dataset=dataset.name, n_eval=len(test.y),
-                stages=stages.results,
-                meta={
-                    "recipe": recipe.name, "target": opts.target, "backend": backend,
-                    "threads": opts.threads or torch.get_num_threads(), "cpu": _cpu_name(),
-                    "edgeopt_version": __version__, "timings_s": timings,
-                    "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "preprocessing": opts.preprocess.to_dict(),
-                    "compression": (compressed.meta.get("edgeopt") if recipe.steps else None),
-                },
-            )
-            write_report(report, writer.staging)
-            manifest = read_manifest(writer.staging)
-            writer.write_manifest({k: v for k, v in manifest.items()
-                                   if k not in ("format_version", "edgeopt_version", "files",
-                                                "created_at")})
-            writer.commit()
+    example = torch.from_numpy(opts.preprocess(test.x[:2]))
+    float_model, shape = prepare(canonical_copy(handle.module, example), None)
+    lower = dict(target=opts.target, backend=backend, input_shape=shape,
+                 preprocess=opts.preprocess.to_dict())
+    with tempfile.TemporaryDirectory(prefix="edgeopt-") as tmp, \
+            ArtifactWriter(out, force=force) as writer:
+        # The fp32 artifact is a stage to compare against, not part of the output.
+        with ArtifactWriter(Path(tmp) / "fp32") as fp32_writer:
+            stage(float_model, fp32_writer, **lower)
+            fp32_dir = fp32_writer.commit()
+        stage(compressed if recipe.steps else float_model, writer, recipe=recipe.to_dict(),
+              **lower)
+        timings["compile_s"] = time.perf_counter() - t0
+        _run_artifact(stages, f"fp32 {backend}", fp32_dir, opts)
+        if recipe.steps:
+            _run_artifact(stages, f"{precision} {backend}", writer.staging, opts)
+        timings["total_s"] = time.perf_counter() - started
+        report = Report(
+            model=handle.source, dataset=dataset.name, n_eval=len(test.y), stages=stages.results,
+            meta={
+                "recipe": recipe.name, "target": opts.target, "backend": backend,
+                "threads": opts.threads or torch.get_num_threads(), "cpu": _cpu_name(),
+                "edgeopt_version": __version__, "timings_s": timings,
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "preprocessing": opts.preprocess.to_dict(),
+                "compression": compressed.meta.get("edgeopt") if recipe.steps else None,
+            },
+        )
+        write_report(report, writer.staging)
+        # Rewrite the manifest so that it checksums the reports too.
+        manifest = read_manifest(writer.staging)
+        writer.write_manifest({k: v for k, v in manifest.items() if k not in _GENERATED_FIELDS})
+        writer.commit()
     return report
+
+
+_GENERATED_FIELDS = ("format_version", "edgeopt_version", "files", "created_at")
+
+
+def _compress(model, recipe: Recipe, dataset: Dataset, opts: OptimizeOptions, log):
+    """Apply the recipe's steps in order, each calibrated on its own seeded train subset."""
+    for cfg in recipe.steps:
+        calib = dataset.train.subset(getattr(cfg, "calib_size", 512),
+                                     seed=getattr(cfg, "calib_seed", 0))
+        log(f"compress: {type(cfg).__name__} with {len(calib)} calibration samples")
+        model = apply(model, cfg, data=opts.preprocess(calib.x), progress=opts.progress)
+    return model
+
+
+def _run_artifact(stages: _Stages, name: str, path: Path, opts: OptimizeOptions) -> None:
+    pred = load_artifact(path, threads=opts.threads)
+    stages.run(name, pred, backend=pred.backend, precision=pred.manifest["precision"],
+               size=size_on_disk(Path(path) / pred.manifest["model_file"]))
 
 
 def _size_of_source(handle: ModelHandle) -> int:

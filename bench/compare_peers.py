@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
 
 import edgeopt
@@ -35,8 +36,8 @@ BATCHES = (1, 32)
 PREPROCESS = Preprocess()  # x/255: what the reference models were trained with
 
 
-def ort_int8(fp32: Path, out: Path, calib: np.ndarray, batch: int = 64) -> str:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+def ort_int8(fp32: Path, out: Path, calib: np.ndarray, act_type: str, batch: int = 64) -> str:
+    import onnxruntime.quantization as oq
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     # ORT's quantization docs "highly recommend" this pre-processing step (shape inference +
@@ -44,16 +45,20 @@ def ort_int8(fp32: Path, out: Path, calib: np.ndarray, batch: int = 64) -> str:
     pre = out.with_name("ort_preprocessed.onnx")
     quant_pre_process(str(fp32), str(pre))
 
-    class Reader(CalibrationDataReader):
+    class Reader(oq.CalibrationDataReader):
         def __init__(self):
             self.it = iter({"input": calib[i:i + batch]} for i in range(0, len(calib), batch))
 
         def get_next(self):
             return next(self.it, None)
 
-    # Defaults otherwise: MinMax calibration, QInt8 activations and weights.
-    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
-    return "quant_pre_process + quantize_static(QDQ, per_channel, MinMax, QInt8/QInt8)"
+    # Defaults otherwise: MinMax calibration, QInt8 weights, QInt8 activations unless
+    # --ort-activations quint8 (what quantize_static's docstring recommends for x86 CPUs).
+    kw = {"activation_type": oq.QuantType.QUInt8} if act_type == "quint8" else {}
+    oq.quantize_static(str(pre), str(out), Reader(), quant_format=oq.QuantFormat.QDQ,
+                       per_channel=True, **kw)
+    acts = "QUInt8" if kw else "QInt8 (default)"
+    return f"quant_pre_process + quantize_static(QDQ, per_channel, MinMax, act {acts}, w QInt8)"
 
 
 def nncf_int8(fp32: Path, out: Path, calib: np.ndarray) -> str:
@@ -70,7 +75,7 @@ def nncf_int8(fp32: Path, out: Path, calib: np.ndarray) -> str:
 def edgeopt_int8(model: torch.nn.Module, out: Path, calib: np.ndarray) -> str:
     step = load_recipe("int8").to_dict()["steps"][0]["quantize"]
     cfg = edgeopt.Int8Config.from_dict({**step, "calib_size": len(calib)})
-    q = edgeopt.apply(model, cfg, data=calib)  # calib == calib_size: every image, in order
+    q = edgeopt.apply(model, cfg, data=calib, progress=False)  # all calib images, in order
     art = edgeopt.compile(q, target="x86_64", out=out)
     return str(art.path / art.manifest["model_file"])
 
@@ -122,8 +127,8 @@ def bench_model(arch: str, args, ds, work: Path) -> dict | None:
                                out=work / "fp32")
     fp32 = fp32_art.path / fp32_art.manifest["model_file"]
     paths, notes = {FP32: str(fp32)}, {FP32: "edgeopt.compile fp32 export (the peers' input)"}
-    builders = [(ORT, lambda o: ort_int8(fp32, o, calib)), (NNCF, lambda o: nncf_int8(fp32, o, calib)),
-                (EDGEOPT, None)]
+    builders = [(ORT, lambda o: ort_int8(fp32, o, calib, args.ort_activations)),
+                (NNCF, lambda o: nncf_int8(fp32, o, calib)), (EDGEOPT, None)]
     for name, fn in builders:
         t0 = time.perf_counter()
         try:
@@ -163,7 +168,8 @@ def bench_model(arch: str, args, ds, work: Path) -> dict | None:
         rows.setdefault(name, {"method": name, "top1": None, "notes": notes[name]})
     order = [FP32, ORT, NNCF, EDGEOPT]
     result = {"model": arch, "data": ds.name, "n_eval": len(test.y), "n_calib": len(calib),
-              "threads": args.threads, "repeats": args.repeats,
+              "threads": args.threads, "repeats": args.repeats, "onnxruntime": ort.__version__,
+              "edgeopt": edgeopt.__version__, "load_avg": os.getloadavg(),
               "rows": [rows[n] for n in order], "checks": checks(arch, rows)}
     print_table(result)
     return result
@@ -197,7 +203,8 @@ def checks(arch: str, rows: dict) -> list[dict]:
 def print_table(r: dict) -> None:
     print(f"\n== {r['model']} on {r['data']}: {r['n_eval']} test images, {r['n_calib']} "
           f"calibration images, threads={r['threads'] or 'ORT default'}, "
-          f"{r['repeats']} timed runs per method and batch ==")
+          f"{r['repeats']} timed runs per method and batch, onnxruntime {r['onnxruntime']}, "
+          f"load average {r['load_avg'][0]:.1f} ==")
     head = (f"{'method':<26} {'top-1':>7} {'agree':>7} {'size B':>9} {'x fp32':>6} "
             f"{'p50 b1 ms':>9} {'p50 b32 ms':>10} {'/ORT b1':>7} {'/ORT b32':>8}")
     print(head + "\n" + "-" * len(head))
@@ -228,6 +235,8 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=None, help="ORT intra-op threads (all methods)")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--keep", type=Path, help="keep the models here (default: a temp folder)")
+    p.add_argument("--ort-activations", choices=["qint8", "quint8"], default="qint8",
+                   help="ORT peer's activation type (default: quantize_static's own, qint8)")
     p.add_argument("--train-missing", action="store_true", help="train missing reference models")
     p.add_argument("--strict", action="store_true", help="exit 1 when any check fails")
     p.add_argument("--tiny", action="store_true", help="random-init models on digits, quick")
@@ -238,6 +247,8 @@ def parse_args(argv):
     args.eval_limit = args.eval_limit or (200 if tiny else None)
     args.repeats = args.repeats or (10 if tiny else 300)
     args.warmup = min(args.warmup, 3) if tiny else args.warmup
+    # Tests share 2 busy cores: ORT's spinning worker threads would only fight each other.
+    args.threads = args.threads or (1 if tiny else None)
     return args
 
 

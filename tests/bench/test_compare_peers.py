@@ -85,3 +85,20 @@ def test_missing_reference_weights_exit_2(tmp_path, monkeypatch, capsys):
     code = compare_peers.main(["--model", "resnet_small", "--data", "digits"])
     assert code == 2
     assert "no reference weights" in capsys.readouterr().err
+
+
+def test_a_failing_peer_gets_a_row_saying_why(monkeypatch, capsys, tmp_path):
+    def broken(*_args, **_kwargs):
+        raise ImportError("No module named 'nncf'")
+
+    monkeypatch.setattr(compare_peers, "nncf_int8", broken)
+    out = tmp_path / "r.json"
+    code = compare_peers.main(["--tiny", "--model", "resnet_small", "--repeats", "2",
+                               "--json", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert re.search(r"^NNCF int8\s+FAILED: ImportError: No module named 'nncf'", text, flags=re.M)
+    assert re.search(r"^\s+SKIP\s+accuracy >= NNCF int8", text, flags=re.M)
+    rows = json.loads(out.read_text())["results"][0]["rows"]
+    assert rows[2]["top1"] is None and rows[2]["notes"].startswith("FAILED")
+    assert isinstance(rows[3]["top1"], float)  # edgeopt still measured

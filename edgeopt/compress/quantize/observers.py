@@ -127,7 +127,10 @@ def _kl_threshold(hist: np.ndarray, levels: int) -> int:
 
 
 def _entropy_range(st: TensorStats, spec: QuantSpec) -> tuple[float, float]:
-    centers, counts = st.bin_centers(), st.hist
+    centers, counts = st.bin_centers(), st.hist.copy()
+    # Zero is exact on the grid, and after a ReLU it holds half the mass: left in,
+    # that spike dominates the divergence and drives the threshold to its minimum.
+    counts[np.argmin(np.abs(centers))] = 0
     if st.min >= 0:
         # One-sided: a histogram of [0, max] quantized to all 2^b levels.
         levels = 2**spec.bits

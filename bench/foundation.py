@@ -36,19 +36,23 @@ ARCHS = {"resnet_small": "edgeopt.zoo.resnet:resnet_small",
 
 
 def size_floor(onnx_path: Path) -> dict[str, int]:
-    """Bytes an int8 model cannot go below: int8 weights, their scales, int32 biases."""
+    """Bytes an int8 model cannot go below: int8 weights, their per-channel scales and
+    4-byte biases (int32, or float32 values on the int32 grid, which ORT quantizes)."""
     model = onnx.load(str(onnx_path))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    floor = {"int8_weights": 0, "weight_scales": 0, "int32_biases": 0}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    floor = {"int8_weights": 0, "weight_scales": 0, "biases": 0}
     for node in model.graph.node:
-        if node.op_type != "DequantizeLinear" or node.input[0] not in inits:
+        if node.op_type not in ("Conv", "Gemm"):
             continue
-        data, scale = inits[node.input[0]], inits[node.input[1]]
-        if data.dtype == np.int8 and data.ndim > 1:
-            floor["int8_weights"] += data.nbytes
-            floor["weight_scales"] += scale.nbytes
-        elif data.dtype == np.int32:
-            floor["int32_biases"] += data.nbytes
+        w = producers.get(node.input[1])
+        if w is None or w.op_type != "DequantizeLinear":
+            continue
+        floor["int8_weights"] += inits[w.input[0]].nbytes
+        floor["weight_scales"] += inits[w.input[1]].nbytes
+        if len(node.input) > 2:
+            b = producers.get(node.input[2])
+            floor["biases"] += (inits[b.input[0]] if b is not None else inits[node.input[2]]).nbytes
     floor["total"] = sum(floor.values())
     return floor
 

@@ -87,10 +87,12 @@ class _Stages:
     def __init__(self, x_raw, y, opts: OptimizeOptions, sample_shape, log: Callable) -> None:
         self.x_raw, self.y, self.opts, self.sample_shape, self.log = x_raw, y, opts, sample_shape, log
         self.results: list[StageResult] = []
+        self.timings: dict[str, float] = {}  # seconds spent evaluating and timing each stage
         self.reference = None
 
     def run(self, name: str, runnable, *, backend: str, precision: str, size: int, notes=""):
         self.log(f"evaluating {name} on {len(self.y)} samples")
+        t0 = time.perf_counter()
         ev = evaluate(runnable, self.x_raw, self.y, preprocess=self.opts.preprocess,
                       reference_logits=self.reference, progress=self.opts.progress, desc=name)
         if self.reference is None:
@@ -102,6 +104,7 @@ class _Stages:
                                threads=self.opts.threads)
             for b in sorted({1, self.opts.batch})
         }
+        self.timings[name] = round(time.perf_counter() - t0, 2)
         result = StageResult(
             name=name, backend=backend, precision=precision, accuracy_top1=ev.top1,
             accuracy_top5=ev.top5, agreement=ev.agreement, size_bytes=size, latency=latency,
@@ -160,6 +163,7 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
         if recipe.steps:
             _run_artifact(stages, f"{precision} {backend}", writer.staging, opts)
         timings["total_s"] = time.perf_counter() - started
+        timings["stages_s"] = stages.timings
         report = Report(
             model=handle.source, dataset=dataset.name, n_eval=len(test.y), stages=stages.results,
             meta={

@@ -37,11 +37,13 @@ def _dq_weight(b: GraphBuilder, layer: QuantConv2d | QuantLinear) -> str:
     q = _np(layer.int_weight(), _int_dtype(layer.w_spec))
     per_channel = layer.w_scale.numel() > 1
     scale = _np(layer.w_scale.reshape(-1) if per_channel else layer.w_scale.reshape(()))
-    zp = _np(layer.w_zero_point.reshape(-1) if per_channel else layer.w_zero_point.reshape(()),
-             _int_dtype(layer.w_spec))
-    attrs = {"axis": 0} if per_channel else {}
-    return b.op("DequantizeLinear", [b.const(q, dedupe=False), b.const(scale, dedupe=False),
-                                     b.const(zp, dedupe=False)], **attrs)
+    inputs = [b.const(q, dedupe=False), b.const(scale, dedupe=False)]
+    # A symmetric conv weight needs no zero-point input (it defaults to 0 and ORT
+    # still fuses QLinearConv); ORT's Gemm fusion insists on one.
+    if isinstance(layer, QuantLinear) or not layer.w_spec.symmetric:
+        zp = layer.w_zero_point.reshape(-1) if per_channel else layer.w_zero_point.reshape(())
+        inputs.append(b.const(_np(zp, _int_dtype(layer.w_spec)), dedupe=False))
+    return b.op("DequantizeLinear", inputs, **({"axis": 0} if per_channel else {}))
 
 
 def _bias(b: GraphBuilder, layer: nn.Module) -> list[str]:
@@ -50,8 +52,12 @@ def _bias(b: GraphBuilder, layer: nn.Module) -> list[str]:
     if isinstance(layer, (QuantConv2d, QuantLinear)) and layer.bias_scale is not None:
         scale = layer.bias_scale.reshape(-1)
         q = torch.round(layer.bias.detach() / scale).clamp(-(2**31) + 1, 2**31 - 1)
-        # No zero-point input: it defaults to 0, ORT still fuses, and it would
-        # cost 4 bytes per channel.
+        if isinstance(layer, QuantConv2d):
+            # Stored as float32 values already on the int32 grid: ORT quantizes a QDQ
+            # conv's float bias with exactly this scale (input x weight), so the result
+            # is the same integer bias without storing a per-channel bias scale.
+            return [b.const(_np(q * scale), dedupe=False)]
+        # No zero-point input: it defaults to 0, and would cost 4 bytes per channel.
         return [b.op("DequantizeLinear", [b.const(_np(q, np.int32), dedupe=False),
                                           b.const(_np(scale), dedupe=False)], axis=0)]
     return [b.const(_np(layer.bias), dedupe=False)]

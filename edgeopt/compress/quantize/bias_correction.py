@@ -2,7 +2,7 @@
 
 Quantization shifts the mean of a layer's output; the shift is measured on
 calibration data against the float model and subtracted through the bias.
-Layers are corrected in graph order so each one sees the already-corrected
+Layers are corrected in execution order so each one sees the already-corrected
 layers before it, and the correction absorbs activation error too.
 """
 
@@ -14,16 +14,12 @@ from torch import nn
 from tqdm import tqdm
 
 
-class _Stop(Exception):
-    pass
-
-
 def _channel_mean(y: torch.Tensor) -> torch.Tensor:
     dims = [d for d in range(y.dim()) if d != 1] if y.dim() > 2 else [0]
     return y.mean(dim=dims)
 
 
-def _output_means(model: nn.Module, names: list[str], batches, stop_after: bool) -> dict:
+def _output_means(model: nn.Module, names: list[str], batches) -> dict:
     sums: dict[str, torch.Tensor] = {}
     handles = []
 
@@ -31,8 +27,6 @@ def _output_means(model: nn.Module, names: list[str], batches, stop_after: bool)
         def hook(_m, _i, out):
             m = _channel_mean(out.detach()) * out.shape[0]
             sums[name] = sums.get(name, 0) + m
-            if stop_after:
-                raise _Stop
 
         return hook
 
@@ -43,10 +37,7 @@ def _output_means(model: nn.Module, names: list[str], batches, stop_after: bool)
         with torch.no_grad():
             for x in batches:
                 n += x.shape[0]
-                try:
-                    model(x)
-                except _Stop:
-                    pass
+                model(x)
     finally:
         for h in handles:
             h.remove()
@@ -59,17 +50,35 @@ def correct_bias(
 ) -> dict[str, float]:
     """Correct the biases of ``layers`` in ``qmodel`` in place.
 
-    Returns, per layer, the mean absolute shift removed (for the report).
+    One pass: the calibration set runs through the quantized model as a single
+    batch, and a hook on each layer (in execution order) measures its output
+    mean, moves the bias by the shift and hands the corrected output on, so each
+    layer is measured with every earlier correction applied. Returns, per layer,
+    the mean absolute shift removed (for the report).
     """
-    reference = _output_means(float_model, layers, batches, stop_after=False)
-    removed = {}
-    for name in tqdm(layers, desc="bias correction", disable=not progress, leave=False):
-        layer = qmodel.get_submodule(name)
-        measured = _output_means(qmodel, [name], batches, stop_after=True)[name]
-        delta = reference[name] - measured
-        with torch.no_grad():
+    reference = _output_means(float_model, layers, batches)
+    removed: dict[str, float] = {}
+    bar = tqdm(total=len(layers), desc="bias correction", disable=not progress, leave=False)
+
+    def hook_for(name):
+        def hook(layer, _inputs, out):
+            delta = reference[name] - _channel_mean(out.detach())
             if layer.bias is None:
                 layer.bias = nn.Parameter(torch.zeros_like(delta))
             layer.bias.add_(delta)
-        removed[name] = float(delta.abs().mean())
+            removed[name] = float(delta.abs().mean())
+            bar.update()
+            shape = (1, -1) + (1,) * (out.dim() - 2)
+            return out + delta.reshape(shape)
+
+        return hook
+
+    handles = [qmodel.get_submodule(n).register_forward_hook(hook_for(n)) for n in layers]
+    try:
+        with torch.no_grad():
+            qmodel(torch.cat(list(batches)))
+    finally:
+        for h in handles:
+            h.remove()
+        bar.close()
     return removed

@@ -8,6 +8,7 @@ report's columns can be compared directly.
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import platform
@@ -81,6 +82,25 @@ def check_fits(handle: ModelHandle, dataset: Dataset) -> None:
         )
 
 
+class _ChannelsLast(torch.nn.Module):
+    """Runs a copy of a model in channels-last memory format: same numbers, and
+    oneDNN's NHWC convolutions are ~1.5x faster on CPU, which matters when a
+    stage is evaluated on a whole test set. The user's module is not touched."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = copy.deepcopy(module).to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.contiguous(memory_format=torch.channels_last))
+
+
+def _fast(module):
+    if isinstance(module, torch.jit.ScriptModule):
+        return module  # cannot be deep-copied; runs as it is
+    return _ChannelsLast(module)
+
+
 class _Stages:
     """Evaluates and times runnables, collecting StageResults."""
 
@@ -133,7 +153,7 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
     timings: dict[str, float] = {}
     started = time.perf_counter()
     stages = _Stages(test.x, test.y, opts, tuple(dataset.sample_shape), log)
-    stages.run("fp32 pytorch", handle.module, backend="torch", precision="fp32",
+    stages.run("fp32 pytorch", _fast(handle.module), backend="torch", precision="fp32",
                size=_size_of_source(handle))
 
     t0 = time.perf_counter()
@@ -141,7 +161,7 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
     timings["compress_s"] = time.perf_counter() - t0
     precision = model_precision(compressed)[0] if recipe.steps else "fp32"
     if recipe.steps:
-        stages.run(f"{precision} simulated", compressed, backend="torch", precision=precision,
+        stages.run(f"{precision} simulated", _fast(compressed), backend="torch", precision=precision,
                    size=_torch_file_size(compressed), notes="fake-quantized PyTorch model")
 
     backend = recipe.compile.get("backend", "onnxruntime")

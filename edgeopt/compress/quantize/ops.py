@@ -25,14 +25,18 @@ def _expand(t: torch.Tensor, like: torch.Tensor, axis: int) -> torch.Tensor:
 @torch.library.custom_op("edgeopt::fake_quant", mutates_args=())
 def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int,
                qmax: int, axis: int) -> torch.Tensor:
-    """Quantize-dequantize; ``axis`` < 0 means per-tensor."""
-    if axis >= 0 and scale.numel() > 1:
-        return torch.fake_quantize_per_channel_affine(
-            x, scale.float(), zero_point.to(torch.int32), axis, qmin, qmax
-        )
-    return torch.fake_quantize_per_tensor_affine(
-        x, scale.reshape(()).float(), zero_point.reshape(()).to(torch.int32), qmin, qmax
-    )
+    """Quantize-dequantize; ``axis`` < 0 means per-tensor.
+
+    Divides by the scale, as ONNX QuantizeLinear (and ORT's kernels) do; torch's
+    own fake-quantize multiplies by the reciprocal, which rounds some ties the
+    other way, and is slower because it also builds the backward mask.
+    """
+    s = _expand(scale, x, axis).to(x.dtype)
+    z = _expand(zero_point, x, axis).to(x.dtype)
+    # In place on the fresh quotient: these activations are the largest tensors
+    # in the model, and every temporary costs a pass over memory.
+    q = torch.round(x / s)
+    return q.add_(z).clamp_(qmin, qmax).sub_(z).mul_(s)
 
 
 @fake_quant.register_fake

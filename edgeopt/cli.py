@@ -140,6 +140,8 @@ def cmd_optimize(args) -> int:
 
 
 def cmd_compress(args) -> int:
+    import io
+
     import torch
 
     from edgeopt.core.data import load_dataset
@@ -164,8 +166,6 @@ def cmd_compress(args) -> int:
     example = torch.from_numpy(_preprocess(args)(dataset.test.x[:2]))
     ep = torch.export.export(model, (example,),
                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
-    import io
-
     buf = io.BytesIO()
     torch.export.save(ep, buf)
     atomic_write_bytes(out, buf.getvalue())

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from edgeopt.compile.api import model_precision, prepare, stage
+from edgeopt.compile.api import model_precision, stage
 from edgeopt.compile.artifact import ArtifactWriter, check_output_dir
 from edgeopt.compile.targets import get_target
 from edgeopt.core.canonical import canonical_copy, check_finite, check_input_fits
@@ -167,8 +167,9 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
     backend = recipe.compile.get("backend", "onnxruntime")
     t0 = time.perf_counter()
     example = torch.from_numpy(opts.preprocess(test.x[:2]))
-    float_model, shape = prepare(canonical_copy(handle.module, example), None)
-    lower = dict(target=opts.target, backend=backend, input_shape=shape,
+    # stage() copies and BN-folds each model itself; the canonical copy records its input shape.
+    float_model = canonical_copy(handle.module, example)
+    lower = dict(target=opts.target, backend=backend, input_shape=float_model.meta["input_shape"],
                  preprocess=opts.preprocess.to_dict())
     with tempfile.TemporaryDirectory(prefix="edgeopt-") as tmp, \
             ArtifactWriter(out, force=force) as writer:

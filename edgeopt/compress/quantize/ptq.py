@@ -66,7 +66,7 @@ def calibrate(gm: fx.GraphModule, quantizers: dict[str, ActQuant], batches, *,
         _run(gm, batches, "calibrate (histograms)", progress)
     ranges = {name: q.finish_calibration() for name, q in owners.items()}
     # Shared quantizers were inserted after their source, so one ordered pass resolves chains.
-    for _name, q in quantizers.items():
+    for q in quantizers.values():
         if q.shared_from is not None:
             src = quantizers[q.shared_from]
             q.scale.copy_(src.scale)

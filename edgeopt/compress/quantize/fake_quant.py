@@ -20,7 +20,7 @@ from edgeopt.compress.quantize.observers import (
     qparams,
     weight_qparams,
 )
-from edgeopt.compress.quantize.spec import QuantSpec
+from edgeopt.compress.quantize.spec import QuantSpec, Scheme
 
 
 class Mode(str, Enum):
@@ -33,7 +33,17 @@ class Mode(str, Enum):
 def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, spec: QuantSpec,
                   axis: int | None = None) -> torch.Tensor:
     """Quantize-dequantize with a straight-through gradient (exportable custom op)."""
+    if spec.scheme is Scheme.POW2:
+        return ops.fake_quant_pow2(x, scale, spec.kmax, -1 if axis is None else axis)
     return ops.fake_quant(x, scale, zp, spec.qmin, spec.qmax, -1 if axis is None else axis)
+
+
+def to_int(x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """The integers a tensor is stored as, given broadcastable scale and zero-point."""
+    q = x / scale
+    if spec.scheme is Scheme.POW2:
+        return ops.pow2_round(q, spec.kmax).to(torch.int32)
+    return torch.clamp(torch.round(q) + zp, spec.qmin, spec.qmax).to(torch.int32)
 
 
 def quantize_bias(bias: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -107,8 +117,7 @@ class _QuantWeightMixin:
         shape = (-1,) + (1,) * (self.weight.dim() - 1)
         s = self.w_scale.reshape(shape) if self.w_scale.numel() > 1 else self.w_scale
         z = self.w_zero_point.reshape(shape) if self.w_zero_point.numel() > 1 else self.w_zero_point
-        q = torch.round(self.weight.detach() / s) + z
-        return torch.clamp(q, self.w_spec.qmin, self.w_spec.qmax).to(torch.int32)
+        return to_int(self.weight.detach(), s, z, self.w_spec)
 
     def _effective(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         if not self.quant_enabled:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from edgeopt.compress.quantize.spec import Observer, QuantSpec
+from edgeopt.compress.quantize import ops
+from edgeopt.compress.quantize.spec import Observer, QuantSpec, Scheme
 
 _EPS = 1e-8
 
@@ -165,6 +166,8 @@ def weight_qparams(w: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torc
     flat = w.reshape(w.shape[0], -1) if spec.per_channel else w.reshape(1, -1)
     lo = flat.min(dim=1).values.clamp(max=0)
     hi = flat.max(dim=1).values.clamp(min=0)
+    if spec.scheme is Scheme.POW2:
+        return _pow2_weight_scale(flat, spec), torch.zeros(flat.shape[0], dtype=torch.int32)
     if spec.observer is Observer.MSE:
         lo, hi = _weight_mse_range(flat, lo, hi, spec)
     if spec.symmetric:
@@ -195,3 +198,22 @@ def _weight_mse_range(flat, lo, hi, spec):
         best_lo = torch.where(better, clo, best_lo)
         best_hi = torch.where(better, chi, best_hi)
     return best_lo, best_hi
+
+
+def _pow2_weight_scale(flat: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """Scale putting a channel's largest weight on the top power, or (MSE) the
+    scale in [max/2^kmax / 2, max/2^kmax] with least squared error: the
+    power-of-two grid is coarse at the top, so the best scale is rarely the max's."""
+    amax = flat.abs().max(dim=1).values.clamp(min=_EPS)
+    top = amax / 2.0**spec.kmax
+    if spec.observer is not Observer.MSE:
+        return top
+    best, best_err = top.clone(), torch.full_like(top, float("inf"))
+    for f in torch.linspace(0.5, 1.0, 26):
+        scale = top * f
+        err = ((flat - ops.pow2_round(flat / scale[:, None], spec.kmax) * scale[:, None]) ** 2)
+        err = err.sum(dim=1)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best = torch.where(better, scale, best)
+    return best

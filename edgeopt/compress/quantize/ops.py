@@ -61,6 +61,42 @@ def _fq_backward(ctx, grad):
 fake_quant.register_autograd(_fq_backward, setup_context=_fq_setup)
 
 
+def pow2_round(q: torch.Tensor, kmax: int) -> torch.Tensor:
+    """Round values (already divided by the scale) to 0 or +-2^k, k in [0, kmax],
+    in the log domain: 2^k and 2^(k+1) meet at 2^(k+1/2), not at their mean."""
+    mag = q.abs()
+    k = torch.round(torch.log2(mag.clamp(min=2.0**-30))).clamp_(0, kmax)
+    return torch.where(mag < 0.5, torch.zeros_like(q), torch.sign(q) * torch.exp2(k))
+
+
+@torch.library.custom_op("edgeopt::fake_quant_pow2", mutates_args=())
+def fake_quant_pow2(x: torch.Tensor, scale: torch.Tensor, kmax: int, axis: int) -> torch.Tensor:
+    """Power-of-two quantize-dequantize: scale * (0 or +-2^k)."""
+    s = _expand(scale, x, axis).to(x.dtype)
+    return pow2_round(x / s, kmax).mul_(s)
+
+
+@fake_quant_pow2.register_fake
+def _(x, scale, kmax, axis):
+    return torch.empty_like(x)
+
+
+def _p2_setup(ctx, inputs, output):
+    x, scale, kmax, axis = inputs
+    ctx.save_for_backward(x, scale)
+    ctx.qrange = (kmax, axis)
+
+
+def _p2_backward(ctx, grad):
+    x, scale = ctx.saved_tensors
+    kmax, axis = ctx.qrange
+    inside = (x / _expand(scale, x, axis)).abs() <= 2.0**kmax * 1.5
+    return grad * inside, None, None, None
+
+
+fake_quant_pow2.register_autograd(_p2_backward, setup_context=_p2_setup)
+
+
 @torch.library.custom_op("edgeopt::quantize_bias", mutates_args=())
 def quantize_bias(bias: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """int32 bias on the accumulator grid (input scale x weight scale)."""

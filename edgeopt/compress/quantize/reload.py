@@ -16,10 +16,11 @@ import torch.fx as fx
 from torch import nn
 
 from edgeopt.compress.quantize.fake_quant import ActQuant, Mode, QuantConv2d, QuantLinear
-from edgeopt.compress.quantize.spec import QuantSpec
+from edgeopt.compress.quantize.spec import QuantSpec, Scheme
 from edgeopt.core import graph
 
 FAKE_QUANT = torch.ops.edgeopt.fake_quant.default
+FAKE_QUANT_POW2 = torch.ops.edgeopt.fake_quant_pow2.default
 QUANTIZE_BIAS = torch.ops.edgeopt.quantize_bias.default
 
 
@@ -44,6 +45,13 @@ def _finish_layer(module, w_wrap, b_wrap, src):
         module = cls.from_float(module, spec)
         module.w_scale = _tensor(scale, src)
         module.w_zero_point = _tensor(zp, src)
+    elif w_wrap is not None and w_wrap.target is FAKE_QUANT_POW2:
+        _, scale, kmax, axis = w_wrap.args
+        spec = QuantSpec(bits=int(math.log2(kmax + 2)) + 1, scheme=Scheme.POW2,
+                         per_channel=axis >= 0)
+        cls = QuantConv2d if isinstance(module, nn.Conv2d) else QuantLinear
+        module = cls.from_float(module, spec)
+        module.w_scale = _tensor(scale, src)
     if b_wrap is not None and b_wrap.target is QUANTIZE_BIAS:
         module.bias_scale = _tensor(b_wrap.args[1], src)
     return module
@@ -73,13 +81,14 @@ def _record_precision(gm: fx.GraphModule) -> None:
             inp = node.args[0]
             act = gm.get_submodule(inp.target) if inp.op == "call_module" else None
             a_bits = act.spec.bits if isinstance(act, ActQuant) else 32
-            precision[str(node.target)] = f"w{mod.w_spec.bits}a{a_bits}"
+            precision[str(node.target)] = f"w{mod.w_spec.label}a{a_bits}"
         elif isinstance(mod, (nn.Conv2d, nn.Linear)):
             precision[str(node.target)] = "fp32"
     gm.meta["edgeopt"] = {"technique": "ptq (loaded)", "precision": precision}
 
 
 graph.PARAM_WRAPPERS[FAKE_QUANT] = True
+graph.PARAM_WRAPPERS[FAKE_QUANT_POW2] = True
 graph.PARAM_WRAPPERS[QUANTIZE_BIAS] = True
 graph.LAYER_FINISHERS.append(_finish_layer)
 graph.NODE_LIFTERS[FAKE_QUANT] = _lift_act

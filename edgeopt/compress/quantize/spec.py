@@ -22,6 +22,13 @@ class Observer(str, Enum):
     ENTROPY = "entropy"
 
 
+class Scheme(str, Enum):
+    """The grid of integer levels a weight may take."""
+
+    UNIFORM = "uniform"  # evenly spaced integers
+    POW2 = "pow2"  # 0 and +-2^k, k in [0, kmax]: multiplication-free (shift/add) weights
+
+
 @dataclass(frozen=True, kw_only=True)
 class QuantSpec(Config):
     """How one tensor (a layer's weights, or an activation) is quantized."""
@@ -31,23 +38,56 @@ class QuantSpec(Config):
     per_channel: bool = False
     observer: Observer = Observer.MINMAX
     percentile: float = 99.99
+    scheme: Scheme = Scheme.UNIFORM
 
     def __post_init__(self) -> None:
-        if not isinstance(self.bits, int) or not 2 <= self.bits <= 8:
+        if not isinstance(self.bits, int) or isinstance(self.bits, bool) or not 2 <= self.bits <= 8:
             raise ConfigError(f"bits must be an integer in 2..8, got {self.bits!r}")
+        if isinstance(self.scheme, str) and not isinstance(self.scheme, Scheme):
+            object.__setattr__(self, "scheme", _enum(Scheme, self.scheme, "scheme"))
+        if self.scheme is Scheme.POW2:
+            # sign + (bits-1)-bit exponent: the largest power must fit the int8
+            # container that ONNX Runtime's integer kernels take.
+            if self.bits > 4:
+                raise ConfigError(f"pow2 weights take 2..4 bits (sign + exponent; 2^kmax must "
+                                  f"fit int8), got {self.bits}")
+            if not self.symmetric:
+                raise ConfigError("pow2 weights are symmetric (sign + exponent); "
+                                  "set symmetric: true")
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"percentile must be in (50, 100], got {self.percentile!r}")
         if isinstance(self.observer, str) and not isinstance(self.observer, Observer):
             object.__setattr__(self, "observer", _enum(Observer, self.observer, "observer"))
 
     @property
+    def kmax(self) -> int:
+        """pow2: the largest exponent. One of the 2^(b-1) exponent codes encodes zero."""
+        return 2 ** (self.bits - 1) - 2
+
+    @property
     def qmin(self) -> int:
+        if self.scheme is Scheme.POW2:
+            return -(2**self.kmax)
         # Symmetric ranges drop -2^(b-1) so that +x and -x both fit (restricted range).
         return -(2 ** (self.bits - 1)) + 1 if self.symmetric else 0
 
     @property
     def qmax(self) -> int:
+        if self.scheme is Scheme.POW2:
+            return 2**self.kmax
         return 2 ** (self.bits - 1) - 1 if self.symmetric else 2**self.bits - 1
+
+    def levels(self) -> list[int]:
+        """Every integer a quantized value may take, ascending (at most 2^bits of them):
+        the codebook a packed artifact indexes into."""
+        if self.scheme is Scheme.POW2:
+            mags = [2**k for k in range(self.kmax + 1)]
+            return [-m for m in reversed(mags)] + [0] + mags
+        return list(range(self.qmin, self.qmax + 1))
+
+    @property
+    def label(self) -> str:
+        return f"{self.bits}pow2" if self.scheme is Scheme.POW2 else str(self.bits)
 
 
 def _enum(cls, value, where):
@@ -71,6 +111,7 @@ _OVERRIDE_KEYS = {
     "per_channel": ("weights", "per_channel"),
     "symmetric": ("weights", "symmetric"),
     "weight_observer": ("weights", "observer"),
+    "weight_scheme": ("weights", "scheme"),
     "act_observer": ("activations", "observer"),
 }
 
@@ -82,7 +123,7 @@ class QuantConfig(Config):
     ``layers`` overrides the global specs by glob on the layer's qualified name;
     the first matching pattern wins, so list specific patterns before ``"*"``.
     Override keys: bits/weight_bits, act_bits, per_channel, symmetric,
-    weight_observer, act_observer, skip (leave the layer in float).
+    weight_observer, weight_scheme, act_observer, skip (leave the layer in float).
     """
 
     weights: QuantSpec = DEFAULT_WEIGHTS
@@ -142,7 +183,7 @@ class QuantConfig(Config):
         if specs is None:
             return "fp32"
         w, a = specs
-        return f"w{w.bits}a{a.bits}"
+        return f"w{w.label}a{a.bits}"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -117,6 +117,24 @@ _OVERRIDE_KEYS = {
 
 
 @dataclass(frozen=True, kw_only=True)
+class AdaRoundConfig(Config):
+    """Learned rounding (AdaRound, Nagel et al. 2020), layer by layer on calibration data."""
+
+    iters: int = 1000  # optimisation steps per layer
+    batch_size: int = 32
+    reg_weight: float = 0.01  # lambda of the rounding regulariser
+    beta: tuple[float, float] = (20.0, 2.0)  # annealed from the first to the second
+    warmup: float = 0.2  # fraction of iterations without the regulariser
+    lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.iters < 1:
+            raise ConfigError(f"adaround.iters must be >= 1, got {self.iters}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ConfigError(f"adaround.warmup must be in [0, 1), got {self.warmup}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class QuantConfig(Config):
     """Post-training quantization of weights and activations.
 
@@ -131,6 +149,7 @@ class QuantConfig(Config):
     layers: dict[str, dict[str, Any]] = field(default_factory=dict)
     fold_bn: bool = True
     bias_correction: bool = True
+    adaround: AdaRoundConfig | None = None  # None: round to nearest
     calib_size: int = 512
     calib_seed: int = 0
     calib_batch_size: int = 64

@@ -1,0 +1,272 @@
+"""Mixed precision: per-layer weight bit widths chosen under a size budget.
+
+1. Quantize every layer at 8 bits (the base config's activations and options)
+   and calibrate once.
+2. Sensitivity: for each layer and each candidate width, quantize only that
+   layer's weights to the width and measure how far the output moves from the
+   float model (KL divergence of the softmax on held-out samples).
+3. Allocation: pick one width per layer minimising the summed sensitivity with
+   the model's size within the budget: a multiple-choice knapsack, solved
+   exactly by dynamic programming over the size in small byte units.
+4. Quantize the float model again with the chosen per-layer widths (full PTQ:
+   calibration, learned rounding if the base asks for it, bias correction).
+
+The size model counts what the artifact stores per layer: packed weights at
+``bits`` per weight, a float32 scale per output channel, and the bias.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from edgeopt.compress.quantize.fake_quant import QUANT_LAYERS, ActQuant, Mode
+from edgeopt.compress.quantize.observers import weight_qparams
+from edgeopt.compress.quantize.ptq import quantize_ptq
+from edgeopt.compress.quantize.spec import QuantConfig, QuantSpec
+from edgeopt.core.config import Config
+from edgeopt.core.errors import ConfigError
+from edgeopt.core.graph import leaf_modules
+from edgeopt.core.registry import register
+
+
+@dataclass(frozen=True, kw_only=True)
+class MixedPrecisionConfig(Config):
+    """Weight widths per layer, chosen automatically; give ``budget`` (fraction of
+    the fp32 size) or ``avg_bits`` (mean bits per weight)."""
+
+    needs_training_data: ClassVar[bool] = True  # labels score the Pareto points if present
+
+    base: QuantConfig = field(default_factory=QuantConfig)
+    candidates: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
+    budget: float | None = None
+    avg_bits: float | None = None
+    sensitivity_samples: int = 256
+    eval_samples: int = 1000  # held-out samples scoring the policies on the Pareto plot
+    pareto_points: int = 8  # budgets between the smallest and largest policy to plot
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.candidates:
+            raise ConfigError("mixed precision needs at least one candidate bit width")
+        for b in self.candidates:
+            QuantSpec(bits=b)  # same range check and message as everywhere else
+        if (self.budget is None) == (self.avg_bits is None):
+            raise ConfigError("mixed precision needs exactly one of budget (fraction of fp32 "
+                              "size, e.g. 0.16) or avg_bits (e.g. 4.5)")
+        if self.budget is not None and not 0.0 < self.budget <= 1.0:
+            raise ConfigError(f"budget must be a fraction of the fp32 size in (0, 1], "
+                              f"got {self.budget}")
+        if self.avg_bits is not None and not 2.0 <= self.avg_bits <= 8.0:
+            raise ConfigError(f"avg_bits must be in [2, 8], got {self.avg_bits}")
+
+
+# ----------------------------------------------------------------- size model
+def layer_bytes(layer: torch.nn.Module, bits: int, per_channel: bool) -> int:
+    """Bytes the artifact stores for one layer with ``bits``-bit weights."""
+    out = layer.weight.shape[0]
+    weights = math.ceil(layer.weight.numel() * bits / 8)
+    scales = 4 * (out if per_channel else 1)
+    bias = 4 * out if layer.bias is not None else 0
+    return weights + scales + bias
+
+
+def fp32_bytes(gm: fx.GraphModule) -> int:
+    return 4 * sum(p.numel() for p in gm.parameters())
+
+
+# ----------------------------------------------------------------- allocation
+def allocate(costs: dict[str, dict[int, float]], sizes: dict[str, dict[int, int]],
+             budget_bytes: float, unit: int = 16) -> dict[str, int] | None:
+    """Bits per layer minimising the summed cost with total size <= budget (None if
+    no choice fits). Sizes are rounded up to ``unit`` bytes, so a found policy
+    always fits the real budget."""
+    names = list(costs)
+    cap = int(budget_bytes // unit)
+    if cap < 0:
+        return None
+    inf = float("inf")
+    best = np.full(cap + 1, inf)
+    best[0] = 0.0
+    choice: list[np.ndarray] = []
+    for name in names:
+        new = np.full(cap + 1, inf)
+        pick = np.full(cap + 1, -1, dtype=np.int64)
+        for bits, cost in costs[name].items():
+            w = math.ceil(sizes[name][bits] / unit)
+            if w > cap:
+                continue
+            cand = np.full(cap + 1, inf)
+            cand[w:] = best[: cap + 1 - w] + cost
+            better = cand < new
+            new[better] = cand[better]
+            pick[better] = bits
+        best = new
+        choice.append(pick)
+    end = int(np.argmin(best))
+    if not np.isfinite(best[end]):
+        return None
+    policy: dict[str, int] = {}
+    for name, pick in zip(reversed(names), reversed(choice)):
+        bits = int(pick[end])
+        policy[name] = bits
+        end -= math.ceil(sizes[name][bits] / unit)
+    return dict(reversed(list(policy.items())))
+
+
+# ----------------------------------------------------------------- sensitivity
+def _set_weight_bits(layer, bits: int | None, original: QuantSpec) -> None:
+    spec = original if bits is None else dataclasses.replace(original, bits=bits)
+    layer.w_spec = spec
+    scale, zp = weight_qparams(layer.weight, spec)
+    layer.w_scale = scale
+    layer.w_zero_point = zp
+
+
+def _kl(ref_logp: torch.Tensor, logits: torch.Tensor) -> float:
+    return float(F.kl_div(F.log_softmax(logits, 1), ref_logp, log_target=True,
+                          reduction="batchmean"))
+
+
+def sensitivities(qmodel: fx.GraphModule, x: torch.Tensor, ref_logp: torch.Tensor,
+                  candidates, progress: bool = True) -> dict[str, dict[int, float]]:
+    """KL(float || model with only this layer at b bits), per layer and width."""
+    layers = leaf_modules(qmodel, QUANT_LAYERS)
+    out: dict[str, dict[int, float]] = {}
+    with torch.no_grad():
+        for name, layer in tqdm(layers, desc="sensitivity", disable=not progress, leave=False):
+            original = layer.w_spec
+            out[name] = {}
+            for bits in candidates:
+                _set_weight_bits(layer, bits, original)
+                out[name][bits] = _kl(ref_logp, qmodel(x))
+            _set_weight_bits(layer, None, original)
+    return out
+
+
+def _apply_policy(qmodel, policy: dict[str, int], originals: dict[str, QuantSpec]) -> None:
+    for name, layer in leaf_modules(qmodel, QUANT_LAYERS):
+        _set_weight_bits(layer, policy[name], originals[name])
+
+
+def _score(qmodel, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((qmodel(x).argmax(1) == y).float().mean() * 100)
+
+
+# ----------------------------------------------------------------- handler
+def _split_data(data, config: MixedPrecisionConfig):
+    """Calibration images, and held-out (x, labels) scoring the policies; without
+    labels the float model's own predictions stand in (agreement, not accuracy)."""
+    x = data.x if hasattr(data, "x") else data
+    y = getattr(data, "y", None)
+    x = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    n = x.shape[0]
+    rng = np.random.default_rng(config.seed)
+    order = rng.permutation(n)
+    n_calib = min(config.base.calib_size, n)
+    held = order[n_calib:] if n - n_calib >= 32 else order  # tiny sets: reuse
+    held = held[: max(config.eval_samples, config.sensitivity_samples)]
+    calib = x[torch.from_numpy(np.sort(order[:n_calib]))]
+    labels = None if y is None else torch.as_tensor(np.asarray(y)[held]).long()
+    return calib, x[torch.from_numpy(held)], labels
+
+
+@register(MixedPrecisionConfig)
+def quantize_mixed(model, config: MixedPrecisionConfig, *, data=None, progress: bool = True):
+    calib, held_x, held_y = _split_data(data, config)
+    base8 = dataclasses.replace(config.base, weights=dataclasses.replace(config.base.weights,
+                                                                         bits=8),
+                                adaround=None, bias_correction=False)
+    q8 = quantize_ptq(model, base8, data=calib, progress=progress)
+    float_model = copy.deepcopy(q8)
+    for m in float_model.modules():
+        if isinstance(m, QUANT_LAYERS):
+            m.quant_enabled = False
+        if isinstance(m, ActQuant):
+            m.mode = Mode.FLOAT
+    sens_x = held_x[: config.sensitivity_samples]
+    with torch.no_grad():
+        ref_logits = float_model(held_x)
+    ref_logp = F.log_softmax(ref_logits[: sens_x.shape[0]], 1)
+    labels = held_y if held_y is not None else ref_logits.argmax(1)
+
+    layers = leaf_modules(q8, QUANT_LAYERS)
+    per_channel = {n: m.w_spec.per_channel for n, m in layers}
+    sizes = {n: {b: layer_bytes(m, b, per_channel[n]) for b in config.candidates}
+             for n, m in layers}
+    total_fp32 = fp32_bytes(float_model)
+    if config.budget is not None:
+        budget_bytes = config.budget * total_fp32
+        what = f"budget {config.budget:g}x of fp32 size ({total_fp32:,} B)"
+    else:
+        n_weights = sum(m.weight.numel() for _, m in layers)
+        overhead = sum(sizes[n][8] - m.weight.numel() for n, m in layers)
+        budget_bytes = n_weights * config.avg_bits / 8 + overhead
+        what = f"average of {config.avg_bits:g} bits per weight"
+    smallest = sum(min(s.values()) for s in sizes.values())
+    if smallest > budget_bytes:
+        raise ConfigError(
+            f"mixed precision: {what} cannot be met; the smallest policy (every layer at "
+            f"{min(config.candidates)} bits) is {smallest:,} B = {smallest / total_fp32:.3f}x")
+
+    costs = sensitivities(q8, sens_x, ref_logp, config.candidates, progress=progress)
+    policy = allocate(costs, sizes, budget_bytes)
+    assert policy is not None  # the smallest policy fits, so the DP finds one
+
+    pareto = _pareto(q8, costs, sizes, config, held_x, labels, total_fp32, policy)
+    final_cfg = dataclasses.replace(
+        config.base,
+        layers={**{_escape(n): {"bits": b} for n, b in policy.items()}, **config.base.layers},
+    )
+    gm = quantize_ptq(model, final_cfg, data=calib, progress=progress)
+    size = sum(sizes[n][b] for n, b in policy.items())
+    gm.meta["edgeopt"]["technique"] = "mixed precision ptq"
+    gm.meta["edgeopt"]["mixed"] = {
+        "target": what, "budget_bytes": int(budget_bytes), "fp32_bytes": total_fp32,
+        "policy": policy, "estimated_bytes": size, "estimated_ratio": size / total_fp32,
+        "sensitivity": {n: {str(b): round(c, 6) for b, c in d.items()} for n, d in costs.items()},
+        "pareto": pareto,
+        "scored_on": f"{held_x.shape[0]} held-out samples, "
+                     + ("top-1 accuracy" if held_y is not None else "agreement with fp32"),
+    }
+    return gm
+
+
+def _escape(name: str) -> str:
+    # Layer names become glob patterns in QuantConfig.layers: match them literally.
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def _pareto(q8, costs, sizes, config, x, y, total_fp32, chosen) -> list[dict]:
+    """Simulated accuracy against estimated size for uniform widths and for the
+    allocation at budgets spanning the feasible range (one calibration, no
+    per-policy bias correction: a map of the trade-off, not the final figure)."""
+    originals = {n: m.w_spec for n, m in leaf_modules(q8, QUANT_LAYERS)}
+    policies: list[tuple[str, dict[str, int]]] = [
+        (f"uniform {b}-bit", {n: b for n in costs}) for b in config.candidates
+    ]
+    lo = sum(min(s.values()) for s in sizes.values())
+    hi = sum(max(s.values()) for s in sizes.values())
+    for budget in np.linspace(lo, hi, config.pareto_points + 2)[1:-1]:
+        p = allocate(costs, sizes, budget)
+        if p is not None:
+            policies.append((f"mixed {budget / total_fp32:.3f}x", p))
+    policies.append(("chosen", chosen))
+    points = []
+    for label, p in policies:
+        _apply_policy(q8, p, originals)
+        size = sum(sizes[n][b] for n, b in p.items())
+        points.append({"label": label, "bytes": size, "ratio": size / total_fp32,
+                       "accuracy": _score(q8, x, y), "policy": p})
+    _apply_policy(q8, {n: s.bits for n, s in originals.items()}, originals)
+    return points

@@ -1,0 +1,79 @@
+"""Mixed precision: the size model, the exact allocation, the handler and its errors."""
+
+import itertools
+
+import pytest
+import torch
+
+from edgeopt import QuantConfig, apply
+from edgeopt.compress.quantize.fake_quant import QUANT_LAYERS
+from edgeopt.compress.quantize.mixed import MixedPrecisionConfig, allocate, layer_bytes
+from edgeopt.core.errors import ConfigError
+from edgeopt.core.graph import leaf_modules
+from edgeopt.evaluate.plots import pareto_png
+
+
+def test_allocation_is_the_exact_optimum():
+    costs = {"a": {2: 9.0, 4: 3.0, 8: 0.0}, "b": {2: 1.0, 4: 0.5, 8: 0.0},
+             "c": {2: 5.0, 4: 1.0, 8: 0.1}}
+    sizes = {n: {2: 160, 4: 320, 8: 640} for n in costs}
+    for budget in (480, 800, 1000, 1300, 1920):
+        got = allocate(costs, sizes, budget)
+        feasible = [dict(zip(costs, p)) for p in itertools.product((2, 4, 8), repeat=3)
+                    if sum(sizes[n][b] for n, b in zip(costs, p)) <= budget]
+        best = min(sum(costs[n][b] for n, b in p.items()) for p in feasible)
+        assert sum(costs[n][b] for n, b in got.items()) == pytest.approx(best)
+        assert sum(sizes[n][b] for n, b in got.items()) <= budget
+    assert allocate(costs, sizes, 400) is None
+
+
+def test_layer_bytes_counts_packed_weights_scales_and_bias():
+    conv = torch.nn.Conv2d(8, 16, 3)
+    assert layer_bytes(conv, 4, per_channel=True) == 16 * 8 * 9 // 2 + 16 * 4 + 16 * 4
+    assert layer_bytes(conv, 3, per_channel=False) == (16 * 8 * 9 * 3 + 7) // 8 + 4 + 16 * 4
+
+
+@pytest.fixture
+def data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(400, 1, 8, 8, generator=g)
+    return x
+
+
+def test_mixed_meets_the_budget_with_the_chosen_widths(make_cnn, data):
+    model = make_cnn(width=8, hidden=16)
+    cfg = MixedPrecisionConfig(budget=0.2, candidates=(2, 3, 4, 8),
+                               base=QuantConfig(calib_size=128), eval_samples=200,
+                               pareto_points=4)
+    gm = apply(model, cfg, data=data, progress=False)
+    info = gm.meta["edgeopt"]["mixed"]
+    assert info["estimated_bytes"] <= info["budget_bytes"]
+    bits = {n: m.w_spec.bits for n, m in leaf_modules(gm, QUANT_LAYERS)}
+    assert bits == info["policy"] and set(bits.values()) <= {2, 3, 4, 8}
+    labels = [p["label"] for p in info["pareto"]]
+    assert "chosen" in labels and "uniform 2-bit" in labels
+    assert all(0 <= p["accuracy"] <= 100 for p in info["pareto"])
+
+
+def test_unreachable_budget_names_the_smallest(make_cnn, data):
+    cfg = MixedPrecisionConfig(budget=0.01, base=QuantConfig(calib_size=64))
+    with pytest.raises(ConfigError, match=r"cannot be met; the smallest policy .* 2 bits\) is"):
+        apply(make_cnn(), cfg, data=data, progress=False)
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="exactly one of budget"):
+        MixedPrecisionConfig()
+    with pytest.raises(ConfigError, match="bits must be an integer in 2..8"):
+        MixedPrecisionConfig(budget=0.2, candidates=(1, 4))
+    with pytest.raises(ConfigError, match=r"budget must be .* \(0, 1\]"):
+        MixedPrecisionConfig(budget=1.5)
+
+
+def test_pareto_png(tmp_path):
+    points = [{"label": "uniform 4-bit", "ratio": 0.13, "accuracy": 90.0},
+              {"label": "uniform 8-bit", "ratio": 0.26, "accuracy": 92.0},
+              {"label": "mixed 0.160x", "ratio": 0.16, "accuracy": 91.5},
+              {"label": "chosen", "ratio": 0.16, "accuracy": 91.5}]
+    path = pareto_png(points, tmp_path / "p.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000

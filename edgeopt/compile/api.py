@@ -37,8 +37,13 @@ def model_precision(gm: fx.GraphModule) -> tuple[str, dict[str, str]]:
     """Global precision label and per-layer labels of a canonical model."""
     info = gm.meta.get("edgeopt") or {}
     per_layer = info.get("precision") or {name: "fp32" for name, _ in leaf_modules(gm)}
-    quantized = any(label != "fp32" for label in per_layer.values())
-    return ("int8" if quantized else "fp32"), per_layer
+    quantized = {label for label in per_layer.values() if label != "fp32"}
+    if not quantized:
+        return "fp32", per_layer
+    if quantized == {"w8a8"}:
+        return "int8", per_layer
+    # One width everywhere reads as that width (w4a8); anything else is mixed.
+    return (quantized.pop() if len(quantized) == 1 else "mixed"), per_layer
 
 
 def prepare(model, input_shape: list[int] | None) -> tuple[fx.GraphModule, list[int]]:

@@ -17,6 +17,7 @@ class Target:
     aliases: tuple[str, ...] = ()
 
     def check(self, backend: str, precision: str) -> None:
+        precision = precision_family(precision)
         if backend not in self.backends:
             raise ConfigError(
                 f"target {self.name} has no backend {backend!r} (available: {', '.join(self.backends)})"
@@ -28,12 +29,18 @@ class Target:
             )
 
 
+def precision_family(label: str) -> str:
+    """fp32 / int8 / lowbit: what a target must support to run a model labelled
+    ``label`` (w4a8, w4pow2a8 and mixed widths are all lowbit: packed weights)."""
+    return label if label in ("fp32", "fp16", "int8") else "lowbit"
+
+
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
-        Target("x86_64", "x86_64", ("onnxruntime",), ("fp32", "int8"),
+        Target("x86_64", "x86_64", ("onnxruntime",), ("fp32", "int8", "lowbit"),
                "x86-64 CPU; ONNX Runtime with integer (QDQ) kernels", aliases=("x86", "amd64")),
-        Target("aarch64", "aarch64", ("onnxruntime",), ("fp32", "int8"),
+        Target("aarch64", "aarch64", ("onnxruntime",), ("fp32", "int8", "lowbit"),
                "64-bit ARM CPU (Raspberry Pi 4/5 class); ONNX Runtime", aliases=("arm64",)),
     )
 }

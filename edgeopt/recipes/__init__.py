@@ -20,12 +20,16 @@ from typing import Any
 
 import yaml
 
+from edgeopt.compress.quantize.mixed import MixedPrecisionConfig
 from edgeopt.compress.quantize.spec import QuantConfig
 from edgeopt.core.config import Config
 from edgeopt.core.errors import ConfigError
 
 BUILTIN_DIR = Path(__file__).parent
-STEP_CONFIGS: dict[str, type[Config]] = {"quantize": QuantConfig}
+STEP_CONFIGS: dict[str, type[Config]] = {
+    "quantize": QuantConfig,
+    "mixed_precision": MixedPrecisionConfig,
+}
 
 
 @dataclass

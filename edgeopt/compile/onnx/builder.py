@@ -11,7 +11,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
-IR_VERSION = 8  # onnxruntime here loads IR <= 13; 8 is what opset 17 needs
+# Models get the lowest IR version their opset allows (8 for 17, 10 for 21), so that
+# older consumers load what they can; onnxruntime here loads IR <= 13.
 
 
 class GraphBuilder:
@@ -20,17 +21,21 @@ class GraphBuilder:
         self.initializers: list[onnx.TensorProto] = []
         self._const_cache: dict[tuple, str] = {}
         self._n_tensors = 0
+        # Raised only by what needs it (packed or INT4 weights): an all-8-bit model
+        # stays an opset 17 graph.
+        self.opset = OPSET
 
     def fresh(self) -> str:
         self._n_tensors += 1
         return f"t{self._n_tensors}"
 
     def const(self, value: np.ndarray, *, dedupe: bool = True) -> str:
-        """An initializer; identical small constants (scales, shapes) are stored once."""
+        """An initializer; identical small constants (scales, shapes, codebooks) are stored
+        once."""
         value = np.asarray(value)
         key = None
-        if dedupe and value.size <= 64:
-            key = (value.dtype.str, value.shape, value.tobytes())
+        if dedupe and value.nbytes <= 256:
+            key = (value.dtype.name, value.shape, value.tobytes())  # int4, uint4 share .str
             if key in self._const_cache:
                 return self._const_cache[key]
         name = f"c{len(self.initializers)}"
@@ -38,6 +43,9 @@ class GraphBuilder:
         if key is not None:
             self._const_cache[key] = name
         return name
+
+    def require_opset(self, opset: int) -> None:
+        self.opset = max(self.opset, opset)
 
     def op(self, op_type: str, inputs: list[str], n_out: int = 1, **attrs) -> str | list[str]:
         outs = [self.fresh() for _ in range(n_out)]
@@ -52,10 +60,9 @@ class GraphBuilder:
             node.output[:] = [rename.get(o, o) for o in node.output]
             node.input[:] = [rename.get(i, i) for i in node.input]
         graph = helper.make_graph(self.nodes, "edgeopt", inputs, outputs, self.initializers)
-        model = helper.make_model(
-            graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgeopt"
-        )
-        model.ir_version = IR_VERSION
+        opsets = [helper.make_opsetid("", self.opset)]
+        model = helper.make_model(graph, opset_imports=opsets, producer_name="edgeopt")
+        model.ir_version = helper.find_min_ir_version_for(opsets)
         return model
 
 

@@ -60,16 +60,18 @@ def test_int8_weights_are_stored_as_int8_with_int32_bias(ptq_cnn, calib):
     )
     assert not any(n.name for n in model.graph.node), "node names only add bytes"
     assert not model.metadata_props
+    assert (model.opset_import[0].version, model.ir_version) == (17, 8)
 
 
 @pytest.mark.parametrize("bits", [4, 6])
 def test_sub_8_bit_simulation_exports_exactly_in_int8_containers(ptq_cnn, calib, bits):
     cfg = QuantConfig(weights=QuantSpec(bits=bits, per_channel=True), calib_size=64)
     q = apply(ptq_cnn, cfg, data=calib)
-    model = export_onnx(q, [1, 8, 8])
+    model = export_onnx(q, [1, 8, 8], weight_storage="int8")
+    assert (model.opset_import[0].version, model.ir_version) == (17, 8)
     w = [onnx.numpy_helper.to_array(i) for i in model.graph.initializer
          if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
-    assert all(np.abs(a).max() <= 2 ** (bits - 1) - 1 for a in w)
+    assert len(w) == 2 and all(np.abs(a).max() <= 2 ** (bits - 1) - 1 for a in w)
     with torch.no_grad():
         sim = q(calib).numpy()
     assert np.abs(_run(model, calib) - sim).max() < 0.02 * np.abs(sim).max()

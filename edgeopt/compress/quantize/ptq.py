@@ -14,6 +14,7 @@ import torch.fx as fx
 from tqdm import tqdm
 
 from edgeopt.compress.fold_bn import fold_batchnorm
+from edgeopt.compress.quantize.adaround import adaround
 from edgeopt.compress.quantize.bias_correction import correct_bias
 from edgeopt.compress.quantize.fake_quant import (
     QUANT_LAYERS,
@@ -109,6 +110,11 @@ def quantize_ptq(model, config: QuantConfig, *, data=None, progress: bool = True
 
     quantizers = insert_act_quantizers(gm, act_spec_for)
     calibrate(gm, quantizers, batches, bins=config.histogram_bins, progress=progress)
+    rounding = None
+    if config.adaround is not None:
+        # Before bias correction, which must measure the output shift of the
+        # weights as finally rounded.
+        rounding = adaround(gm, float_model, batches, config.adaround, progress=progress)
     _set_bias_scales(gm)
     corrected = {}
     if config.bias_correction:
@@ -122,4 +128,6 @@ def quantize_ptq(model, config: QuantConfig, *, data=None, progress: bool = True
         "calib_samples": sum(b.shape[0] for b in batches),
         "config": config.to_dict(),
     }
+    if rounding is not None:
+        gm.meta["edgeopt"]["adaround"] = rounding
     return gm.eval()

@@ -20,8 +20,10 @@ from typing import Any
 
 import yaml
 
+from edgeopt.compress.quantize.equalize import EqualizeConfig
 from edgeopt.compress.quantize.mixed import MixedPrecisionConfig
 from edgeopt.compress.quantize.spec import QuantConfig
+from edgeopt.compress.quantize.tensor_split import SplitConfig
 from edgeopt.core.config import Config
 from edgeopt.core.errors import ConfigError
 
@@ -29,6 +31,8 @@ BUILTIN_DIR = Path(__file__).parent
 STEP_CONFIGS: dict[str, type[Config]] = {
     "quantize": QuantConfig,
     "mixed_precision": MixedPrecisionConfig,
+    "equalize": EqualizeConfig,
+    "split_channels": SplitConfig,
 }
 
 

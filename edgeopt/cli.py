@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out", help="artifact folder to write")
     p.add_argument("--force", action="store_true", help="replace an existing --out folder")
     p.add_argument("--calib-size", type=int, help="override the recipe's calibration set size")
+    p.add_argument("--budget", type=float,
+                   help="size budget of a mixed-precision recipe, as a fraction of fp32 size")
     p.add_argument("--eval-limit", type=int, help="evaluate on this many test samples (seeded)")
     p.add_argument("--batch", type=int, default=32, help="second latency batch size (default 32)")
     p.add_argument("--threads", type=int, help="threads for every stage (default: all cores)")
@@ -66,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     p.add_argument("--data", required=True)
     p.add_argument("--recipe", required=True)
+    p.add_argument("--budget", type=float,
+                   help="size budget of a mixed-precision recipe, as a fraction of fp32 size")
     p.add_argument("--out", required=True, help="output .pt2 file")
     p.add_argument("--force", action="store_true")
     _add_preprocess(p)
@@ -131,7 +135,7 @@ def cmd_optimize(args) -> int:
                         for s in recipe.steps]
     opts = OptimizeOptions(recipe=recipe, target=args.target, preprocess=_preprocess(args),
                            eval_limit=args.eval_limit, batch=args.batch, threads=args.threads,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, budget=args.budget)
     report = optimize(args.model, args.data, out=args.out, force=args.force,
                       weights=args.weights, options=opts, log=lambda m: print(m, file=sys.stderr))
     print(stage_table(report))
@@ -148,7 +152,7 @@ def cmd_compress(args) -> int:
     from edgeopt.core.errors import ConfigError, OutputExistsError
     from edgeopt.core.files import atomic_write_bytes
     from edgeopt.core.model import load_model
-    from edgeopt.core.registry import apply
+    from edgeopt.pipeline import OptimizeOptions, compress_with_recipe, with_budget
     from edgeopt.recipes import load_recipe
 
     out = Path(args.out)
@@ -156,13 +160,12 @@ def cmd_compress(args) -> int:
         raise ConfigError(f"--out {out}: compress writes a torch.export .pt2 file")
     if out.exists() and not args.force:
         raise OutputExistsError(f"output file {out} already exists (use --force to replace it)")
-    recipe = load_recipe(args.recipe)
+    recipe = with_budget(load_recipe(args.recipe), args.budget)
     handle = load_model(args.model, weights=args.weights)
     dataset = load_dataset(args.data)
-    model = handle.module
-    for cfg in recipe.steps:
-        calib = dataset.train.subset(getattr(cfg, "calib_size", 512), seed=0)
-        model = apply(model, cfg, data=_preprocess(args)(calib.x))
+    opts = OptimizeOptions(recipe=recipe, preprocess=_preprocess(args))
+    model = compress_with_recipe(handle.module, recipe, dataset, opts,
+                                 log=lambda m: print(m, file=sys.stderr))
     example = torch.from_numpy(_preprocess(args)(dataset.test.x[:2]))
     ep = torch.export.export(model, (example,),
                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
@@ -271,8 +274,10 @@ def cmd_inspect(args) -> int:
 def cmd_recipes(args) -> int:
     from edgeopt.recipes import builtin_recipes, load_recipe
 
-    for name in builtin_recipes():
-        print(f"{name:12s} {load_recipe(name).description}")
+    names = builtin_recipes()
+    width = max(map(len, names)) + 1
+    for name in names:
+        print(f"{name:{width}s} {load_recipe(name).description}")
     return 0
 
 

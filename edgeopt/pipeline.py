@@ -9,6 +9,7 @@ report's columns can be compared directly.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import os
 import platform
@@ -26,9 +27,10 @@ from edgeopt.compile.artifact import ArtifactWriter, check_output_dir
 from edgeopt.compile.targets import get_target
 from edgeopt.core.canonical import canonical_copy, check_finite, check_input_fits
 from edgeopt.core.data import Dataset, Preprocess, load_dataset
-from edgeopt.core.errors import DataError
+from edgeopt.core.errors import ConfigError, DataError
 from edgeopt.core.model import ModelHandle, load_model
 from edgeopt.core.registry import apply
+from edgeopt.core.train import TrainData
 from edgeopt.evaluate import (
     Report,
     StageResult,
@@ -54,6 +56,7 @@ class OptimizeOptions:
     latency_repeats: int = 50
     threads: int | None = None
     progress: bool = True
+    budget: float | None = None  # overrides a mixed-precision step's size budget
 
 
 def _cpu_name() -> str:
@@ -142,6 +145,7 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
     # Every check a user mistake can fail runs before any work.
     check_output_dir(out, force)
     recipe = opts.recipe if isinstance(opts.recipe, Recipe) else load_recipe(opts.recipe)
+    recipe = with_budget(recipe, opts.budget)
     get_target(opts.target)
     handle = load_model(model, weights=weights)
     check_finite(handle.module)
@@ -157,7 +161,7 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
                size=_size_of_source(handle))
 
     t0 = time.perf_counter()
-    compressed = _compress(handle.module, recipe, dataset, opts, log)
+    compressed = compress_with_recipe(handle.module, recipe, dataset, opts, log)
     timings["compress_s"] = time.perf_counter() - t0
     precision = model_precision(compressed)[0] if recipe.steps else "fp32"
     if recipe.steps:
@@ -197,6 +201,7 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
             },
         )
         write_report(report, writer.staging)
+        _write_plots(compressed.meta.get("edgeopt") if recipe.steps else None, writer.staging)
         # Rewrite the manifest so that it checksums the reports too.
         manifest = read_manifest(writer.staging)
         writer.write_manifest({k: v for k, v in manifest.items() if k not in _GENERATED_FIELDS})
@@ -207,14 +212,67 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
 _GENERATED_FIELDS = ("format_version", "edgeopt_version", "files", "created_at")
 
 
-def _compress(model, recipe: Recipe, dataset: Dataset, opts: OptimizeOptions, log):
-    """Apply the recipe's steps in order, each calibrated on its own seeded train subset."""
+def step_data(cfg, dataset: Dataset, preprocess: Preprocess) -> tuple[object, str]:
+    """What one compress step is given, and a phrase for the log.
+
+    A step whose config declares ``needs_training_data`` (QAT, fine-tuning) gets
+    labelled ``TrainData`` from the train split (``train_size`` samples, seeded
+    by the config's ``seed``; all of them by default); every other step gets
+    preprocessed calibration inputs, a seeded subset of ``calib_size``.
+    """
+    if getattr(cfg, "needs_training_data", False):
+        train = dataset.train.subset(getattr(cfg, "train_size", None),
+                                     seed=getattr(cfg, "seed", 0))
+        return TrainData(x=preprocess(train.x), y=train.y), f"{len(train)} labelled training"
+    calib = dataset.train.subset(getattr(cfg, "calib_size", 512),
+                                 seed=getattr(cfg, "calib_seed", 0))
+    return preprocess(calib.x), f"{len(calib)} calibration"
+
+
+def compress_with_recipe(model, recipe: Recipe, dataset: Dataset, opts: OptimizeOptions,
+                         log: Callable[[str], None] = print):
+    """Apply the recipe's steps in order, each on its own seeded train subset.
+
+    Each step's record (``meta["edgeopt"]``) is kept in order under ``steps`` of
+    the final model's record, so the report shows what every step did, not only
+    the last one.
+    """
+    history = []
     for cfg in recipe.steps:
-        calib = dataset.train.subset(getattr(cfg, "calib_size", 512),
-                                     seed=getattr(cfg, "calib_seed", 0))
-        log(f"compress: {type(cfg).__name__} with {len(calib)} calibration samples")
-        model = apply(model, cfg, data=opts.preprocess(calib.x), progress=opts.progress)
+        data, what = step_data(cfg, dataset, opts.preprocess)
+        log(f"compress: {type(cfg).__name__} with {what} samples")
+        model = apply(model, cfg, data=data, progress=opts.progress)
+        record = dict((getattr(model, "meta", None) or {}).get("edgeopt") or {})
+        record.pop("steps", None)
+        history.append({"step": type(cfg).__name__, **record})
+    if recipe.steps and isinstance(getattr(model, "meta", None), dict):
+        model.meta.setdefault("edgeopt", {})["steps"] = history
     return model
+
+
+def with_budget(recipe: Recipe, budget: float | None) -> Recipe:
+    """``--budget``: the size budget of the recipe's mixed-precision step."""
+    if budget is None:
+        return recipe
+    from edgeopt.compress.quantize.mixed import MixedPrecisionConfig
+
+    if not any(isinstance(s, MixedPrecisionConfig) for s in recipe.steps):
+        raise ConfigError(f"--budget applies to a recipe with a mixed_precision step (e.g. "
+                          f"mixed); recipe {recipe.name} has none")
+    steps = [s.replace(budget=budget, avg_bits=None) if isinstance(s, MixedPrecisionConfig)
+             else s for s in recipe.steps]
+    return dataclasses.replace(recipe, steps=steps)
+
+
+def _write_plots(info: dict | None, out: Path) -> None:
+    mixed = (info or {}).get("mixed")
+    if mixed and mixed.get("pareto"):
+        from edgeopt.evaluate.plots import pareto_png
+
+        pareto_png(mixed["pareto"], out / "pareto.png",
+                   title=f"mixed precision candidates ({mixed['scored_on']})",
+                   ylabel="simulated top-1 (%)" if "accuracy" in mixed["scored_on"]
+                   else "agreement with fp32 (%)")
 
 
 def _run_artifact(stages: _Stages, name: str, path: Path, opts: OptimizeOptions) -> None:

@@ -179,6 +179,40 @@ def _meta_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
+_DETAIL_META = ("compression",)  # shown in its own section, not as an environment line
+
+
+def compression_lines(info: dict[str, Any] | None) -> list[str]:
+    """Markdown lines saying what each compression step did (policy, splits, QAT...)."""
+    if not info:
+        return []
+    lines = []
+    for step in info.get("steps") or [info]:
+        what = step.get("technique", step.get("step", "?"))
+        extra = []
+        if step.get("split"):
+            extra.append("split " + ", ".join(
+                f"{k} (+{v.get('added', v.get('channels_added', '?'))} ch)"
+                for k, v in step["split"].items()))
+        if step.get("pairs"):
+            extra.append(f"{len(step['pairs'])} layer pairs equalized")
+        if step.get("adaround"):
+            extra.append(f"learned rounding on {len(step['adaround'])} layers")
+        if step.get("qat"):
+            q = step["qat"]
+            extra.append(f"{q.get('steps')} training steps in {q.get('seconds', 0):.0f} s")
+        lines.append(f"- {what}" + (f": {'; '.join(extra)}" if extra else ""))
+        mixed = step.get("mixed")
+        if mixed:
+            lines += ["", f"Mixed precision, {mixed['target']}: "
+                      f"{mixed['bytes']:,} B = {mixed['ratio']:.3f}x fp32, "
+                      f"{mixed['avg_bits']:.2f} bits per weight on average.", "",
+                      "| layer | weight bits |", "|---|---:|",
+                      *(f"| {n} | {b} |" for n, b in mixed["policy"].items()), "",
+                      "![accuracy against size of the candidate policies](pareto.png)", ""]
+    return lines
+
+
 def to_markdown(report: Report) -> str:
     header, rows = _table(report)
 
@@ -198,12 +232,16 @@ def to_markdown(report: Report) -> str:
     summary = summary_lines(report)
     if summary:
         lines += ["", "## Summary", "", *(f"- {s}" for s in summary)]
-    if report.meta:
+    compression = compression_lines(report.meta.get("compression"))
+    if compression:
+        lines += ["", "## Compression", "", *compression]
+    env = {k: v for k, v in report.meta.items() if k not in _DETAIL_META}
+    if env:
         lines += [
             "",
             "## Environment",
             "",
-            *(f"- {k}: {_meta_value(v)}" for k, v in report.meta.items()),
+            *(f"- {k}: {_meta_value(v)}" for k, v in env.items()),
         ]
     return "\n".join(lines) + "\n"
 

@@ -22,6 +22,7 @@ import yaml
 
 from edgeopt.compress.quantize.equalize import EqualizeConfig
 from edgeopt.compress.quantize.mixed import MixedPrecisionConfig
+from edgeopt.compress.quantize.qat import QATConfig
 from edgeopt.compress.quantize.spec import QuantConfig
 from edgeopt.compress.quantize.tensor_split import SplitConfig
 from edgeopt.core.config import Config
@@ -33,6 +34,7 @@ STEP_CONFIGS: dict[str, type[Config]] = {
     "mixed_precision": MixedPrecisionConfig,
     "equalize": EqualizeConfig,
     "split_channels": SplitConfig,
+    "qat": QATConfig,
 }
 
 
@@ -54,7 +56,7 @@ class Recipe:
 
 
 def builtin_recipes() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(BUILTIN_DIR.glob("*.yaml"))}
+    return {p.stem: p for p in sorted(BUILTIN_DIR.glob("*.yaml"), key=lambda p: p.stem)}
 
 
 def parse_recipe(data: Any, source: str) -> Recipe:

@@ -4,6 +4,7 @@ from edgeopt.compress.quantize import (  # noqa: F401  (register handlers and li
     equalize,
     mixed,
     ptq,
+    qat,
     reload,
     tensor_split,
 )

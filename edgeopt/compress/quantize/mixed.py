@@ -17,7 +17,6 @@ The size model counts what the artifact stores per layer: packed weights at
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -29,14 +28,17 @@ import torch.fx as fx
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from edgeopt.compress.quantize.fake_quant import QUANT_LAYERS, ActQuant, Mode
+from edgeopt.compress.fold_bn import fold_batchnorm
+from edgeopt.compress.quantize.fake_quant import QUANT_LAYERS
 from edgeopt.compress.quantize.observers import weight_qparams
 from edgeopt.compress.quantize.ptq import quantize_ptq
 from edgeopt.compress.quantize.spec import QuantConfig, QuantSpec
+from edgeopt.core.canonical import canonical_copy
 from edgeopt.core.config import Config
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.graph import leaf_modules
 from edgeopt.core.registry import register
+from edgeopt.core.sizing import artifact_bytes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,52 +190,60 @@ def quantize_mixed(model, config: MixedPrecisionConfig, *, data=None, progress: 
                                                                          bits=8),
                                 adaround=None, bias_correction=False)
     q8 = quantize_ptq(model, base8, data=calib, progress=progress)
-    float_model = copy.deepcopy(q8)
-    for m in float_model.modules():
-        if isinstance(m, QUANT_LAYERS):
-            m.quant_enabled = False
-        if isinstance(m, ActQuant):
-            m.mode = Mode.FLOAT
-    sens_x = held_x[: config.sensitivity_samples]
+    float_gm = canonical_copy(model, calib[:2])
+    fold_batchnorm(float_gm)
     with torch.no_grad():
-        ref_logits = float_model(held_x)
+        ref_logits = float_gm(held_x)
+    sens_x = held_x[: config.sensitivity_samples]
     ref_logp = F.log_softmax(ref_logits[: sens_x.shape[0]], 1)
     labels = held_y if held_y is not None else ref_logits.argmax(1)
 
     layers = leaf_modules(q8, QUANT_LAYERS)
-    per_channel = {n: m.w_spec.per_channel for n, m in layers}
-    sizes = {n: {b: layer_bytes(m, b, per_channel[n]) for b in config.candidates}
-             for n, m in layers}
-    total_fp32 = fp32_bytes(float_model)
-    if config.budget is not None:
-        budget_bytes = config.budget * total_fp32
-        what = f"budget {config.budget:g}x of fp32 size ({total_fp32:,} B)"
-    else:
-        n_weights = sum(m.weight.numel() for _, m in layers)
-        overhead = sum(sizes[n][8] - m.weight.numel() for n, m in layers)
-        budget_bytes = n_weights * config.avg_bits / 8 + overhead
+    originals = {n: m.w_spec for n, m in layers}
+    fp32 = artifact_bytes(float_gm) or fp32_bytes(float_gm)
+    if config.avg_bits is not None:
+        # A constraint on the weights' bits only: sizes are weight bits / 8.
+        sizes = {n: {b: m.weight.numel() * b / 8 for b in config.candidates} for n, m in layers}
+        budget_bytes = sum(m.weight.numel() for _, m in layers) * config.avg_bits / 8
         what = f"average of {config.avg_bits:g} bits per weight"
-    smallest = sum(min(s.values()) for s in sizes.values())
+        measure = None
+    else:
+        sizes = {n: {b: layer_bytes(m, b, m.w_spec.per_channel) for b in config.candidates}
+                 for n, m in layers}
+        budget_bytes = config.budget * fp32
+        what = f"budget {config.budget:g}x of the fp32 model file ({fp32:,} B)"
+
+        def measure(policy):
+            _apply_policy(q8, policy, originals)
+            return artifact_bytes(q8)
+
+        if artifact_bytes(float_gm) is None:
+            measure = None  # no backend loaded: the per-layer estimate alone
+
+    smallest_policy = {n: min(config.candidates) for n in sizes}
+    smallest = (measure and measure(smallest_policy)) or sum(
+        sizes[n][b] for n, b in smallest_policy.items())
     if smallest > budget_bytes:
+        ratio = f" = {smallest / fp32:.3f}x of fp32" if measure else ""
         raise ConfigError(
             f"mixed precision: {what} cannot be met; the smallest policy (every layer at "
-            f"{min(config.candidates)} bits) is {smallest:,} B = {smallest / total_fp32:.3f}x")
+            f"{min(config.candidates)} bits) is {int(smallest):,} B{ratio}")
 
     costs = sensitivities(q8, sens_x, ref_logp, config.candidates, progress=progress)
-    policy = allocate(costs, sizes, budget_bytes)
-    assert policy is not None  # the smallest policy fits, so the DP finds one
-
-    pareto = _pareto(q8, costs, sizes, config, held_x, labels, total_fp32, policy)
+    policy, size = _fit_budget(costs, sizes, budget_bytes, measure)
+    pareto = _pareto(q8, costs, sizes, config, held_x, labels, policy, measure, fp32)
+    _apply_policy(q8, {n: s.bits for n, s in originals.items()}, originals)
     final_cfg = dataclasses.replace(
         config.base,
         layers={**{_escape(n): {"bits": b} for n, b in policy.items()}, **config.base.layers},
     )
     gm = quantize_ptq(model, final_cfg, data=calib, progress=progress)
-    size = sum(sizes[n][b] for n, b in policy.items())
     gm.meta["edgeopt"]["technique"] = "mixed precision ptq"
     gm.meta["edgeopt"]["mixed"] = {
-        "target": what, "budget_bytes": int(budget_bytes), "fp32_bytes": total_fp32,
-        "policy": policy, "estimated_bytes": size, "estimated_ratio": size / total_fp32,
+        "target": what, "budget_bytes": int(budget_bytes), "policy": policy,
+        "fp32_bytes": int(fp32), "bytes": int(size), "ratio": size / fp32,
+        "avg_bits": sum(m.weight.numel() * policy[n] for n, m in layers)
+        / sum(m.weight.numel() for _, m in layers),
         "sensitivity": {n: {str(b): round(c, 6) for b, c in d.items()} for n, d in costs.items()},
         "pareto": pareto,
         "scored_on": f"{held_x.shape[0]} held-out samples, "
@@ -242,15 +252,33 @@ def quantize_mixed(model, config: MixedPrecisionConfig, *, data=None, progress: 
     return gm
 
 
+def _fit_budget(costs, sizes, budget_bytes, measure, tries: int = 8):
+    """The allocation under the budget, checked against the measured artifact size:
+    the per-layer size model leaves out container overhead (graph, unpacking
+    nodes), so when the real file is over, the budget is tightened by the excess."""
+    target = budget_bytes
+    for _ in range(tries):
+        policy = allocate(costs, sizes, target)
+        if policy is None:
+            break
+        size = measure(policy) if measure else sum(sizes[n][b] for n, b in policy.items())
+        if size <= budget_bytes:
+            return policy, size
+        target -= size - budget_bytes + 16
+    raise ConfigError(f"mixed precision: no policy found within {int(budget_bytes):,} B once "
+                      f"the artifact's overhead is counted; raise the budget")
+
+
 def _escape(name: str) -> str:
     # Layer names become glob patterns in QuantConfig.layers: match them literally.
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
-def _pareto(q8, costs, sizes, config, x, y, total_fp32, chosen) -> list[dict]:
-    """Simulated accuracy against estimated size for uniform widths and for the
-    allocation at budgets spanning the feasible range (one calibration, no
-    per-policy bias correction: a map of the trade-off, not the final figure)."""
+def _pareto(q8, costs, sizes, config, x, y, chosen, measure, fp32: int) -> list[dict]:
+    """Simulated accuracy against size for uniform widths and for the allocation
+    at budgets spanning the feasible range (one calibration, no per-policy bias
+    correction: a map of the trade-off, not the final figure). Sizes are the
+    measured artifact bytes when a backend can measure them."""
     originals = {n: m.w_spec for n, m in leaf_modules(q8, QUANT_LAYERS)}
     policies: list[tuple[str, dict[str, int]]] = [
         (f"uniform {b}-bit", {n: b for n in costs}) for b in config.candidates
@@ -260,13 +288,12 @@ def _pareto(q8, costs, sizes, config, x, y, total_fp32, chosen) -> list[dict]:
     for budget in np.linspace(lo, hi, config.pareto_points + 2)[1:-1]:
         p = allocate(costs, sizes, budget)
         if p is not None:
-            policies.append((f"mixed {budget / total_fp32:.3f}x", p))
+            policies.append(("mixed", p))
     policies.append(("chosen", chosen))
     points = []
     for label, p in policies:
         _apply_policy(q8, p, originals)
-        size = sum(sizes[n][b] for n, b in p.items())
-        points.append({"label": label, "bytes": size, "ratio": size / total_fp32,
+        size = (measure(p) if measure else None) or sum(sizes[n][b] for n, b in p.items())
+        points.append({"label": label, "bytes": int(size), "ratio": size / fp32,
                        "accuracy": _score(q8, x, y), "policy": p})
-    _apply_policy(q8, {n: s.bits for n, s in originals.items()}, originals)
     return points

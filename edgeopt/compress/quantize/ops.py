@@ -4,10 +4,17 @@ Registered ops (``edgeopt::fake_quant``, ``edgeopt::quantize_bias``) survive
 ``torch.export`` as single nodes, so a compressed model saved as ``.pt2`` can
 be loaded again and lowered to the same QDQ graph: ``reload.py`` recognises
 them. (torch's own fake-quantize kernels have no meta implementation and
-cannot be exported.) Gradients are straight-through, masked outside the range.
+cannot be exported.)
+
+Gradients: straight-through for the input, masked outside the range, and the
+LSQ gradient for the scale (Esser et al. 2020, "Learned Step Size
+Quantization"), so that quantization-aware training can learn scales through
+the very ops that export. Zero-points get no gradient: they stay fixed.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -44,6 +51,25 @@ def _(x, scale, zero_point, qmin, qmax, axis):
     return torch.empty_like(x)
 
 
+def _reduce_to(g: torch.Tensor, scale: torch.Tensor, axis: int) -> torch.Tensor:
+    """Sum an elementwise gradient over every element that shares a scale."""
+    if axis < 0 or scale.numel() == 1:
+        return g.sum().reshape(scale.shape)
+    dims = [d for d in range(g.dim()) if d != axis]
+    return g.sum(dim=dims).reshape(scale.shape)
+
+
+def lsq_grad_scale(x: torch.Tensor, scale: torch.Tensor, qmax: int) -> float:
+    """LSQ's g = 1/sqrt(N * Q_P), N the number of elements sharing one scale.
+
+    Without it the scale's gradient, a sum over N elements, dwarfs the
+    weights' and the scale takes steps far too large for its magnitude.
+    N counts every element of this call (for an activation, the whole batch).
+    """
+    n = max(x.numel() // max(scale.numel(), 1), 1)
+    return 1.0 / math.sqrt(n * max(qmax, 1))
+
+
 def _fq_setup(ctx, inputs, output):
     x, scale, zero_point, qmin, qmax, axis = inputs
     ctx.save_for_backward(x, scale, zero_point)
@@ -53,9 +79,22 @@ def _fq_setup(ctx, inputs, output):
 def _fq_backward(ctx, grad):
     x, scale, zero_point = ctx.saved_tensors
     qmin, qmax, axis = ctx.qrange
-    q = torch.round(x / _expand(scale, x, axis)) + _expand(zero_point, x, axis)
-    mask = (q >= qmin) & (q <= qmax)
-    return grad * mask, None, None, None, None, None
+    s = _expand(scale, x, axis).to(x.dtype)
+    z = _expand(zero_point, x, axis).to(x.dtype)
+    u = x / s
+    r = torch.round(u)
+    q = r + z
+    below, above = q < qmin, q > qmax
+    inside = ~(below | above)
+    grad_x = grad * inside if ctx.needs_input_grad[0] else None
+    grad_s = None
+    if ctx.needs_input_grad[1]:
+        # d/ds of (clamp(round(x/s) + z) - z) * s with round's derivative taken as 1:
+        # round(x/s) - x/s inside the range, and the clamped level qmin - z / qmax - z outside.
+        ds = torch.where(inside, r - u, torch.where(below, qmin - z, qmax - z))
+        grad_s = _reduce_to(grad * ds, scale, axis) * lsq_grad_scale(x, scale, qmax)
+        grad_s = grad_s.to(scale.dtype)
+    return grad_x, grad_s, None, None, None, None
 
 
 fake_quant.register_autograd(_fq_backward, setup_context=_fq_setup)
@@ -90,8 +129,19 @@ def _p2_setup(ctx, inputs, output):
 def _p2_backward(ctx, grad):
     x, scale = ctx.saved_tensors
     kmax, axis = ctx.qrange
-    inside = (x / _expand(scale, x, axis)).abs() <= 2.0**kmax * 1.5
-    return grad * inside, None, None, None
+    u = x / _expand(scale, x, axis).to(x.dtype)
+    inside = u.abs() <= 2.0**kmax * 1.5
+    grad_x = grad * inside if ctx.needs_input_grad[0] else None
+    grad_s = None
+    if ctx.needs_input_grad[1]:
+        # The LSQ rule with the log-domain rounding in place of round(): pow2_round(u) - u
+        # where the input's gradient passes straight through, and the top level
+        # +-2^kmax (what s multiplies there) beyond it.
+        top = torch.sign(u) * 2.0**kmax
+        ds = torch.where(inside, pow2_round(u, kmax) - u, top)
+        grad_s = _reduce_to(grad * ds, scale, axis) * lsq_grad_scale(x, scale, 2**kmax)
+        grad_s = grad_s.to(scale.dtype)
+    return grad_x, grad_s, None, None
 
 
 fake_quant_pow2.register_autograd(_p2_backward, setup_context=_p2_setup)

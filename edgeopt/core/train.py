@@ -1,0 +1,403 @@
+"""A small reusable training loop: fine-tuning for QAT, distillation and pruning.
+
+``fit(model, data, options, loss_fn=...)`` trains on preprocessed arrays with a
+budget in steps, epochs and/or wall-clock seconds, writes checkpoints
+atomically, and resumes from one exactly where it stopped.
+
+Reproducibility: the sample order of step ``s`` is a function of (seed, epoch)
+and its augmentation a function of (seed, s); the global torch RNG (dropout)
+is saved in the checkpoint. A run resumed from a checkpoint therefore ends with
+the same weights as one that never stopped. The learning rate follows the
+step when the budget has steps or epochs; with ``max_seconds`` alone it anneals
+over this run's wall-clock time, which no resume can reproduce.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from edgeopt.core.config import Config
+from edgeopt.core.errors import ConfigError, DataError
+from edgeopt.core.files import atomic_write_bytes
+
+CHECKPOINT_FORMAT = 1
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class TrainData:
+    """Preprocessed float inputs ``x`` (N first, the model's layout) and int labels ``y``.
+
+    ``y`` may be None for losses that need no labels (distillation from a
+    teacher's logits); ``labels()`` raises a one-line ``DataError`` then.
+    """
+
+    x: np.ndarray | torch.Tensor
+    y: np.ndarray | torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        x = self.x
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        if not isinstance(x, torch.Tensor):
+            raise DataError(f"training inputs must be an array, got {type(self.x).__name__}")
+        if x.dim() < 2 or x.shape[0] == 0:
+            raise DataError(f"training inputs must be a non-empty N-first batch, got {tuple(x.shape)}")
+        self.x = x.float()
+        if self.y is not None:
+            y = torch.as_tensor(np.asarray(self.y) if not isinstance(self.y, torch.Tensor)
+                                else self.y)
+            if y.dim() != 1 or y.dtype.is_floating_point or y.dtype == torch.bool:
+                raise DataError(f"training labels must be 1-D integers, got {y.dtype} "
+                                f"of shape {tuple(y.shape)}")
+            if len(y) != len(self.x):
+                raise DataError(f"{len(self.x)} training samples but {len(y)} labels")
+            self.y = y.long()
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.y is not None
+
+    def labels(self) -> torch.Tensor:
+        if self.y is None:
+            raise DataError("training data has no labels (TrainData.y is None)")
+        return self.y
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, shift: int, hflip: bool) -> torch.Tensor:
+    """Random translation by up to ``shift`` pixels (zero padding) and optional horizontal
+    flip, per sample: the reference models' training augmentation (zoo/train.py)."""
+    if x.dim() != 4 or not (shift or hflip):
+        return x
+    n, c, h, w = x.shape
+    if shift:
+        padded = F.pad(x, (shift, shift, shift, shift))
+        dy = torch.randint(0, 2 * shift + 1, (n,), generator=gen)
+        dx = torch.randint(0, 2 * shift + 1, (n,), generator=gen)
+        rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
+        x = padded[
+            torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols
+        ]
+    if hflip:
+        flip = (torch.rand(n, generator=gen) < 0.5)[:, None, None, None]
+        x = torch.where(flip, x.flip(3), x)
+    return x
+
+
+# --------------------------------------------------------------------------- options
+
+
+class OptimizerKind(str, Enum):
+    ADAMW = "adamw"
+    SGD = "sgd"  # nesterov momentum 0.9
+
+
+class Schedule(str, Enum):
+    COSINE = "cosine"  # linear warmup, then cosine decay to zero
+    ONECYCLE = "onecycle"  # cosine warmup to the peak, cosine decay (torch's OneCycleLR shape)
+    CONSTANT = "constant"  # linear warmup, then flat
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainOptions(Config):
+    """How long and how to train. The budget ends at whichever limit comes first;
+    at least one of ``steps``, ``epochs`` and ``max_seconds`` must be set."""
+
+    steps: int | None = None
+    epochs: float | None = None
+    max_seconds: float | None = None  # this run's wall-clock cap; a resumed run gets it afresh
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 0.0  # applied to parameters with ndim > 1 only
+    optimizer: OptimizerKind = OptimizerKind.ADAMW
+    schedule: Schedule = Schedule.COSINE
+    warmup: float = 0.05  # fraction of the budget
+    shift: int = 0  # augmentation: random translation in pixels (4-D inputs)
+    hflip: bool = False  # right for clothing, wrong for digits: off unless asked for
+    seed: int = 0
+    checkpoint: str | None = None  # file to write checkpoints to
+    checkpoint_every: int = 200  # steps; a checkpoint is also written when training stops
+    resume: bool = False  # continue from ``checkpoint`` when the file exists
+
+    def __post_init__(self) -> None:
+        for name, enum_type in (("optimizer", OptimizerKind), ("schedule", Schedule)):
+            value = getattr(self, name)
+            if not isinstance(value, enum_type):
+                try:
+                    object.__setattr__(self, name, enum_type(value))
+                except ValueError:
+                    valid = ", ".join(m.value for m in enum_type)
+                    raise ConfigError(f"{name}: unknown value {value!r} (valid: {valid})") from None
+        if self.steps is None and self.epochs is None and self.max_seconds is None:
+            raise ConfigError("a training budget is required: set steps, epochs or max_seconds")
+        for name in ("steps", "epochs", "max_seconds", "lr"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
+        for name in ("batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ConfigError(f"warmup must be in [0, 1), got {self.warmup}")
+        if self.shift < 0:
+            raise ConfigError(f"shift must be >= 0, got {self.shift}")
+        if self.resume and not self.checkpoint:
+            raise ConfigError("resume needs a checkpoint path")
+
+
+@dataclass
+class TrainResult:
+    steps: int  # the step count reached (including steps done before a resume)
+    final_loss: float | None  # mean loss over the last (up to) 20 steps of this run
+    seconds: float  # wall-clock seconds of this run
+    resumed_from: int | None  # the checkpoint's step, or None
+    stopped_by: str  # "steps", "epochs", "time" or "checkpoint" (resumed a finished run)
+    losses: list[float]  # every step's loss in this run
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "final_loss": self.final_loss,
+                "seconds": round(self.seconds, 2), "resumed_from": self.resumed_from,
+                "stopped_by": self.stopped_by}
+
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    if y is None:
+        raise DataError("cross-entropy training needs labels (TrainData.y is None)")
+    return F.cross_entropy(model(x), y)
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def lr_factor(schedule: Schedule, progress: float, warmup: float) -> float:
+    """The learning rate as a fraction of the peak at ``progress`` in [0, 1]."""
+    p = min(max(progress, 0.0), 1.0)
+    if schedule is Schedule.ONECYCLE:
+        # torch OneCycleLR's shape: cosine from peak/25 up to the peak, then down to ~0.
+        up = max(warmup, 1e-9)
+        if p < up:
+            return 1 / 25 + (1 - 1 / 25) * (1 - math.cos(math.pi * p / up)) / 2
+        return (1 + math.cos(math.pi * (p - up) / max(1 - up, 1e-9))) / 2
+    if warmup > 0 and p < warmup:
+        # Start above zero so the first step is not wasted.
+        return (p + 1 / 1000) / (warmup + 1 / 1000)
+    if schedule is Schedule.CONSTANT:
+        return 1.0
+    return (1 + math.cos(math.pi * (p - warmup) / max(1 - warmup, 1e-9))) / 2
+
+
+def _param_groups(model: nn.Module, params, weight_decay: float) -> list[dict[str, Any]]:
+    if params is not None:
+        groups = list(params)
+        if groups and isinstance(groups[0], dict):
+            return groups
+        return [{"params": groups, "weight_decay": 0.0}]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    # Weight decay on biases and norm scales only hurts; decay the weight matrices.
+    decay = [p for p in trainable if p.ndim > 1]
+    rest = [p for p in trainable if p.ndim <= 1]
+    return [g for g in ({"params": decay, "weight_decay": weight_decay},
+                        {"params": rest, "weight_decay": 0.0}) if g["params"]]
+
+
+def make_optimizer(model: nn.Module, options: TrainOptions, params=None) -> torch.optim.Optimizer:
+    groups = _param_groups(model, params, options.weight_decay)
+    if not any(g["params"] for g in groups):
+        raise ConfigError("nothing to train: the model has no trainable parameters")
+    if options.optimizer is OptimizerKind.SGD:
+        return torch.optim.SGD(groups, lr=options.lr, momentum=0.9, nesterov=True)
+    return torch.optim.AdamW(groups, lr=options.lr)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: str | Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    step: int, schedule: dict[str, Any], loss: float | None) -> Path:
+    """Model + optimizer + schedule state + step + RNG, written atomically."""
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule,
+        "torch_rng": torch.get_rng_state(),
+        "loss": loss,
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint as plain data: ``weights_only`` never unpickles arbitrary objects."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling raises many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{path}: cannot read training checkpoint ({first})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(f"{path}: not an edgeopt training checkpoint")
+    return state
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    # The last partial batch is dropped (a batch of one breaks batch norm in training),
+    # unless the data is smaller than one batch.
+    return max(n // batch_size, 1)
+
+
+def _batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    per_epoch = steps_per_epoch(n, batch_size)
+    epoch, i = divmod(step, per_epoch)
+    # A fresh generator per epoch: the order of any step is known without replaying the run.
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return torch.from_numpy(order[i * batch_size:(i + 1) * batch_size])
+
+
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    state = np.random.SeedSequence([seed, step]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def fit(model: nn.Module, data: TrainData, options: TrainOptions, *,
+        loss_fn: LossFn = cross_entropy_loss,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]] | None = None,
+        after_step: Callable[[nn.Module], None] | None = None,
+        progress: bool = True, desc: str = "train",
+        log: Callable[[str], None] | None = None) -> TrainResult:
+    """Train ``model`` in place (in train mode; its mode is restored) and return what happened.
+
+    ``loss_fn(model, x, y)`` returns the scalar loss of one batch (default:
+    cross-entropy on ``model(x)``); ``params`` are the tensors or optimizer
+    param groups to train (default: every parameter that requires grad, weight
+    decay on those with ndim > 1); ``after_step(model)`` runs after every
+    optimizer step, without grad (clamp scales, re-apply pruning masks).
+    """
+    if not isinstance(data, TrainData):
+        raise DataError(f"training data must be a TrainData, got {type(data).__name__}")
+    n = len(data)
+    per_epoch = steps_per_epoch(n, options.batch_size)
+    limits = []
+    if options.steps is not None:
+        limits.append(("steps", options.steps))
+    if options.epochs is not None:
+        limits.append(("epochs", max(1, round(options.epochs * per_epoch))))
+    total = min((v for _, v in limits), default=None)
+    stop_reason = min(limits, key=lambda kv: kv[1])[0] if limits else "time"
+    optimizer = make_optimizer(model, options, params)
+    peaks = [g["lr"] for g in optimizer.param_groups]
+
+    step, resumed_from = 0, None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(options.seed)
+        if options.resume and options.checkpoint and Path(options.checkpoint).is_file():
+            state = load_checkpoint(options.checkpoint)
+            try:
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+            except (RuntimeError, ValueError, KeyError) as exc:
+                first = str(exc).strip().splitlines()[0]
+                raise ConfigError(f"{options.checkpoint}: checkpoint does not match this model "
+                                  f"and optimizer ({first})") from None
+            torch.set_rng_state(state["torch_rng"])
+            step = resumed_from = int(state["step"])
+            if log:
+                log(f"{desc}: resumed from {options.checkpoint} at step {step}")
+        elif options.resume and log:
+            log(f"{desc}: no checkpoint at {options.checkpoint} yet; starting from step 0")
+        return _loop(model, data, options, optimizer, peaks, step, resumed_from, total,
+                     stop_reason, loss_fn, after_step, progress, desc)
+
+
+def _loop(model, data, options, optimizer, peaks, step, resumed_from, total, stop_reason,
+          loss_fn, after_step, progress, desc) -> TrainResult:
+    start = time.perf_counter()
+    losses: list[float] = []
+    y = data.y
+    was_training = model.training
+    model.train()
+
+    def schedule_state() -> dict[str, Any]:
+        return {"kind": options.schedule.value, "total": total, "peaks": peaks}
+
+    def checkpoint() -> None:
+        if options.checkpoint:
+            recent = float(np.mean(losses[-20:])) if losses else None
+            save_checkpoint(options.checkpoint, model=model, optimizer=optimizer, step=step,
+                            schedule=schedule_state(), loss=recent)
+
+    bar = tqdm(total=total, initial=step, desc=desc, disable=not progress, leave=False,
+               mininterval=0.1 if sys.stderr.isatty() else 10.0)
+    finished_before = total is not None and step >= total
+    reason = "checkpoint" if finished_before else stop_reason
+    try:
+        while total is None or step < total:
+            elapsed = time.perf_counter() - start
+            if options.max_seconds is not None and elapsed >= options.max_seconds:
+                reason = "time"
+                break
+            progress_frac = step / total if total else elapsed / options.max_seconds
+            factor = lr_factor(options.schedule, progress_frac, options.warmup)
+            for group, peak in zip(optimizer.param_groups, peaks, strict=True):
+                group["lr"] = peak * factor
+            idx = _batch_indices(len(data), options.batch_size, options.seed, step)
+            xb = augment(data.x[idx], _step_generator(options.seed, step), options.shift,
+                         options.hflip)
+            loss = loss_fn(model, xb, None if y is None else y[idx])
+            if not torch.isfinite(loss):
+                raise ConfigError(f"{desc}: the loss became {float(loss)} at step {step}; "
+                                  f"lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if after_step is not None:
+                with torch.no_grad():
+                    after_step(model)
+            step += 1
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+            if options.checkpoint and step % options.checkpoint_every == 0:
+                checkpoint()
+    finally:
+        bar.close()
+        model.train(was_training)  # hand the model back in the mode it came in
+    if not finished_before:
+        checkpoint()
+    return TrainResult(
+        steps=step,
+        final_loss=float(np.mean(losses[-20:])) if losses else None,
+        seconds=time.perf_counter() - start,
+        resumed_from=resumed_from,
+        stopped_by=reason,
+        losses=losses,
+    )

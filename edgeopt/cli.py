@@ -297,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
+            # A user-facing warning (a layer pattern matching nothing) is one line, too.
+            warnings.showwarning = lambda message, *_a, **_k: print(
+                f"edgeopt {args.command}: warning: {message}", file=sys.stderr)
             return handler(args)
     except EdgeoptError as exc:
         print(f"edgeopt {args.command}: error: {exc}", file=sys.stderr)

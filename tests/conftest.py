@@ -121,3 +121,12 @@ def ptq_cnn() -> nn.Module:
 @pytest.fixture
 def calib() -> torch.Tensor:
     return torch.rand(96, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models train fastest on one thread, and the suite shares two cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

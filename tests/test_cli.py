@@ -251,8 +251,21 @@ def case_unknown_target(tmp_path, fac, make_cnn):
             ["riscv", "x86_64"])
 
 
+def case_bits_out_of_range(tmp_path, fac, make_cnn):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nsteps:\n  - quantize: {weights: {bits: 9}}\n")
+    return ([f"{fac}:tiny_cnn", "--data", "digits", "--recipe", str(recipe)],
+            ["bits must be an integer in 2..8, got 9"])
+
+
+def case_budget_without_mixed_step(tmp_path, fac, make_cnn):
+    return ([f"{fac}:tiny_cnn", "--data", "digits", "--recipe", "int8", "--budget", "0.2"],
+            ["--budget applies", "mixed_precision", "int8 has none"])
+
+
 # Errors that need no work first: stderr must be exactly the one error line.
 BAD_INPUT = [
+    case_bits_out_of_range, case_budget_without_mixed_step,
     case_missing_model, case_corrupt_model, case_empty_calibration, case_onnx_shape_mismatch,
     case_pt2_shape_mismatch, case_unknown_recipe, case_unknown_recipe_option,
     case_factory_shape_mismatch,
@@ -311,3 +324,26 @@ def test_existing_out_needs_force(tmp_path, capsys, model_factories):
     report = json.loads((out / "report.json").read_text())
     assert [s["name"] for s in report["stages"]] == ["fp32 pytorch", "fp32 onnxruntime"]
     assert report["stages"][1]["agreement"] == 100.0
+
+
+def test_unreachable_budget_says_the_smallest(tmp_path, capsys, model_factories):
+    out = tmp_path / "out"
+    rc, _, err = run_cli(["optimize", f"{model_factories}:tiny_cnn", "--data", "digits",
+                          "--out", out, "--recipe", "mixed", "--budget", "0.01", "--calib-size",
+                          "32", "--eval-limit", "16", "--batch", "2", "--no-progress"], capsys)
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert rc == 2 and len(errors) == 1 and "Traceback" not in err
+    assert "cannot be met; the smallest policy (every layer at 2 bits) is" in errors[0]
+    assert not out.exists()
+
+
+def test_layer_pattern_matching_nothing_warns_with_the_names(tmp_path, capsys, model_factories):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nsteps:\n  - quantize: {layers: {'nosuch.*': {bits: 4}}}\n")
+    out = tmp_path / "out"
+    rc, _, err = run_cli(["optimize", f"{model_factories}:tiny_cnn", "--data", "digits",
+                          "--out", out, "--recipe", recipe, "--calib-size", "32",
+                          "--eval-limit", "16", "--batch", "2", "--no-progress"], capsys)
+    warns = [line for line in err.splitlines() if "warning:" in line]
+    assert rc == 0 and len(warns) == 1, err
+    assert "'nosuch.*' matches no layer; layers are: features.0, head" in warns[0]

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from edgeopt.core.config import Config
 from edgeopt.core.data import Preprocess, dataset_name, iter_batches, load_dataset
 from edgeopt.core.errors import ConfigError, EdgeoptError, ModelLoadError
+from edgeopt.core.train import augment
 from edgeopt.zoo import ARCHS, build
 from edgeopt.zoo.cache import read_info, reference_weights_path, write_atomic, write_info
 
@@ -71,24 +72,6 @@ class TrainConfig(Config):
                 raise ConfigError(f"TrainConfig.{name} must be > 0, got {value}")
         if self.shift < 0:
             raise ConfigError(f"TrainConfig.shift must be >= 0, got {self.shift}")
-
-
-def augment(x: torch.Tensor, gen: torch.Generator, shift: int, hflip: bool) -> torch.Tensor:
-    """Random translation by up to ``shift`` pixels and optional horizontal flip, per sample."""
-    n, c, h, w = x.shape
-    if shift:
-        padded = F.pad(x, (shift, shift, shift, shift))
-        dy = torch.randint(0, 2 * shift + 1, (n,), generator=gen)
-        dx = torch.randint(0, 2 * shift + 1, (n,), generator=gen)
-        rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
-        cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
-        x = padded[
-            torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols
-        ]
-    if hflip:
-        flip = (torch.rand(n, generator=gen) < 0.5)[:, None, None, None]
-        x = torch.where(flip, x.flip(3), x)
-    return x
 
 
 @torch.no_grad()

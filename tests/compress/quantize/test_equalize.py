@@ -11,12 +11,7 @@ from edgeopt.core.errors import ConfigError
 aten = torch.ops.aten
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyMobile(nn.Module):

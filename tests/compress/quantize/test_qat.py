@@ -15,14 +15,7 @@ from edgeopt.core.data import Preprocess, load_dataset
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.train import TrainData, TrainOptions, fit
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models train fastest on one thread, and the suite shares two cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- LSQ gradient

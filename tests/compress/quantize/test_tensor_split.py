@@ -9,13 +9,7 @@ from edgeopt.compile.onnx.exporter import export_onnx
 from edgeopt.compress.quantize.tensor_split import SplitConfig, outlier_ratio
 from edgeopt.core.errors import ConfigError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class SplitNet(nn.Module):

@@ -215,7 +215,10 @@ def quantize_mixed(model, config: MixedPrecisionConfig, *, data=None, progress: 
 
         def measure(policy):
             _apply_policy(q8, policy, originals)
-            return artifact_bytes(q8)
+            try:
+                return artifact_bytes(q8)
+            finally:  # q8 is the 8-bit baseline every sensitivity is measured against
+                _apply_policy(q8, {n: s.bits for n, s in originals.items()}, originals)
 
         if artifact_bytes(float_gm) is None:
             measure = None  # no backend loaded: the per-layer estimate alone
@@ -232,7 +235,6 @@ def quantize_mixed(model, config: MixedPrecisionConfig, *, data=None, progress: 
     costs = sensitivities(q8, sens_x, ref_logp, config.candidates, progress=progress)
     policy, size = _fit_budget(costs, sizes, budget_bytes, measure)
     pareto = _pareto(q8, costs, sizes, config, held_x, labels, policy, measure, fp32)
-    _apply_policy(q8, {n: s.bits for n, s in originals.items()}, originals)
     final_cfg = dataclasses.replace(
         config.base,
         layers={**{_escape(n): {"bits": b} for n, b in policy.items()}, **config.base.layers},
@@ -292,8 +294,9 @@ def _pareto(q8, costs, sizes, config, x, y, chosen, measure, fp32: int) -> list[
     policies.append(("chosen", chosen))
     points = []
     for label, p in policies:
-        _apply_policy(q8, p, originals)
         size = (measure(p) if measure else None) or sum(sizes[n][b] for n, b in p.items())
+        _apply_policy(q8, p, originals)
         points.append({"label": label, "bytes": int(size), "ratio": size / fp32,
                        "accuracy": _score(q8, x, y), "policy": p})
+    _apply_policy(q8, {n: s.bits for n, s in originals.items()}, originals)
     return points

@@ -79,3 +79,22 @@ def test_pareto_png(tmp_path):
               {"label": "chosen", "ratio": 0.16, "accuracy": 91.5}]
     path = pareto_png(points, tmp_path / "p.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_sensitivity_baseline_is_untouched_by_size_measurements(make_cnn, data, monkeypatch):
+    """Measuring a policy's size must leave the 8-bit baseline in place: every
+    sensitivity is one layer's change from it."""
+    from edgeopt.compress.quantize import mixed
+
+    seen = []
+    real = mixed.sensitivities
+
+    def spy(qmodel, *args, **kwargs):
+        seen.append({n: m.w_spec.bits for n, m in leaf_modules(qmodel, QUANT_LAYERS)})
+        return real(qmodel, *args, **kwargs)
+
+    monkeypatch.setattr(mixed, "sensitivities", spy)
+    cfg = MixedPrecisionConfig(budget=0.45, candidates=(2, 4, 8), base=QuantConfig(calib_size=64),
+                               eval_samples=64, pareto_points=1)
+    apply(make_cnn(width=8, hidden=16), cfg, data=data, progress=False)
+    assert seen and set(seen[0].values()) == {8}

@@ -11,6 +11,9 @@ from pathlib import Path
 from edgeopt.core.errors import EdgeoptError
 from edgeopt.version import __version__
 
+# Spelled out rather than imported from edgeopt.compile: --help must not import torch.
+BACKEND_CHOICES = ("onnxruntime", "tvm")
+
 
 def _floats(text: str) -> tuple[float, ...]:
     try:
@@ -52,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     p.add_argument("--data", required=True, help="dataset folder, .npz, or digits / fashion-mnist")
     p.add_argument("--recipe", default="int8", help="built-in recipe name or YAML file")
-    p.add_argument("--target", default="x86_64")
+    p.add_argument("--target", default="x86_64", help="see `edgeopt targets`")
+    p.add_argument("--backend", choices=BACKEND_CHOICES,
+                   help="compile backend (default: the recipe's, else onnxruntime)")
     p.add_argument("--out", default="out", help="artifact folder to write")
     p.add_argument("--force", action="store_true", help="replace an existing --out folder")
     p.add_argument("--calib-size", type=int, help="override the recipe's calibration set size")
@@ -76,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="lower a model to an artifact folder")
     _add_model(p)
-    p.add_argument("--target", default="x86_64")
+    p.add_argument("--target", default="x86_64", help="see `edgeopt targets`")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="onnxruntime",
+                   help="onnxruntime (an ONNX file) or tvm (a native library built by TVM)")
     p.add_argument("--precision", default="auto", choices=["fp32", "int8", "auto"])
     p.add_argument("--data", help="calibration data (needed for --precision int8)")
     p.add_argument("--input-shape", type=_shape, help="C,H,W when the model does not declare it")
@@ -135,7 +142,8 @@ def cmd_optimize(args) -> int:
                         for s in recipe.steps]
     opts = OptimizeOptions(recipe=recipe, target=args.target, preprocess=_preprocess(args),
                            eval_limit=args.eval_limit, batch=args.batch, threads=args.threads,
-                           progress=not args.no_progress, budget=args.budget)
+                           progress=not args.no_progress, budget=args.budget,
+                           backend=args.backend)
     report = optimize(args.model, args.data, out=args.out, force=args.force,
                       weights=args.weights, options=opts, log=lambda m: print(m, file=sys.stderr))
     print(stage_table(report))
@@ -201,8 +209,8 @@ def cmd_compile(args) -> int:
         shape = list(load_dataset(args.data).sample_shape)
     if shape is None:
         raise ConfigError(f"{args.model} does not declare its input shape: pass --input-shape C,H,W")
-    art = compile_model(model, target=args.target, out=args.out, input_shape=shape,
-                        preprocess=pre.to_dict(), force=args.force)
+    art = compile_model(model, target=args.target, backend=args.backend, out=args.out,
+                        input_shape=shape, preprocess=pre.to_dict(), force=args.force)
     print(f"{art.manifest['precision']} {art.manifest['backend']} artifact for "
           f"{art.manifest['target']} written to {art.path}")
     return 0
@@ -284,10 +292,12 @@ def cmd_recipes(args) -> int:
 def cmd_targets(args) -> int:
     from edgeopt.compile.targets import TARGETS
 
+    # One line per target (greppable): what each backend builds, then how TVM compiles.
     for t in TARGETS.values():
+        support = "; ".join(f"{b}: {', '.join(p)}" for b, p in t.support.items())
         aliases = f" (aliases: {', '.join(t.aliases)})" if t.aliases else ""
-        print(f"{t.name:10s} backends: {', '.join(t.backends)}; precisions: "
-              f"{', '.join(t.precisions)} - {t.description}{aliases}")
+        tvm = f" [TVM: {t.tvm_string()}]" if t.tvm else ""
+        print(f"{t.name:14s} {support} - {t.description}{aliases}{tvm}")
     return 0
 
 

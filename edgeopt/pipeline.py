@@ -57,6 +57,7 @@ class OptimizeOptions:
     threads: int | None = None
     progress: bool = True
     budget: float | None = None  # overrides a mixed-precision step's size budget
+    backend: str | None = None  # overrides the recipe's compile backend (onnxruntime, tvm)
 
 
 def _cpu_name() -> str:
@@ -168,7 +169,7 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
         stages.run(f"{precision} simulated", _fast(compressed), backend="torch", precision=precision,
                    size=_torch_file_size(compressed), notes="fake-quantized PyTorch model")
 
-    backend = recipe.compile.get("backend", "onnxruntime")
+    backend = opts.backend or recipe.compile.get("backend", "onnxruntime")
     t0 = time.perf_counter()
     example = torch.from_numpy(opts.preprocess(test.x[:2]))
     # stage() copies and BN-folds each model itself; the canonical copy records its input shape.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -12,14 +13,31 @@ import torch
 import torch.fx as fx
 
 from edgeopt.compile.artifact import ArtifactWriter
-from edgeopt.compile.backends.onnxruntime import export as ort_export
 from edgeopt.compile.targets import get_target
 from edgeopt.compress.fold_bn import fold_batchnorm
 from edgeopt.core.canonical import canonical_copy, is_canonical
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.graph import leaf_modules
 
-BACKENDS = {"onnxruntime": ort_export}
+# backend name -> its export module, imported on first use: TVM is an optional extra
+# and takes a second to import.
+BACKENDS = {
+    "onnxruntime": "edgeopt.compile.backends.onnxruntime.export",
+    "tvm": "edgeopt.compile.backends.tvm.export",
+}
+
+
+def backend_exporter(backend: str):
+    """The export module of ``backend``; ConfigError when unknown or not installed."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+    try:
+        return importlib.import_module(BACKENDS[backend])
+    except ImportError as exc:
+        raise ConfigError(
+            f"backend {backend!r} is not installed ({exc.name or exc}); "
+            f"install it with pip install 'edgeopt[{backend}]'"
+        ) from None
 
 
 @dataclass
@@ -65,6 +83,10 @@ def stage(model, writer: ArtifactWriter, *, target: str = "x86_64", backend: str
           preprocess: dict | None = None, recipe: Any = None) -> dict[str, Any]:
     """Lower ``model`` into a staged artifact and write its manifest (not committed)."""
     t = get_target(target)
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+    if backend not in t.backends:
+        t.check(backend, "fp32")  # refuses with the backends the target has
     gm, shape = prepare(model, input_shape)
     actual, per_layer = model_precision(gm)
     if precision not in (None, "auto") and precision != actual:
@@ -73,9 +95,10 @@ def stage(model, writer: ArtifactWriter, *, target: str = "x86_64", backend: str
             f"quantize it first (edgeopt optimize --recipe int8)"
         )
     t.check(backend, actual)
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
-    fields = BACKENDS[backend].export(gm, writer, input_shape=shape)
+    exporter = backend_exporter(backend)
+    # A native library is built for one target's instruction set; an ONNX file is not.
+    extra = {"target": t} if getattr(exporter, "TARGET_SPECIFIC", False) else {}
+    fields = exporter.export(gm, writer, input_shape=shape, **extra)
     return writer.write_manifest({
         "target": t.name,
         **fields,

@@ -1,32 +1,102 @@
-"""Targets: where an artifact will run, and which backends/precisions serve it."""
+"""Targets: where an artifact will run, and which backends/precisions serve it.
+
+Each entry names, per backend, the precision families it can build (see
+``precision_family``), and for TVM the target it compiles for. TVM 0.27 takes
+targets as dicts only (its "llvm -mcpu=..." string form was removed); ``tvm_string``
+renders the familiar string for listings and messages.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from edgeopt.core.errors import ConfigError
+
+_ORT = ("fp32", "int8", "lowbit")
+# TVM runs sub-8-bit weights from int8 containers (no packed storage yet): lowbit works,
+# it just does not shrink the file below int8.
+_TVM_CPU = ("fp32", "int8", "lowbit")
+_TVM_CUDA = ("fp32", "fp16")
+
+
+def _llvm(triple: str, mcpu: str | None = None, mattr: list[str] | None = None) -> dict[str, Any]:
+    target: dict[str, Any] = {"kind": "llvm", "mtriple": triple}
+    if mcpu:
+        target["mcpu"] = mcpu
+    if mattr:
+        target["mattr"] = mattr
+    return target
+
+
+def _cuda(arch: str | None, host: dict[str, Any]) -> dict[str, Any]:
+    target: dict[str, Any] = {"kind": "cuda", "host": host}
+    if arch:
+        target["arch"] = arch
+    return target
+
+
+_X86 = "x86_64-linux-gnu"
+_A64 = "aarch64-linux-gnu"
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
-    arch: str
-    backends: tuple[str, ...]
-    precisions: tuple[str, ...]
+    arch: str  # the CPU the artifact's host code runs on (platform.machine() spelling)
+    support: dict[str, tuple[str, ...]]  # backend -> precision families
     description: str
     aliases: tuple[str, ...] = ()
+    tvm: dict[str, Any] | None = None  # TVM target (dict form)
+    vector_bits: int = 128  # widest SIMD register the target promises (CPU schedules)
+    device: str = "cpu"  # where the compiled code runs: cpu or cuda
+    cross_compiler: str | None = None  # gcc that links a TVM library for this arch
+    cross_package: str | None = None  # the Debian package providing it
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        return tuple(self.support)
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """Every precision family some backend of this target builds."""
+        seen: list[str] = []
+        for precs in self.support.values():
+            seen += [p for p in precs if p not in seen]
+        return tuple(seen)
+
+    def tvm_string(self) -> str:
+        return tvm_string(self.tvm) if self.tvm else ""
+
+    def combinations(self) -> str:
+        return "; ".join(f"{b}: {', '.join(p)}" for b, p in self.support.items())
 
     def check(self, backend: str, precision: str) -> None:
-        precision = precision_family(precision)
-        if backend not in self.backends:
+        family = precision_family(precision)
+        if backend not in self.support:
             raise ConfigError(
-                f"target {self.name} has no backend {backend!r} (available: {', '.join(self.backends)})"
+                f"target {self.name} has no backend {backend!r} "
+                f"(available: {', '.join(self.backends)})"
             )
-        if precision not in self.precisions:
+        if family not in self.support[backend]:
             raise ConfigError(
-                f"target {self.name} does not support precision {precision!r} "
-                f"(supported: {', '.join(self.precisions)})"
+                f"target {self.name} does not support precision {precision!r} with {backend} "
+                f"(supported: {self.combinations()})"
             )
+
+
+def tvm_string(target: dict[str, Any]) -> str:
+    """``{"kind": "llvm", "mcpu": "x"}`` -> ``llvm -mcpu=x`` (for humans; TVM wants the dict)."""
+    parts = [target["kind"]]
+    for key, value in target.items():
+        if key in ("kind", "host"):
+            continue
+        value = ",".join(value) if isinstance(value, list) else value
+        parts.append(f"-{key}={value}")
+    text = " ".join(parts)
+    if "host" in target:
+        text += f" (host: {tvm_string(target['host'])})"
+    return text
 
 
 def precision_family(label: str) -> str:
@@ -38,10 +108,35 @@ def precision_family(label: str) -> str:
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
-        Target("x86_64", "x86_64", ("onnxruntime",), ("fp32", "int8", "lowbit"),
-               "x86-64 CPU; ONNX Runtime with integer (QDQ) kernels", aliases=("x86", "amd64")),
-        Target("aarch64", "aarch64", ("onnxruntime",), ("fp32", "int8", "lowbit"),
-               "64-bit ARM CPU (Raspberry Pi 4/5 class); ONNX Runtime", aliases=("arm64",)),
+        Target("x86_64", "x86_64", {"onnxruntime": _ORT, "tvm": _TVM_CPU},
+               "any x86-64 CPU (SSE2 baseline); ONNX Runtime QDQ kernels or a TVM library",
+               aliases=("x86", "amd64"), tvm=_llvm(_X86, "x86-64")),
+        Target("x86_64-avx2", "x86_64", {"onnxruntime": _ORT, "tvm": _TVM_CPU},
+               "x86-64 with AVX2/FMA (Haswell, Zen and later)", aliases=("x86-64-v3",),
+               tvm=_llvm(_X86, "x86-64-v3"), vector_bits=256),
+        Target("x86_64-avx512", "x86_64", {"onnxruntime": _ORT, "tvm": _TVM_CPU},
+               "x86-64 with AVX-512 (Skylake-SP, Zen 4 and later)", aliases=("x86-64-v4",),
+               tvm=_llvm(_X86, "x86-64-v4"), vector_bits=512),
+        Target("aarch64", "aarch64", {"onnxruntime": _ORT, "tvm": _TVM_CPU},
+               "64-bit ARM CPU, generic ARMv8-A with NEON", aliases=("arm64",),
+               tvm=_llvm(_A64, "generic", ["+neon"]),
+               cross_compiler="aarch64-linux-gnu-gcc", cross_package="gcc-aarch64-linux-gnu"),
+        Target("rpi4", "aarch64", {"onnxruntime": _ORT, "tvm": _TVM_CPU},
+               "Raspberry Pi 4 (Cortex-A72)", aliases=("raspberry-pi-4",),
+               tvm=_llvm(_A64, "cortex-a72", ["+neon"]),
+               cross_compiler="aarch64-linux-gnu-gcc", cross_package="gcc-aarch64-linux-gnu"),
+        Target("rpi5", "aarch64", {"onnxruntime": _ORT, "tvm": _TVM_CPU},
+               "Raspberry Pi 5 (Cortex-A76, dot-product instructions)",
+               aliases=("raspberry-pi-5",), tvm=_llvm(_A64, "cortex-a76", ["+neon", "+dotprod"]),
+               cross_compiler="aarch64-linux-gnu-gcc", cross_package="gcc-aarch64-linux-gnu"),
+        Target("jetson-orin", "aarch64", {"tvm": _TVM_CUDA},
+               "NVIDIA Jetson Orin (CUDA sm_87, Cortex-A78AE host)", aliases=("orin",),
+               tvm=_cuda("sm_87", _llvm(_A64, "cortex-a78ae")), device="cuda",
+               cross_compiler="aarch64-linux-gnu-gcc", cross_package="gcc-aarch64-linux-gnu"),
+        Target("cuda", "x86_64", {"tvm": _TVM_CUDA},
+               "NVIDIA GPU on an x86-64 host (CUDA arch of the build machine's GPU)",
+               aliases=("gpu", "nvidia"), tvm=_cuda(None, _llvm(_X86, "x86-64")),
+               device="cuda"),
     )
 }
 

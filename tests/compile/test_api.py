@@ -68,7 +68,7 @@ def test_target_alias_is_recorded_by_its_name(tmp_path, tiny_cnn):
 @pytest.mark.parametrize(("kwargs", "pattern"), [
     ({"target": "riscv"}, r"unknown target 'riscv' \(known: x86_64"),
     ({"precision": "int8"}, "model is fp32 but precision 'int8'"),
-    ({"backend": "tvm"}, "no backend 'tvm'"),
+    ({"target": "cuda", "backend": "onnxruntime"}, "no backend 'onnxruntime'"),
     ({"input_shape": None}, "needs input_shape"),
 ])
 def test_bad_options_are_config_errors(tmp_path, tiny_cnn, kwargs, pattern):

@@ -1,0 +1,179 @@
+"""Lower a canonical model to a TVM artifact: a native library (model.so) built by relax.
+
+canonical GraphModule -> (fake-quant rewritten to plain arithmetic, lower.py)
+-> torch.export with a dynamic batch -> relax (TVM's torch frontend) -> NHWC
+convolutions -> legalized, fused and scheduled loop nests (schedule.py) -> a
+shared library for the target's triple and CPU. Float weights are compiled into
+the library as constants; int8 weights are kept as runtime arguments stored in
+params.bin, so the library dequantizes them on every call instead of relax folding
+them back into float32 constants.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+from typing import Any
+
+import torch
+import torch.fx as fx
+import tvm
+from torch.export.graph_signature import InputKind
+from tvm import relax
+from tvm.relax.frontend.torch import from_exported_program
+from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
+
+from edgeopt.compile.artifact import ArtifactWriter
+from edgeopt.compile.backends.tvm.lower import lower_fake_quant
+from edgeopt.compile.backends.tvm.schedule import default_schedule
+from edgeopt.compile.targets import Target
+from edgeopt.core.errors import ExportError
+from edgeopt.core.graph import export_program, layer_name
+
+MODEL_FILE = "model.so"
+PARAMS_FILE = "params.bin"
+ENTRY = "main"
+# The library is machine code for one target, so stage() hands this backend the Target.
+TARGET_SPECIFIC = True
+
+
+def _op_name(node: fx.Node) -> str:
+    name = node.target.__name__
+    return name[: -len(".default")] if name.endswith(".default") else name
+
+
+def _source_layer(node: fx.Node, gm: fx.GraphModule) -> str:
+    """The canonical layer a decomposed node came from (its module path, else the
+    canonical node it was traced from)."""
+    name = layer_name(node)
+    if name != node.name:
+        return name
+    by_name = {n.name: n for n in gm.graph.nodes}
+    source = node.meta.get("from_node")
+    while source:
+        if source[0].name in by_name:
+            return layer_name(by_name[source[0].name])
+        source = source[0].from_node
+    return name
+
+
+def _check_ops(ep: torch.export.ExportedProgram, gm: fx.GraphModule) -> None:
+    supported = ExportedProgramImporter().create_convert_map()
+    for node in ep.graph.nodes:
+        if node.op == "call_function" and node.target.__name__ not in supported:
+            raise ExportError(
+                f"cannot lower operator {_op_name(node)} at layer "
+                f"'{_source_layer(node, gm)}' with TVM (no relax conversion)"
+            )
+
+
+def _import(gm: fx.GraphModule, input_shape: list[int]) -> tuple[tvm.IRModule, list]:
+    """The relax module and its runtime parameters [(name, torch tensor)], in call order."""
+    try:
+        lowered, _ = lower_fake_quant(gm)
+    except NotImplementedError as exc:
+        raise ExportError(f"cannot lower to TVM: {exc}") from None
+    ep = export_program(lowered, torch.zeros(2, *input_shape))
+    # The frontend would decompose to core aten itself; doing it here lets the
+    # unsupported-operator check see exactly the ops the frontend will.
+    ep = ep.run_decompositions()
+    _check_ops(ep, gm)
+    binding, runtime_params = {}, []
+    for spec in ep.graph_signature.input_specs:
+        if spec.kind is InputKind.PARAMETER:
+            tensor = ep.state_dict[spec.target].detach()
+            if tensor.is_floating_point():
+                binding[spec.arg.name] = tvm.runtime.tensor(tensor.contiguous().numpy())
+            else:
+                runtime_params.append((spec.arg.name, tensor))
+    try:
+        mod = from_exported_program(ep, keep_params_as_input=True, run_ep_decomposition=False)
+    except Exception as exc:  # the frontend raises assorted types; the first line is what matters
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(f"TVM's torch frontend cannot import the model: {first}") from exc
+    main = mod["main"].without_attr("params")
+    mod["main"] = main
+    # Float parameters become constants (folded into the NHWC layout at build time).
+    mod = relax.transform.BindParams("main", binding)(mod)
+    return mod, runtime_params
+
+
+def _cpu_pipeline(target: Target) -> tvm.transform.Pass:
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    tvm_target = tvm.target.Target(target.tvm)
+    lanes = max(target.vector_bits // 32, 4)
+    return tvm.transform.Sequential([
+        # NHWC activations and HWIO weights make the output channel the innermost,
+        # contiguous axis of every convolution: the axis schedule.py vectorizes.
+        relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}),
+        relax.transform.Normalize(),
+        *cpu.library_dispatch_passes(tvm_target),
+        *cpu.legalize_passes(tvm_target),
+        default_schedule(lanes),
+        *cpu.dataflow_lower_passes(tvm_target),
+        *cpu.finalize_passes(tvm_target),
+    ])
+
+
+def build(mod: tvm.IRModule, target: Target) -> relax.VMExecutable:
+    tvm_target = tvm.target.Target(target.tvm)
+    if target.device == "cuda":
+        # Relax's CUDA pipeline schedules every kernel with DLight's GPU rules.
+        return relax.build(mod, tvm_target)
+    with tvm_target:
+        mod = _cpu_pipeline(target)(mod)
+    return relax.build(mod, tvm_target, relax_pipeline=None)
+
+
+def _compiler(target: Target) -> str | None:
+    """The C compiler that links the library: None for the host's, else a cross gcc."""
+    if target.arch == platform.machine():
+        return None
+    cc = target.cross_compiler
+    if cc is None or shutil.which(cc) is None:
+        package = f" (Debian package {target.cross_package})" if target.cross_package else ""
+        raise ExportError(
+            f"building a TVM library for {target.name} ({target.arch}) needs the cross "
+            f"compiler {cc or target.arch + '-linux-gnu-gcc'}{package}, not found on PATH"
+        )
+    return cc
+
+
+def export(gm: fx.GraphModule, writer: ArtifactWriter, *, input_shape: list[int],
+           target: Target) -> dict[str, Any]:
+    """Write model.so (+ params.bin) into the staged artifact; returns its manifest fields."""
+    if not target.tvm:
+        raise ExportError(f"target {target.name} has no TVM target")
+    cc = _compiler(target)
+    mod, params = _import(gm, input_shape)
+    try:
+        executable = build(mod, target)
+    except Exception as exc:  # TVM raises its own error types; the first line is what matters
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(f"TVM cannot build the model for {target.name}: {first}") from exc
+    if cc is None:
+        executable.export_library(str(writer.path(MODEL_FILE)))
+    else:
+        executable.export_library(str(writer.path(MODEL_FILE)), cc=cc)
+    fields: dict[str, Any] = {}
+    if params:
+        blob = tvm.runtime.save_param_dict(
+            {name: tvm.runtime.tensor(t.contiguous().numpy()) for name, t in params})
+        writer.write_bytes(PARAMS_FILE, bytes(blob))
+        fields = {"params_file": PARAMS_FILE, "param_order": [name for name, _ in params]}
+    with torch.no_grad():
+        sample = gm(torch.zeros(2, *input_shape))
+    return {
+        "backend": "tvm",
+        "model_file": MODEL_FILE,
+        **fields,
+        "entry": ENTRY,
+        "tvm_target": target.tvm_string(),
+        "tvm_target_json": target.tvm,
+        "device": target.device,
+        "arch": target.arch,
+        "tvm_version": tvm.__version__,
+        "inputs": [{"name": "input", "shape": ["N", *input_shape], "dtype": "float32"}],
+        "outputs": [{"name": "logits", "shape": ["N", *sample.shape[1:]], "dtype": "float32"}],
+    }

@@ -1,0 +1,139 @@
+"""Rewrite a simulated-quantized canonical model into plain aten arithmetic.
+
+TVM's torch frontend cannot import edgeopt's ``edgeopt::fake_quant`` custom op.
+Before export, each quantized layer is replaced by one that holds its weight as
+the stored integers (int8/uint8) and dequantizes them in ``forward``
+(``(w_int - zero_point) * scale``); each activation quantizer becomes
+``clamp(round(x / s) + z, qmin, qmax) - z) * s``. The export keeps the integer
+weights as parameters (not constants), so relax cannot fold the dequantization
+away: the artifact stores int8 and the compiled code widens them on every call.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from edgeopt.compress.quantize.fake_quant import ActQuant, Mode, QuantConv2d, QuantLinear
+from edgeopt.compress.quantize.spec import Scheme
+
+# Names of the buffers holding stored integers: the export keeps exactly these as
+# runtime parameters (everything else is bound as a constant and folded).
+INT_WEIGHT = "w_int"
+
+
+def _int_container(q: torch.Tensor) -> torch.dtype:
+    lo, hi = int(q.min()), int(q.max())
+    if -128 <= lo and hi <= 127:
+        return torch.int8
+    if 0 <= lo and hi <= 255:
+        return torch.uint8
+    return torch.int16  # not expected for <= 8-bit specs; kept exact rather than refused
+
+
+class _DequantWeight(nn.Module):
+    """A conv/linear whose weight is stored as integers and dequantized per call."""
+
+    def __init__(self, layer: QuantConv2d | QuantLinear) -> None:
+        super().__init__()
+        w = layer.weight.detach()
+        shape = (-1,) + (1,) * (w.dim() - 1)
+        per_channel = layer.w_scale.numel() > 1
+        scale = layer.w_scale.detach().float()
+        zp = layer.w_zero_point.detach().float()
+        if per_channel:
+            scale, zp = scale.reshape(shape), zp.reshape(shape)
+        else:
+            scale, zp = scale.reshape(()), zp.reshape(())
+        if layer.quant_enabled:
+            q = layer.int_weight()
+            # A Parameter, not a buffer: TVM's importer keeps parameters as function
+            # inputs when asked and always binds buffers as (foldable) constants.
+            self.register_parameter(
+                INT_WEIGHT, nn.Parameter(q.to(_int_container(q)), requires_grad=False))
+        else:
+            # Quantization switched off: the float weight, exactly as the layer runs it.
+            self.register_buffer(INT_WEIGHT, w.clone())
+            scale, zp = torch.ones(()), torch.zeros(())
+        self.register_buffer("w_scale", scale)
+        self.register_buffer("w_zero_point", zp)
+        _, b = layer._effective()
+        self.register_buffer("bias", None if b is None else b.detach().clone())
+
+    def weight(self) -> torch.Tensor:
+        return (getattr(self, INT_WEIGHT).to(torch.float32) - self.w_zero_point) * self.w_scale
+
+
+class DequantConv2d(_DequantWeight):
+    def __init__(self, layer: QuantConv2d) -> None:
+        super().__init__(layer)
+        if layer.padding_mode != "zeros":
+            raise NotImplementedError(f"conv padding mode {layer.padding_mode}")
+        self.conv_args = dict(stride=layer.stride, padding=layer.padding,
+                              dilation=layer.dilation, groups=layer.groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight(), self.bias, **self.conv_args)
+
+
+class DequantLinear(_DequantWeight):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight(), self.bias)
+
+
+class QDQ(nn.Module):
+    """Quantize-dequantize of an activation in ops every backend has (round, clamp)."""
+
+    def __init__(self, q: ActQuant) -> None:
+        super().__init__()
+        if q.spec.scheme is not Scheme.UNIFORM:
+            raise NotImplementedError(f"{q.spec.scheme.value} activation quantization")
+        self.register_buffer("scale", q.scale.detach().float().reshape(()))
+        self.register_buffer("zero_point", q.zero_point.detach().float().reshape(()))
+        self.qmin, self.qmax = float(q.spec.qmin), float(q.spec.qmax)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Division, not multiplication by the reciprocal: the simulation divides too,
+        # and the two round some ties differently.
+        q = torch.round(x / self.scale) + self.zero_point
+        return (torch.clamp(q, self.qmin, self.qmax) - self.zero_point) * self.scale
+
+
+def _replacement(module: nn.Module) -> nn.Module | None:
+    if isinstance(module, QuantConv2d):
+        return DequantConv2d(module)
+    if isinstance(module, QuantLinear):
+        return DequantLinear(module)
+    if isinstance(module, ActQuant):
+        return QDQ(module) if module.mode is Mode.QUANT else nn.Identity()
+    return None
+
+
+def lower_fake_quant(gm: fx.GraphModule) -> tuple[fx.GraphModule, bool]:
+    """A copy of ``gm`` without fake-quant modules, and whether it has integer weights.
+
+    Raises ``NotImplementedError`` naming the layer for a scheme this cannot express.
+    """
+    replaced = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        try:
+            new = _replacement(gm.get_submodule(node.target))
+        except NotImplementedError as exc:
+            raise NotImplementedError(f"{exc} at layer '{node.target}'") from None
+        if new is not None:
+            replaced[node.target] = new
+    if not replaced:
+        return gm, False
+    out = copy.deepcopy(gm)
+    for name, new in replaced.items():
+        parent, _, leaf = name.rpartition(".")
+        setattr(out.get_submodule(parent) if parent else out, leaf, new)
+    out.recompile()
+    has_int = any(isinstance(m, _DequantWeight) for m in replaced.values())
+    return out, has_int

@@ -1,0 +1,72 @@
+"""Predictor for TVM artifacts (numpy + TVM's runtime only; no torch, no compiler)."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import numpy as np
+import tvm
+
+# tvm.runtime.vm, not tvm.relax: a runtime-only TVM (as deployed, e.g. on aarch64) has no
+# compiler, and importing tvm.relax needs it.
+from tvm.runtime.vm import VirtualMachine
+
+from edgeopt.core.errors import ArtifactError
+from edgeopt.runtime.predictor import Predictor
+
+# TVM's thread pool modes (src/runtime/threading_backend.cc): 1 = big cores, the default.
+_BIG_CORES = 1
+
+
+def set_threads(threads: int | None) -> None:
+    """Size TVM's worker pool, as ORT's intra_op_num_threads does for its session.
+
+    The pool belongs to the calling thread and is created on first use from
+    TVM_NUM_THREADS, so both are set: the variable for a pool not yet created,
+    the runtime call for one that is.
+    """
+    if not threads:
+        return
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    config = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
+    if config is not None:
+        config(_BIG_CORES, threads)
+
+
+class TvmPredictor(Predictor):
+    backend = "tvm"
+
+    def __init__(self, path, manifest, *, threads=None):
+        super().__init__(path, manifest, threads=threads)
+        arch = manifest.get("arch")
+        if arch and arch != platform.machine():
+            raise ArtifactError(
+                f"artifact {self.path} is a TVM library for {arch} "
+                f"({manifest.get('target')}); this machine is {platform.machine()}"
+            )
+        if manifest.get("device", "cpu") == "cuda":
+            self.device = tvm.cuda(0)
+            if not self.device.exist:
+                raise ArtifactError(f"artifact {self.path} needs a CUDA GPU; none is visible")
+        else:
+            self.device = tvm.cpu(0)
+        set_threads(threads)
+        lib = tvm.runtime.load_module(str(self.path / manifest["model_file"]))
+        self.vm = VirtualMachine(lib, self.device)
+        self.main = self.vm[manifest.get("entry", "main")]
+        self.params = []
+        if manifest.get("params_file"):
+            params = tvm.runtime.load_param_dict_from_file(
+                str(self.path / manifest["params_file"]))
+            self.params = [params[name].copyto(self.device) for name in manifest["param_order"]]
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        x = self._check(x)
+        out = self.main(tvm.runtime.tensor(x, self.device), *self.params)
+        if not hasattr(out, "numpy"):  # relax returns a tuple for a single-output model
+            out = out[0]
+        return out.numpy()
+
+
+PREDICTOR = TvmPredictor

@@ -84,11 +84,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="x86_64", help="see `edgeopt targets`")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="onnxruntime",
                    help="onnxruntime (an ONNX file) or tvm (a native library built by TVM)")
-    p.add_argument("--precision", default="auto", choices=["fp32", "int8", "auto"])
-    p.add_argument("--data", help="calibration data (needed for --precision int8)")
+    p.add_argument("--precision", choices=["fp32", "int8", "auto"],
+                   help="default: as the model is; auto: build and measure every precision "
+                        "the target supports and keep the fastest within --tolerance of fp32")
+    p.add_argument("--data", help="calibration data (needed for --precision int8 and auto)")
+    p.add_argument("--tolerance", type=float, help="auto: top-1 points below fp32 (default 0.5)")
+    p.add_argument("--eval-limit", type=int, help="auto: test samples to measure (default 2000)")
+    p.add_argument("--candidates", help="auto: comma-separated, from fp32,int8,w4a8,mixed "
+                                        "(default: what the target supports, mixed excepted)")
     p.add_argument("--input-shape", type=_shape, help="C,H,W when the model does not declare it")
     p.add_argument("--out", required=True)
     p.add_argument("--force", action="store_true")
+    p.add_argument("--tune-seconds", type=float,
+                   help="tvm: MetaSchedule tuning for batch 1, at most this long (0: apply "
+                        "--tuning-log only)")
+    p.add_argument("--tuning-log", help="tvm: tuning records folder, reused and extended")
+    p.add_argument("--tune-trials", type=int, default=64, help="tvm: trials per task (default 64)")
     _add_preprocess(p)
 
     p = sub.add_parser("evaluate", help="accuracy of a model or artifact folder")
@@ -198,6 +209,13 @@ def cmd_compile(args) -> int:
     pre = _preprocess(args)
     shape = handle.input_shape or args.input_shape
     model = handle.module
+    if args.precision == "auto" and shape is None and args.data:
+        shape = list(load_dataset(args.data).sample_shape)
+    if args.precision == "auto" and _is_float(model, shape):
+        if not args.data:
+            raise ConfigError("--precision auto needs --data to measure the candidates on "
+                              "(or give --precision fp32)")
+        return _compile_auto(args, model, pre, shape, Path(args.model).name)
     if args.precision == "int8":
         if not args.data:
             raise ConfigError("--precision int8 needs --data for calibration")
@@ -210,9 +228,51 @@ def cmd_compile(args) -> int:
     if shape is None:
         raise ConfigError(f"{args.model} does not declare its input shape: pass --input-shape C,H,W")
     art = compile_model(model, target=args.target, backend=args.backend, out=args.out,
-                        input_shape=shape, preprocess=pre.to_dict(), force=args.force)
+                        input_shape=shape, preprocess=pre.to_dict(), force=args.force,
+                        tune=_tune_config(args))
     print(f"{art.manifest['precision']} {art.manifest['backend']} artifact for "
           f"{art.manifest['target']} written to {art.path}")
+    return 0
+
+
+def _tune_config(args):
+    from edgeopt.compile.api import TuneConfig
+    from edgeopt.core.errors import ConfigError
+
+    if args.tune_seconds is None and args.tuning_log is None:
+        return None
+    if args.tune_seconds is None or args.tuning_log is None:
+        raise ConfigError("tuning needs both --tune-seconds and --tuning-log")
+    return TuneConfig(seconds=args.tune_seconds, log_dir=args.tuning_log,
+                      trials_per_task=args.tune_trials)
+
+
+def _is_float(model, shape) -> bool:
+    from edgeopt.compile.api import model_precision, prepare
+    from edgeopt.core.canonical import is_canonical
+
+    if shape is None and not is_canonical(model):
+        return True  # a plain module of unknown input shape: the user's float model
+    # Loaded quantized models are recognised when lifted to the canonical form.
+    return model_precision(prepare(model, shape)[0])[0] == "fp32"
+
+
+def _compile_auto(args, model, pre, shape, name: str) -> int:
+    from edgeopt.compile.auto import AutoOptions, auto_compile
+    from edgeopt.evaluate import stage_table
+
+    given = {"tolerance": args.tolerance, "eval_limit": args.eval_limit,
+             "candidates": args.candidates.split(",") if args.candidates else None}
+    opts = AutoOptions(**{k: v for k, v in given.items() if v is not None})
+    res = auto_compile(model, args.data, target=args.target, backend=args.backend,
+                       out=args.out, input_shape=shape, preprocess=pre, options=opts,
+                       force=args.force, model_name=name, log=lambda m: print(m, file=sys.stderr))
+    print(stage_table(res.report))
+    print(res.report.meta["measured"])
+    for c in res.candidates:
+        print(f"{'*' if c.picked else ' '} {c.name}: {c.why}")
+    print(f"{res.manifest['precision']} {res.manifest['backend']} artifact for "
+          f"{res.manifest['target']} (picked by --precision auto) written to {res.path}")
     return 0
 
 

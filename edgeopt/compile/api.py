@@ -13,6 +13,7 @@ import torch
 import torch.fx as fx
 
 from edgeopt.compile.artifact import ArtifactWriter
+from edgeopt.compile.backends.tvm.tune import TuneConfig  # imports without TVM
 from edgeopt.compile.targets import get_target
 from edgeopt.compress.fold_bn import fold_batchnorm
 from edgeopt.core.canonical import canonical_copy, is_canonical
@@ -80,11 +81,16 @@ def prepare(model, input_shape: list[int] | None) -> tuple[fx.GraphModule, list[
 
 def stage(model, writer: ArtifactWriter, *, target: str = "x86_64", backend: str = "onnxruntime",
           precision: str | None = None, input_shape: list[int] | None = None,
-          preprocess: dict | None = None, recipe: Any = None) -> dict[str, Any]:
-    """Lower ``model`` into a staged artifact and write its manifest (not committed)."""
+          preprocess: dict | None = None, recipe: Any = None,
+          tune: TuneConfig | None = None) -> dict[str, Any]:
+    """Lower ``model`` into a staged artifact and write its manifest (not committed).
+
+    ``tune``: MetaSchedule tuning of the TVM build (backends/tvm/tune.py)."""
     t = get_target(target)
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+    if tune is not None and backend != "tvm":
+        raise ConfigError(f"tuning needs --backend tvm; backend {backend} has no tuning")
     if backend not in t.backends:
         t.check(backend, "fp32")  # refuses with the backends the target has
     gm, shape = prepare(model, input_shape)
@@ -98,6 +104,8 @@ def stage(model, writer: ArtifactWriter, *, target: str = "x86_64", backend: str
     exporter = backend_exporter(backend)
     # A native library is built for one target's instruction set; an ONNX file is not.
     extra = {"target": t} if getattr(exporter, "TARGET_SPECIFIC", False) else {}
+    if tune is not None:
+        extra["tune"] = tune
     fields = exporter.export(gm, writer, input_shape=shape, **extra)
     return writer.write_manifest({
         "target": t.name,
@@ -112,12 +120,13 @@ def stage(model, writer: ArtifactWriter, *, target: str = "x86_64", backend: str
 def compile(model, target: str = "x86_64", *, out: str | os.PathLike | None = None,
             backend: str = "onnxruntime", precision: str | None = None,
             input_shape: list[int] | None = None, preprocess: dict | None = None,
-            recipe: Any = None, force: bool = False) -> Artifact:
+            recipe: Any = None, force: bool = False, tune: TuneConfig | None = None) -> Artifact:
     """Write an artifact folder for ``model`` (a temporary one when ``out`` is None)."""
     if out is None:
         out = Path(tempfile.mkdtemp(prefix="edgeopt-")) / "artifact"
     with ArtifactWriter(out, force=force) as writer:
         manifest = stage(model, writer, target=target, backend=backend, precision=precision,
-                         input_shape=input_shape, preprocess=preprocess, recipe=recipe)
+                         input_shape=input_shape, preprocess=preprocess, recipe=recipe,
+                         tune=tune)
         path = writer.commit()
     return Artifact(path, manifest)

@@ -26,6 +26,13 @@ from tvm.relax.frontend.torch.exported_program_translator import ExportedProgram
 from edgeopt.compile.artifact import ArtifactWriter
 from edgeopt.compile.backends.tvm.lower import lower_fake_quant
 from edgeopt.compile.backends.tvm.schedule import default_schedule
+from edgeopt.compile.backends.tvm.tune import (
+    TuneConfig,
+    TuneReport,
+    add_batch1_path,
+    check_tunable,
+    tuning_pass,
+)
 from edgeopt.compile.targets import Target
 from edgeopt.core.errors import ExportError
 from edgeopt.core.graph import export_program, layer_name
@@ -98,7 +105,7 @@ def _import(gm: fx.GraphModule, input_shape: list[int]) -> tuple[tvm.IRModule, l
     return mod, runtime_params
 
 
-def _cpu_pipeline(target: Target) -> tvm.transform.Pass:
+def _cpu_pipeline(target: Target, tuning: list[tvm.transform.Pass]) -> tvm.transform.Pass:
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     tvm_target = tvm.target.Target(target.tvm)
@@ -110,19 +117,26 @@ def _cpu_pipeline(target: Target) -> tvm.transform.Pass:
         relax.transform.Normalize(),
         *cpu.library_dispatch_passes(tvm_target),
         *cpu.legalize_passes(tvm_target),
+        # Tuned schedules first: default_schedule skips what they scheduled.
+        *tuning,
         default_schedule(lanes),
         *cpu.dataflow_lower_passes(tvm_target),
         *cpu.finalize_passes(tvm_target),
     ])
 
 
-def build(mod: tvm.IRModule, target: Target) -> relax.VMExecutable:
+def build(mod: tvm.IRModule, target: Target, tune: TuneConfig | None = None,
+          report: TuneReport | None = None) -> relax.VMExecutable:
     tvm_target = tvm.target.Target(target.tvm)
     if target.device == "cuda":
         # Relax's CUDA pipeline schedules every kernel with DLight's GPU rules.
         return relax.build(mod, tvm_target)
+    tuning = []
+    if tune is not None:
+        mod = add_batch1_path(mod)
+        tuning = [tuning_pass(target, tune, report)]
     with tvm_target:
-        mod = _cpu_pipeline(target)(mod)
+        mod = _cpu_pipeline(target, tuning)(mod)
     return relax.build(mod, tvm_target, relax_pipeline=None)
 
 
@@ -141,14 +155,17 @@ def _compiler(target: Target) -> str | None:
 
 
 def export(gm: fx.GraphModule, writer: ArtifactWriter, *, input_shape: list[int],
-           target: Target) -> dict[str, Any]:
+           target: Target, tune: TuneConfig | None = None) -> dict[str, Any]:
     """Write model.so (+ params.bin) into the staged artifact; returns its manifest fields."""
     if not target.tvm:
         raise ExportError(f"target {target.name} has no TVM target")
+    if tune is not None:
+        check_tunable(target)
     cc = _compiler(target)
     mod, params = _import(gm, input_shape)
+    report = TuneReport(str(tune.log_dir), tune.seconds) if tune is not None else None
     try:
-        executable = build(mod, target)
+        executable = build(mod, target, tune, report)
     except Exception as exc:  # TVM raises its own error types; the first line is what matters
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ExportError(f"TVM cannot build the model for {target.name}: {first}") from exc
@@ -162,6 +179,8 @@ def export(gm: fx.GraphModule, writer: ArtifactWriter, *, input_shape: list[int]
             {name: tvm.runtime.tensor(t.contiguous().numpy()) for name, t in params})
         writer.write_bytes(PARAMS_FILE, bytes(blob))
         fields = {"params_file": PARAMS_FILE, "param_order": [name for name, _ in params]}
+    if report is not None:
+        fields["tuning"] = report.to_dict()
     with torch.no_grad():
         sample = gm(torch.zeros(2, *input_shape))
     return {

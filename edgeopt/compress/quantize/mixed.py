@@ -222,6 +222,8 @@ def quantize_mixed(model, config: MixedPrecisionConfig, *, data=None, progress: 
 
         if artifact_bytes(float_gm) is None:
             measure = None  # no backend loaded: the per-layer estimate alone
+        else:
+            sizes = _measured_sizes(sizes, measure)
 
     smallest_policy = {n: min(config.candidates) for n in sizes}
     smallest = (measure and measure(smallest_policy)) or sum(
@@ -252,6 +254,18 @@ def quantize_mixed(model, config: MixedPrecisionConfig, *, data=None, progress: 
                      + ("top-1 accuracy" if held_y is not None else "agreement with fp32"),
     }
     return gm
+
+
+def _measured_sizes(sizes: dict[str, dict[int, float]], measure) -> dict[str, dict[int, float]]:
+    """Per-layer sizes as the artifact really stores them: the change in the measured
+    file when only that layer changes width. The exporter may keep a small layer in
+    int8 when unpacking nodes would cost more than packing saves, so the plain
+    bits x weights estimate can promise savings that never materialise."""
+    top = max(next(iter(sizes.values())))
+    base_policy = {n: top for n in sizes}
+    base = measure(base_policy)
+    return {n: {b: sizes[n][top] + (measure({**base_policy, n: b}) - base if b != top else 0)
+                for b in per} for n, per in sizes.items()}
 
 
 def _fit_budget(costs, sizes, budget_bytes, measure, tries: int = 8):

@@ -268,11 +268,18 @@ def _measured_sizes(sizes: dict[str, dict[int, float]], measure) -> dict[str, di
                 for b in per} for n, per in sizes.items()}
 
 
-def _fit_budget(costs, sizes, budget_bytes, measure, tries: int = 8):
-    """The allocation under the budget, checked against the measured artifact size:
-    the per-layer size model leaves out container overhead (graph, unpacking
-    nodes), so when the real file is over, the budget is tightened by the excess."""
-    target = budget_bytes
+def _fit_budget(costs, sizes, budget_bytes, measure, tries: int = 40):
+    """The allocation under the budget, checked against the measured artifact size.
+
+    The per-layer sizes leave out the container's fixed overhead (graph, names),
+    which is measured once and taken off the budget; when the real file is still
+    over (packing choices interact), the budget is tightened by the excess."""
+    unit = 16
+    top = max(next(iter(sizes.values())))
+    offset = 0
+    if measure:
+        offset = measure({n: top for n in sizes}) - sum(s[top] for s in sizes.values())
+    target = budget_bytes - max(offset, 0)
     for _ in range(tries):
         policy = allocate(costs, sizes, target)
         if policy is None:
@@ -280,7 +287,7 @@ def _fit_budget(costs, sizes, budget_bytes, measure, tries: int = 8):
         size = measure(policy) if measure else sum(sizes[n][b] for n, b in policy.items())
         if size <= budget_bytes:
             return policy, size
-        target -= size - budget_bytes + 16
+        target -= max(size - budget_bytes, unit)
     raise ConfigError(f"mixed precision: no policy found within {int(budget_bytes):,} B once "
                       f"the artifact's overhead is counted; raise the budget")
 

@@ -353,11 +353,12 @@ def cmd_targets(args) -> int:
     from edgeopt.compile.targets import TARGETS
 
     # One line per target (greppable): what each backend builds, then how TVM compiles.
+    width = max(len(name) for name in TARGETS) + 1
     for t in TARGETS.values():
         support = "; ".join(f"{b}: {', '.join(p)}" for b, p in t.support.items())
         aliases = f" (aliases: {', '.join(t.aliases)})" if t.aliases else ""
         tvm = f" [TVM: {t.tvm_string()}]" if t.tvm else ""
-        print(f"{t.name:14s} {support} - {t.description}{aliases}{tvm}")
+        print(f"{t.name:{width}s} {support} - {t.description}{aliases}{tvm}")
     return 0
 
 

@@ -4,6 +4,11 @@ Each entry names, per backend, the precision families it can build (see
 ``precision_family``), and for TVM the target it compiles for. TVM 0.27 takes
 targets as dicts only (its "llvm -mcpu=..." string form was removed); ``tvm_string``
 renders the familiar string for listings and messages.
+
+The generic ``x86_64`` TVM build dispatches at load time, as oneDNN and ONNX Runtime
+do: its artifact also holds the libraries of the targets named in ``dispatch``, and
+the runtime loads the best one whose ``cpu_flags`` the host has. ``x86_64-baseline``
+is the same portable target without the variants (one build instead of three).
 """
 
 from __future__ import annotations
@@ -38,6 +43,11 @@ def _cuda(arch: str | None, host: dict[str, Any]) -> dict[str, Any]:
 
 _X86 = "x86_64-linux-gnu"
 _A64 = "aarch64-linux-gnu"
+# /proc/cpuinfo flags of LLVM's x86-64-v3 and -v4 levels (lzcnt is reported as abm).
+_X86_V3_FLAGS = ("ssse3", "sse4_1", "sse4_2", "popcnt", "cx16", "lahf_lm", "avx", "avx2",
+                 "fma", "bmi1", "bmi2", "f16c", "movbe", "abm", "xsave")
+_X86_V4_FLAGS = (*_X86_V3_FLAGS, "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl")
+_X86_DESC = "any x86-64 CPU (SSE2 baseline)"
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,13 @@ class Target:
     device: str = "cpu"  # where the compiled code runs: cpu or cuda
     cross_compiler: str | None = None  # gcc that links a TVM library for this arch
     cross_package: str | None = None  # the Debian package providing it
+    # The CPU features the compiled code needs beyond the arch's baseline (/proc/cpuinfo
+    # spelling), and the short name of that level in an artifact's list of libraries.
+    cpu_flags: tuple[str, ...] = ()
+    isa: str = "baseline"
+    # Targets also built into a TVM artifact for this one, best first; the runtime loads
+    # the best library this CPU runs (the target's own build is the fallback).
+    dispatch: tuple[str, ...] = ()
 
     @property
     def backends(self) -> tuple[str, ...]:
@@ -109,14 +126,22 @@ TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
         Target("x86_64", "x86_64", {"onnxruntime": _ORT, "tvm": _TVM_CPU},
-               "any x86-64 CPU (SSE2 baseline); ONNX Runtime QDQ kernels or a TVM library",
-               aliases=("x86", "amd64"), tvm=_llvm(_X86, "x86-64")),
+               f"{_X86_DESC}; ONNX Runtime QDQ kernels, or TVM libraries for SSE2, AVX2 "
+               f"and AVX-512 of which the runtime loads the best this CPU runs",
+               aliases=("x86", "amd64"), tvm=_llvm(_X86, "x86-64"),
+               dispatch=("x86_64-avx512", "x86_64-avx2")),
+        Target("x86_64-baseline", "x86_64", {"tvm": _TVM_CPU},
+               f"{_X86_DESC}; one portable TVM library (x86_64 without the AVX2/AVX-512 "
+               f"variants: a third of the build time)", aliases=("x86-64-v1",),
+               tvm=_llvm(_X86, "x86-64")),
         Target("x86_64-avx2", "x86_64", {"onnxruntime": _ORT, "tvm": _TVM_CPU},
                "x86-64 with AVX2/FMA (Haswell, Zen and later)", aliases=("x86-64-v3",),
-               tvm=_llvm(_X86, "x86-64-v3"), vector_bits=256),
+               tvm=_llvm(_X86, "x86-64-v3"), vector_bits=256, cpu_flags=_X86_V3_FLAGS,
+               isa="avx2"),
         Target("x86_64-avx512", "x86_64", {"onnxruntime": _ORT, "tvm": _TVM_CPU},
                "x86-64 with AVX-512 (Skylake-SP, Zen 4 and later)", aliases=("x86-64-v4",),
-               tvm=_llvm(_X86, "x86-64-v4"), vector_bits=512),
+               tvm=_llvm(_X86, "x86-64-v4"), vector_bits=512, cpu_flags=_X86_V4_FLAGS,
+               isa="avx512"),
         Target("aarch64", "aarch64", {"onnxruntime": _ORT, "tvm": _TVM_CPU},
                "64-bit ARM CPU, generic ARMv8-A with NEON", aliases=("arm64",),
                tvm=_llvm(_A64, "generic", ["+neon"]),

@@ -7,6 +7,15 @@ shared library for the target's triple and CPU. Float weights are compiled into
 the library as constants; int8 weights are kept as runtime arguments stored in
 params.bin, so the library dequantizes them on every call instead of relax folding
 them back into float32 constants.
+
+Runtime ISA dispatch: for a target with ``dispatch`` variants (the generic x86_64),
+the same relax module is also built for each variant (AVX-512, AVX2) into
+model-<isa>.so beside the portable model.so; the manifest's ``libraries`` lists them
+best first with the CPU flags each needs, and the runtime loads the best one this CPU
+runs (runtime.py). params.bin is shared: every build takes the same arguments.
+``x86_64-baseline`` builds the portable library alone. A tuned build is a single
+library for the target as named: MetaSchedule tunes for one instruction set, so name
+the variant to tune for (``--target x86_64-avx512``).
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from edgeopt.compile.backends.tvm.tune import (
     check_tunable,
     tuning_pass,
 )
-from edgeopt.compile.targets import Target
+from edgeopt.compile.targets import Target, get_target
 from edgeopt.core.errors import ExportError
 from edgeopt.core.graph import export_program, layer_name
 
@@ -154,9 +163,31 @@ def _compiler(target: Target) -> str | None:
     return cc
 
 
+def library_file(target: Target, built_for: Target) -> str:
+    """model.so for the target's own build, model-<isa>.so for a dispatch variant."""
+    return MODEL_FILE if built_for is target else f"model-{built_for.isa}.so"
+
+
+def _build_library(mod: tvm.IRModule, target: Target, built_for: Target, writer: ArtifactWriter,
+                   cc: str | None, tune: TuneConfig | None, report: TuneReport | None) -> dict:
+    try:
+        executable = build(mod, built_for, tune, report)
+    except Exception as exc:  # TVM raises its own error types; the first line is what matters
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(f"TVM cannot build the model for {built_for.name}: {first}") from exc
+    name = library_file(target, built_for)
+    if cc is None:
+        executable.export_library(str(writer.path(name)))
+    else:
+        executable.export_library(str(writer.path(name)), cc=cc)
+    return {"file": name, "isa": built_for.isa, "target": built_for.name,
+            "tvm_target": built_for.tvm_string(), "requires": list(built_for.cpu_flags)}
+
+
 def export(gm: fx.GraphModule, writer: ArtifactWriter, *, input_shape: list[int],
            target: Target, tune: TuneConfig | None = None) -> dict[str, Any]:
-    """Write model.so (+ params.bin) into the staged artifact; returns its manifest fields."""
+    """Write model.so (+ its ISA variants, + params.bin) into the staged artifact;
+    returns its manifest fields."""
     if not target.tvm:
         raise ExportError(f"target {target.name} has no TVM target")
     if tune is not None:
@@ -164,28 +195,24 @@ def export(gm: fx.GraphModule, writer: ArtifactWriter, *, input_shape: list[int]
     cc = _compiler(target)
     mod, params = _import(gm, input_shape)
     report = TuneReport(str(tune.log_dir), tune.seconds) if tune is not None else None
-    try:
-        executable = build(mod, target, tune, report)
-    except Exception as exc:  # TVM raises its own error types; the first line is what matters
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExportError(f"TVM cannot build the model for {target.name}: {first}") from exc
-    if cc is None:
-        executable.export_library(str(writer.path(MODEL_FILE)))
-    else:
-        executable.export_library(str(writer.path(MODEL_FILE)), cc=cc)
+    variants = [get_target(name) for name in target.dispatch] if tune is None else []
+    libraries = [_build_library(mod, target, t, writer, cc, tune, report)
+                 for t in (*variants, target)]
     fields: dict[str, Any] = {}
+    if target.device == "cpu":
+        fields["libraries"] = libraries
     if params:
         blob = tvm.runtime.save_param_dict(
             {name: tvm.runtime.tensor(t.contiguous().numpy()) for name, t in params})
         writer.write_bytes(PARAMS_FILE, bytes(blob))
-        fields = {"params_file": PARAMS_FILE, "param_order": [name for name, _ in params]}
+        fields |= {"params_file": PARAMS_FILE, "param_order": [name for name, _ in params]}
     if report is not None:
         fields["tuning"] = report.to_dict()
     with torch.no_grad():
         sample = gm(torch.zeros(2, *input_shape))
     return {
         "backend": "tvm",
-        "model_file": MODEL_FILE,
+        "model_file": MODEL_FILE,  # the portable build: what a runtime without dispatch loads
         **fields,
         "entry": ENTRY,
         "tvm_target": target.tvm_string(),

@@ -1,9 +1,18 @@
-"""Predictor for TVM artifacts (numpy + TVM's runtime only; no torch, no compiler)."""
+"""Predictor for TVM artifacts (numpy + TVM's runtime only; no torch, no compiler).
+
+An artifact may hold several builds of the model for one arch (manifest
+``libraries``, best first, each with the /proc/cpuinfo flags it needs): the
+predictor loads the first this CPU can run, as oneDNN and ONNX Runtime pick their
+kernels at run time, and says which in ``isa``. ``EDGEOPT_TVM_ISA=<isa>`` forces
+one (for tests and debugging). An artifact without ``libraries`` has one library,
+``model_file``.
+"""
 
 from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 
 import numpy as np
 import tvm
@@ -15,6 +24,7 @@ from tvm.runtime.vm import VirtualMachine
 from edgeopt.core.errors import ArtifactError
 from edgeopt.runtime.predictor import Predictor
 
+ISA_ENV = "EDGEOPT_TVM_ISA"
 # TVM's thread pool modes (src/runtime/threading_backend.cc): 1 = big cores, the default.
 _BIG_CORES = 1
 
@@ -32,6 +42,52 @@ def set_threads(threads: int | None) -> None:
     config = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
     if config is not None:
         config(_BIG_CORES, threads)
+
+
+def cpu_flags() -> set[str] | None:
+    """This CPU's feature flags from /proc/cpuinfo; None where they cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86 / ARM spelling
+            return set(value.split())
+    return None
+
+
+def choose_library(path, manifest: dict, *, flags: set[str] | None = None) -> dict:
+    """The ``libraries`` entry to load: ``EDGEOPT_TVM_ISA``'s, else the first (best)
+    whose requirements this CPU meets. ArtifactError where none can run here."""
+    libraries = manifest.get("libraries") or [
+        {"file": manifest["model_file"], "isa": None, "requires": []}]
+    if all(not lib.get("requires") for lib in libraries) and not os.environ.get(ISA_ENV):
+        return libraries[0]  # nothing to check (aarch64, cuda, old manifests)
+    if flags is None:
+        flags = cpu_flags()
+    forced = os.environ.get(ISA_ENV)
+    if forced:
+        match = [lib for lib in libraries if lib["isa"] == forced]
+        if not match:
+            have = ", ".join(str(lib["isa"]) for lib in libraries)
+            raise ArtifactError(f"{ISA_ENV}={forced}: artifact {path} has no such library "
+                                f"(it has: {have})")
+        candidates = match
+    else:
+        candidates = libraries
+    for lib in candidates:
+        missing = set(lib.get("requires", [])) - (flags or set())
+        if not missing:
+            return lib
+        if flags is None and lib is candidates[-1]:
+            return lib  # flags unknown: trust the least demanding build, as before dispatch
+    lib = candidates[-1]
+    missing = sorted(set(lib["requires"]) - flags)
+    raise ArtifactError(
+        f"artifact {path} library {lib['file']} ({lib['isa']}) needs CPU features this "
+        f"CPU lacks: {', '.join(missing)}"
+    )
 
 
 class TvmPredictor(Predictor):
@@ -52,7 +108,10 @@ class TvmPredictor(Predictor):
         else:
             self.device = tvm.cpu(0)
         set_threads(threads)
-        lib = tvm.runtime.load_module(str(self.path / manifest["model_file"]))
+        chosen = choose_library(self.path, manifest)
+        self.isa = chosen["isa"]  # which build runs: "avx512", "avx2", "baseline", ...
+        self.library = chosen["file"]
+        lib = tvm.runtime.load_module(str(self.path / self.library))
         self.vm = VirtualMachine(lib, self.device)
         self.main = self.vm[manifest.get("entry", "main")]
         self.params = []

@@ -19,6 +19,13 @@ def pareto_png(points: list[dict], path: str | Path, *, title: str = "",
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    # Zoom on the useful region: a collapsed point (2-bit PTQ at 11%) would squash every
+    # other difference into one pixel row. Points below are drawn on the floor as "v"
+    # with their real value written beside them.
+    best = max(p["accuracy"] for p in points)
+    floor = max(min(p["accuracy"] for p in points), best - 6.0)
+    clipped = [p for p in points if p["accuracy"] < floor]
+    points = [{**p, "accuracy": max(p["accuracy"], floor)} for p in points]
     groups = {"uniform": [], "mixed": [], "chosen": []}
     for p in points:
         kind = p["label"].split()[0] if p["label"].split()[0] in groups else "mixed"
@@ -35,6 +42,12 @@ def pareto_png(points: list[dict], path: str | Path, *, title: str = "",
     for p in groups["chosen"]:
         ax.plot(p["ratio"], p["accuracy"], "*", markersize=14, color="crimson",
                 label=f"chosen ({p['ratio']:.3f}x, {p['accuracy']:.2f}%)")
+    for p in clipped:
+        ax.plot(p["ratio"], floor, "v", color="gray")
+        ax.annotate(f"{p['accuracy']:.1f}%", (p["ratio"], floor), fontsize=7,
+                    textcoords="offset points", xytext=(4, 4))
+    if clipped:
+        ax.set_ylim(bottom=floor - 0.3)
     ax.set_xlabel("size / fp32 size")
     ax.set_ylabel(ylabel)
     ax.set_title(title or "accuracy against size")

@@ -49,25 +49,12 @@ def digits():
 
 
 @pytest.fixture(scope="module")
-def trained_cnn(make_cnn, digits):
+def trained_cnn(make_cnn, digits, train_tiny):
     """A TinyCNN trained for a second on digits: real, well-separated decisions, so the
     comparison measures the runtimes rather than coin-flips between tied random logits."""
     x, y, _ = digits
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        model = make_cnn(seed=0, width=8, hidden=32).train()
-        opt = torch.optim.Adam(model.parameters(), lr=0.01)
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-        for _ in range(15):
-            for idx in torch.randperm(len(xt)).split(64):
-                opt.zero_grad()
-                torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
-                opt.step()
-    finally:
-        torch.set_num_threads(before)
-    return model.eval()
+    torch.manual_seed(0)
+    return train_tiny(make_cnn(seed=0, width=8, hidden=32), x, y, epochs=15)
 
 
 def build_pair(model, backend: str, out) -> tuple:

@@ -87,25 +87,12 @@ def digits():
 
 
 @pytest.fixture(scope="module")
-def trained(make_cnn, digits):
+def trained(make_cnn, digits, train_tiny):
     """A TinyCNN trained for a second: int8 is then within tolerance of fp32, so the pick
     turns on latency alone."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        model = make_cnn(seed=0, width=8, hidden=32).train()
-        opt = torch.optim.Adam(model.parameters(), lr=0.01)
-        x = torch.from_numpy(digits.train.x.astype(np.float32) / 255)
-        y = torch.from_numpy(digits.train.y)
-        for _ in range(10):
-            for idx in torch.randperm(len(x)).split(64):
-                opt.zero_grad()
-                torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-                opt.step()
-    finally:
-        torch.set_num_threads(before)
-    return model.eval()
+    torch.manual_seed(0)
+    return train_tiny(make_cnn(seed=0, width=8, hidden=32),
+                      digits.train.x.astype(np.float32) / 255, digits.train.y, epochs=10)
 
 
 @pytest.fixture(scope="module")

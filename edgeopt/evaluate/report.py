@@ -192,7 +192,7 @@ def compression_lines(info: dict[str, Any] | None) -> list[str]:
         extra = []
         if step.get("split"):
             extra.append("split " + ", ".join(
-                f"{k} (+{v.get('added', v.get('channels_added', '?'))} ch)"
+                f"{k} (+{v['channels_added']} ch)"
                 for k, v in step["split"].items()))
         if step.get("pairs"):
             extra.append(f"{len(step['pairs'])} layer pairs equalized")

@@ -30,7 +30,6 @@ from tqdm import tqdm
 
 from edgeopt.compress.fold_bn import fold_batchnorm
 from edgeopt.compress.quantize.fake_quant import QUANT_LAYERS
-from edgeopt.compress.quantize.observers import weight_qparams
 from edgeopt.compress.quantize.ptq import quantize_ptq
 from edgeopt.compress.quantize.spec import QuantConfig, QuantSpec
 from edgeopt.core.canonical import canonical_copy
@@ -129,9 +128,7 @@ def allocate(costs: dict[str, dict[int, float]], sizes: dict[str, dict[int, int]
 def _set_weight_bits(layer, bits: int | None, original: QuantSpec) -> None:
     spec = original if bits is None else dataclasses.replace(original, bits=bits)
     layer.w_spec = spec
-    scale, zp = weight_qparams(layer.weight, spec)
-    layer.w_scale = scale
-    layer.w_zero_point = zp
+    layer.recompute_weight_qparams()
 
 
 def _kl(ref_logp: torch.Tensor, logits: torch.Tensor) -> float:
@@ -158,6 +155,11 @@ def sensitivities(qmodel: fx.GraphModule, x: torch.Tensor, ref_logp: torch.Tenso
 def _apply_policy(qmodel, policy: dict[str, int], originals: dict[str, QuantSpec]) -> None:
     for name, layer in leaf_modules(qmodel, QUANT_LAYERS):
         _set_weight_bits(layer, policy[name], originals[name])
+
+
+def _restore(qmodel, originals: dict[str, QuantSpec]) -> None:
+    """Back to the 8-bit baseline every sensitivity is measured against."""
+    _apply_policy(qmodel, {n: s.bits for n, s in originals.items()}, originals)
 
 
 def _score(qmodel, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -217,8 +219,8 @@ def quantize_mixed(model, config: MixedPrecisionConfig, *, data=None, progress: 
             _apply_policy(q8, policy, originals)
             try:
                 return artifact_bytes(q8)
-            finally:  # q8 is the 8-bit baseline every sensitivity is measured against
-                _apply_policy(q8, {n: s.bits for n, s in originals.items()}, originals)
+            finally:
+                _restore(q8, originals)
 
         if artifact_bytes(float_gm) is None:
             measure = None  # no backend loaded: the per-layer estimate alone
@@ -319,5 +321,5 @@ def _pareto(q8, costs, sizes, config, x, y, chosen, measure, fp32: int) -> list[
         _apply_policy(q8, p, originals)
         points.append({"label": label, "bytes": int(size), "ratio": size / fp32,
                        "accuracy": _score(q8, x, y), "policy": p})
-    _apply_policy(q8, {n: s.bits for n, s in originals.items()}, originals)
+    _restore(q8, originals)
     return points

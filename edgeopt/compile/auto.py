@@ -32,6 +32,7 @@ import numpy as np
 from edgeopt.compile.artifact import check_output_dir
 from edgeopt.compile.targets import Target, get_target
 from edgeopt.core.errors import ConfigError, EdgeoptError
+from edgeopt.runtime.cpu import cpu_flags
 
 # candidate -> (precision family the target must support, recipe that makes it)
 CANDIDATES: dict[str, tuple[str, str | None]] = {
@@ -49,13 +50,6 @@ _NOT_BUILT = {
               "(ask for w4a8 explicitly to measure it)",
     "mixed": "a per-layer sensitivity search taking minutes: ask for it explicitly",
 }
-# x86-64 micro-architecture levels the host must report to run a variant's code.
-_ISA_FLAGS = {
-    "x86_64-avx512": {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"},
-    "x86_64-avx2": {"avx2", "fma", "bmi1", "bmi2", "movbe", "f16c"},
-}
-
-
 @dataclass(kw_only=True)
 class AutoOptions:
     tolerance: float = 0.5  # top-1 points below fp32 a candidate may lose
@@ -173,20 +167,13 @@ def choose(candidates: list[Candidate], tolerance: float = 0.5) -> Candidate:
 
 
 def host_isa_target() -> str:
-    """The x86_64 registry entry this host's CPU runs best (from /proc/cpuinfo flags)."""
+    """The x86_64 registry entry this host's CPU runs best (its /proc/cpuinfo flags
+    against each variant's ``cpu_flags`` in the registry)."""
     if platform.machine() not in ("x86_64", "AMD64"):
         return platform.machine()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "x86_64"
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    for name, needed in _ISA_FLAGS.items():
-        if needed <= flags:
+    flags = cpu_flags() or set()
+    for name in ("x86_64-avx512", "x86_64-avx2"):
+        if set(get_target(name).cpu_flags) <= flags:
             return name
     return "x86_64"
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 
 import numpy as np
 import tvm
@@ -22,6 +21,7 @@ import tvm
 from tvm.runtime.vm import VirtualMachine
 
 from edgeopt.core.errors import ArtifactError
+from edgeopt.runtime.cpu import cpu_flags
 from edgeopt.runtime.predictor import Predictor
 
 ISA_ENV = "EDGEOPT_TVM_ISA"
@@ -42,19 +42,6 @@ def set_threads(threads: int | None) -> None:
     config = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
     if config is not None:
         config(_BIG_CORES, threads)
-
-
-def cpu_flags() -> set[str] | None:
-    """This CPU's feature flags from /proc/cpuinfo; None where they cannot be read."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):  # x86 / ARM spelling
-            return set(value.split())
-    return None
 
 
 def choose_library(path, manifest: dict, *, flags: set[str] | None = None) -> dict:

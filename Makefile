@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q --upgrade pip
 	# The CPU build of torch 2.13 (a looser pin downloads a multi-GB CUDA build).
 	$(VENV)/bin/pip install -q torch==2.13.0
-	$(VENV)/bin/pip install -q -e '.[dev,peers,tvm]'
+	$(VENV)/bin/pip install -q -e '.[dev,peers,tvm,compress]'
 	touch $@
 
 # Fashion-MNIST from Debian when we may install it; otherwise the demo uses `digits`.

@@ -39,7 +39,7 @@ from edgeopt.evaluate import (
     size_on_disk,
     write_report,
 )
-from edgeopt.recipes import Recipe, load_recipe
+from edgeopt.recipes import Recipe, load_recipe, step_key
 from edgeopt.runtime import load as load_artifact
 from edgeopt.runtime import read_manifest
 from edgeopt.version import __version__
@@ -162,7 +162,13 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
                size=_size_of_source(handle))
 
     t0 = time.perf_counter()
-    compressed = compress_with_recipe(handle.module, recipe, dataset, opts, log)
+    def intermediate(key: str, model) -> None:
+        precision = model_precision(model)[0] if isinstance(model, torch.fx.GraphModule) else "fp32"
+        stages.run(f"after {key}", _fast(model), backend="torch", precision=precision,
+                   size=_torch_file_size(model), notes=f"PyTorch model after the {key} step")
+
+    compressed = compress_with_recipe(handle.module, recipe, dataset, opts, log,
+                                      after_step=intermediate)
     timings["compress_s"] = time.perf_counter() - t0
     precision = model_precision(compressed)[0] if recipe.steps else "fp32"
     if recipe.steps:
@@ -213,39 +219,48 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
 _GENERATED_FIELDS = ("format_version", "edgeopt_version", "files", "created_at")
 
 
-def step_data(cfg, dataset: Dataset, preprocess: Preprocess) -> tuple[object, str]:
+def step_data(cfg, dataset: Dataset, preprocess: Preprocess,
+              teacher: torch.nn.Module | None = None) -> tuple[object, str]:
     """What one compress step is given, and a phrase for the log.
 
     A step whose config declares ``needs_training_data`` (QAT, fine-tuning) gets
     labelled ``TrainData`` from the train split (``train_size`` samples, seeded
-    by the config's ``seed``; all of them by default); every other step gets
+    by the config's ``seed``; all of them by default), carrying ``teacher`` (the
+    model before the recipe's first step) for distillation; every other step gets
     preprocessed calibration inputs, a seeded subset of ``calib_size``.
     """
     if getattr(cfg, "needs_training_data", False):
         train = dataset.train.subset(getattr(cfg, "train_size", None),
                                      seed=getattr(cfg, "seed", 0))
-        return TrainData(x=preprocess(train.x), y=train.y), f"{len(train)} labelled training"
+        return (TrainData(x=preprocess(train.x), y=train.y, teacher=teacher),
+                f"{len(train)} labelled training")
     calib = dataset.train.subset(getattr(cfg, "calib_size", 512),
                                  seed=getattr(cfg, "calib_seed", 0))
     return preprocess(calib.x), f"{len(calib)} calibration"
 
 
 def compress_with_recipe(model, recipe: Recipe, dataset: Dataset, opts: OptimizeOptions,
-                         log: Callable[[str], None] = print):
+                         log: Callable[[str], None] = print,
+                         after_step: Callable[[str, object], None] | None = None):
     """Apply the recipe's steps in order, each on its own seeded train subset.
 
     Each step's record (``meta["edgeopt"]``) is kept in order under ``steps`` of
     the final model's record, so the report shows what every step did, not only
-    the last one.
+    the last one. ``after_step(key, model)`` sees the model after every step but
+    the last (the pipeline evaluates it as a stage of its own).
     """
     history = []
-    for cfg in recipe.steps:
-        data, what = step_data(cfg, dataset, opts.preprocess)
+    original = model
+    for i, cfg in enumerate(recipe.steps):
+        data, what = step_data(cfg, dataset, opts.preprocess, teacher=original)
         log(f"compress: {type(cfg).__name__} with {what} samples")
         model = apply(model, cfg, data=data, progress=opts.progress)
         record = dict((getattr(model, "meta", None) or {}).get("edgeopt") or {})
         record.pop("steps", None)
-        history.append({"step": type(cfg).__name__, **record})
+        key = step_key(cfg)
+        history.append({"step": type(cfg).__name__, "key": key, **record})
+        if after_step is not None and i < len(recipe.steps) - 1:
+            after_step(key, model)
     if recipe.steps and isinstance(getattr(model, "meta", None), dict):
         model.meta.setdefault("edgeopt", {})["steps"] = history
     return model

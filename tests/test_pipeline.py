@@ -8,7 +8,7 @@ from torch import nn
 from edgeopt.core.data import Preprocess, load_dataset
 from edgeopt.evaluate import Report, evaluate
 from edgeopt.pipeline import OptimizeOptions, optimize
-from edgeopt.recipes import load_recipe
+from edgeopt.recipes import load_recipe, parse_recipe
 from edgeopt.runtime import load
 
 STAGES = ["fp32 pytorch", "int8 simulated", "fp32 onnxruntime", "int8 onnxruntime"]
@@ -137,3 +137,24 @@ def test_mixed_recipe_writes_policy_and_pareto_plot(trained, digits, tmp_path):
     assert "Mixed precision, budget 0.3x" in md and "| head.0 |" in md
     assert [s["step"] for s in report.meta["compression"]["steps"]] == ["MixedPrecisionConfig"]
     load(art)  # checksums verify, plot included
+
+
+def test_every_step_of_a_composed_recipe_is_a_stage(trained, digits, tmp_path):
+    """distill -> int8: the distilled model is a stage of its own, with accuracy, size and
+    latency, between the fp32 model and the int8 ones; its teacher is the original model."""
+    recipe = parse_recipe({"name": "distill-int8", "steps": [
+        {"distill": {"steps": 3, "lr": 1e-4, "train_size": 256}},
+        {"quantize": {"calib_size": 128}},
+    ]}, "test")
+    opts = OptimizeOptions(recipe=recipe, eval_limit=100, batch=4, latency_repeats=2,
+                           progress=False)
+    report = optimize(trained, digits, out=tmp_path / "art", options=opts, log=lambda m: None)
+    assert [s.name for s in report.stages] == ["fp32 pytorch", "after distill", *STAGES[1:]]
+    after = report.stages[1]
+    assert after.backend == "torch" and after.precision == "fp32" and after.size_bytes > 0
+    assert after.latency[1].p50_ms > 0 and 0 <= after.accuracy_top1 <= 100
+    steps = report.meta["compression"]["steps"]
+    assert [s["key"] for s in steps] == ["distill", "quantize"]
+    assert steps[0]["distill"]["teacher"] == "original model"
+    assert steps[0]["distill"]["steps"] == 3 and steps[0]["distill"]["train_samples"] == 256
+    assert "after distill" in (tmp_path / "art" / "report.md").read_text()

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from edgeopt.compress.distill.trainer import DistillConfig
 from edgeopt.compress.quantize.equalize import EqualizeConfig
 from edgeopt.compress.quantize.mixed import MixedPrecisionConfig
 from edgeopt.compress.quantize.qat import QATConfig
@@ -35,6 +36,7 @@ STEP_CONFIGS: dict[str, type[Config]] = {
     "equalize": EqualizeConfig,
     "split_channels": SplitConfig,
     "qat": QATConfig,
+    "distill": DistillConfig,
 }
 
 
@@ -49,10 +51,17 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         steps = []
         for cfg in self.steps:
-            key = next(k for k, cls in STEP_CONFIGS.items() if isinstance(cfg, cls))
-            steps.append({key: cfg.to_dict()})
+            steps.append({step_key(cfg): cfg.to_dict()})
         return {"name": self.name, "description": self.description, "steps": steps,
                 "compile": dict(self.compile)}
+
+
+def step_key(cfg: Config) -> str:
+    """The recipe key of a step's config (its exact class; configs may subclass others)."""
+    for key, cls in STEP_CONFIGS.items():
+        if type(cfg) is cls:
+            return key
+    return next(k for k, cls in STEP_CONFIGS.items() if isinstance(cfg, cls))
 
 
 def builtin_recipes() -> dict[str, Path]:

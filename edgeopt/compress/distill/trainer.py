@@ -1,0 +1,131 @@
+"""The ``distill`` step: train a student from a teacher's soft targets (and hints).
+
+Two uses, one handler:
+
+* **recover accuracy** after pruning, clustering, low-rank or quantization: the
+  student is the incoming (already compressed) model and the teacher, by
+  default, the model as it was before the recipe's first step (``teacher:
+  original``);
+* **train a smaller architecture**: ``student: pkg.module:factory`` with
+  ``student_kwargs`` builds a fresh student (e.g. a half-width ResNet), which
+  learns from the incoming model as teacher.
+
+The loss is ``alpha * T^2 * KL_T + (1 - alpha) * CE`` plus ``hint_weight`` x the
+hint losses (``distill/loss.py``); the loop is ``core.train.fit`` (budget,
+progress, checkpoints, exact resume).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeopt.compress.distill.finetune import FinetuneOptions, finetune, frozen_teacher
+from edgeopt.core.errors import ConfigError, DataError
+from edgeopt.core.model import load_model
+from edgeopt.core.registry import register
+from edgeopt.core.train import TrainData
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillConfig(FinetuneOptions):
+    """Knowledge distillation (Hinton et al. 2015; FitNets hints).
+
+    ``teacher``: ``original`` (the model before the recipe's first step; the
+    incoming model when there is no recipe), ``input`` (the incoming model), or
+    a MODEL spec (``.pt2``, ``.onnx``, ``pkg.module:factory`` with
+    ``teacher_weights``). ``student``: None to fine-tune the incoming model, or
+    ``pkg.module:factory`` (``student_kwargs`` passed to it) for a new student
+    trained from its initialisation. The budget defaults to one epoch.
+    """
+
+    needs_training_data: ClassVar[bool] = True
+
+    teacher: str = "original"
+    teacher_weights: str | None = None
+    student: str | None = None
+    student_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.steps is None and self.epochs is None and self.max_seconds is None:
+            object.__setattr__(self, "epochs", 1.0)
+        super().__post_init__()
+        if not self.distill:
+            raise ConfigError("distill.distill must be true (use the qat step or a technique's "
+                              "finetune with distill: false to train on labels alone)")
+        if self.student is not None and ":" not in self.student:
+            raise ConfigError(f"distill.student must be pkg.module:factory, got {self.student!r}")
+
+
+def build_student(spec: str, kwargs: dict[str, Any]) -> nn.Module:
+    """``pkg.module:factory`` called with ``kwargs``; one ``ConfigError`` line on failure."""
+    mod_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import student factory {spec}: {exc}") from None
+    try:
+        module = functools.partial(factory, **kwargs)()
+    except Exception as exc:  # noqa: BLE001 - user code; any failure is reported in one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"student factory {spec}({kwargs or ''}) failed: {first}") from None
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"student factory {spec} returned {type(module).__name__}, "
+                          f"not a torch module")
+    return module
+
+
+def _teacher(model: nn.Module, config: DistillConfig, data: TrainData) -> tuple[nn.Module, str]:
+    if config.teacher == "input":
+        return model, "incoming model"
+    if config.teacher == "original":
+        if data.teacher is not None:
+            return data.teacher, "original model"
+        return model, "incoming model"
+    handle = load_model(config.teacher, weights=config.teacher_weights)
+    return handle.module, handle.source
+
+
+def _train_data(data: Any) -> TrainData:
+    if isinstance(data, TrainData):
+        return data
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        return TrainData(x=data)  # unlabelled: soft targets alone (alpha = 1)
+    raise DataError("distillation needs training inputs (TrainData, or an array of inputs)")
+
+
+@register(DistillConfig)
+def _apply(model: nn.Module, config: DistillConfig, *, data=None, progress: bool = True):
+    data = _train_data(data)
+    teacher, teacher_name = _teacher(model, config, data)
+    if config.student is None:
+        student, student_name = copy.deepcopy(model), "incoming model"
+    else:
+        # Seeded so that a label-only baseline built with the same seed starts from the
+        # very same weights (the comparison distillation is judged by).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            student = build_student(config.student, config.student_kwargs)
+        student_name = config.student
+    student.train()
+    result = finetune(student, data, config, teacher=frozen_teacher(teacher), progress=progress,
+                      desc="distill")
+    student.eval()
+    meta = getattr(student, "meta", None)
+    if not isinstance(meta, dict):
+        meta = {}
+        student.meta = meta
+    meta.setdefault("edgeopt", {})["distill"] = {
+        "teacher": teacher_name, "student": student_name,
+        "student_params": sum(p.numel() for p in student.parameters()),
+        "temperature": config.temperature, "alpha": config.alpha if data.has_labels else 1.0,
+        "hints": dict(config.hints), "train_samples": len(data), **result.to_dict(),
+    }
+    return student

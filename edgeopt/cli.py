@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-size", type=int, help="override the recipe's calibration set size")
     p.add_argument("--budget", type=float,
                    help="size budget of a mixed-precision recipe, as a fraction of fp32 size")
+    _training_args(p)
     p.add_argument("--eval-limit", type=int, help="evaluate on this many test samples (seeded)")
     p.add_argument("--batch", type=int, default=32, help="second latency batch size (default 32)")
     p.add_argument("--threads", type=int, help="threads for every stage (default: all cores)")
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", required=True)
     p.add_argument("--budget", type=float,
                    help="size budget of a mixed-precision recipe, as a fraction of fp32 size")
+    _training_args(p)
     p.add_argument("--out", required=True, help="output .pt2 file")
     p.add_argument("--force", action="store_true")
     _add_preprocess(p)
@@ -130,6 +132,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _training_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--train-epochs", type=float,
+                   help="budget of every training step (QAT, distillation, fine-tuning)")
+    p.add_argument("--train-seconds", type=float,
+                   help="wall-clock budget of every training step, in seconds")
+    p.add_argument("--checkpoint-dir", help="write training checkpoints here (one per step)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoints in --checkpoint-dir")
+
+
+def _recipe(args):
+    from edgeopt.recipes import load_recipe
+    from edgeopt.recipes.overrides import with_training
+
+    return with_training(load_recipe(args.recipe), epochs=args.train_epochs,
+                         seconds=args.train_seconds, checkpoint_dir=args.checkpoint_dir,
+                         resume=args.resume)
+
+
 def _runnable(model: str, weights: str | None, threads: int | None = None):
     """(runnable, preprocess dict or None, input shape) for a model file or artifact folder."""
     from edgeopt.core.model import load_model
@@ -145,9 +166,7 @@ def _runnable(model: str, weights: str | None, threads: int | None = None):
 def cmd_optimize(args) -> int:
     from edgeopt.evaluate import stage_table
     from edgeopt.pipeline import OptimizeOptions, optimize
-    from edgeopt.recipes import load_recipe
-
-    recipe = load_recipe(args.recipe)
+    recipe = _recipe(args)
     if args.calib_size is not None:
         recipe.steps = [s.replace(calib_size=args.calib_size) if hasattr(s, "calib_size") else s
                         for s in recipe.steps]
@@ -172,14 +191,12 @@ def cmd_compress(args) -> int:
     from edgeopt.core.files import atomic_write_bytes
     from edgeopt.core.model import load_model
     from edgeopt.pipeline import OptimizeOptions, compress_with_recipe, with_budget
-    from edgeopt.recipes import load_recipe
-
     out = Path(args.out)
     if out.suffix != ".pt2":
         raise ConfigError(f"--out {out}: compress writes a torch.export .pt2 file")
     if out.exists() and not args.force:
         raise OutputExistsError(f"output file {out} already exists (use --force to replace it)")
-    recipe = with_budget(load_recipe(args.recipe), args.budget)
+    recipe = with_budget(_recipe(args), args.budget)
     handle = load_model(args.model, weights=args.weights)
     dataset = load_dataset(args.data)
     opts = OptimizeOptions(recipe=recipe, preprocess=_preprocess(args))

@@ -347,3 +347,25 @@ def test_layer_pattern_matching_nothing_warns_with_the_names(tmp_path, capsys, m
     warns = [line for line in err.splitlines() if "warning:" in line]
     assert rc == 0 and len(warns) == 1, err
     assert "'nosuch.*' matches no layer; layers are: features.0, head" in warns[0]
+
+
+def test_training_budget_on_a_recipe_that_does_not_train(tmp_path, capsys, model_factories):
+    out = tmp_path / "out"
+    rc, _, err = run_cli(["optimize", f"{model_factories}:tiny_cnn", "--data", "digits",
+                          "--out", out, "--recipe", "int8", "--train-seconds", "5"], capsys)
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert rc == 2 and len(errors) == 1 and "Traceback" not in err
+    assert "recipe int8 has no training step" in errors[0]
+    assert not out.exists()
+
+
+def test_distill_recipe_trains_within_the_cli_budget_and_checkpoints(tmp_path, capsys,
+                                                                     model_factories):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nsteps:\n  - distill: {epochs: 50, train_size: 128}\n")
+    ck = tmp_path / "ck"
+    rc, _, err = run_cli(["compress", f"{model_factories}:tiny_cnn", "--data", "digits",
+                          "--out", tmp_path / "m.pt2", "--recipe", recipe, "--train-epochs",
+                          "1", "--checkpoint-dir", ck], capsys)
+    assert rc == 0, err
+    assert (ck / "step0-distill.pt").is_file() and (tmp_path / "m.pt2").is_file()

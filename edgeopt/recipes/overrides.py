@@ -1,0 +1,55 @@
+"""Command-line overrides of a recipe's training: one budget and one checkpoint folder
+for every step that trains (QAT, distillation, a technique's fine-tuning).
+
+A step trains when its config is a ``TrainOptions`` (``qat``, ``distill``) or
+carries one as ``finetune`` (pruning, clustering, low-rank). Each gets its own
+checkpoint file, ``DIR/step<i>-<key>[-finetune].pt``, so ``--resume`` continues
+every one of them where it stopped; steps before it re-run deterministically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from edgeopt.core.errors import ConfigError
+from edgeopt.core.train import TrainOptions
+from edgeopt.recipes import Recipe, step_key
+
+
+def _budget(opts: TrainOptions, epochs: float | None, seconds: float | None) -> TrainOptions:
+    if epochs is None and seconds is None:
+        return opts
+    # The given limits replace the recipe's: --train-seconds alone trains by time only.
+    return opts.replace(steps=None, epochs=epochs, max_seconds=seconds)
+
+
+def with_training(recipe: Recipe, *, epochs: float | None = None, seconds: float | None = None,
+                  checkpoint_dir: str | Path | None = None, resume: bool = False) -> Recipe:
+    """``recipe`` with every training step's budget and checkpoint overridden."""
+    if resume and checkpoint_dir is None:
+        raise ConfigError("--resume needs --checkpoint-dir (the folder of an earlier run's "
+                          "checkpoints)")
+    if epochs is None and seconds is None and checkpoint_dir is None:
+        return recipe
+
+    def override(opts: TrainOptions, name: str) -> TrainOptions:
+        opts = _budget(opts, epochs, seconds)
+        if checkpoint_dir is not None:
+            opts = opts.replace(checkpoint=str(Path(checkpoint_dir) / f"{name}.pt"), resume=resume)
+        return opts
+
+    steps, trains = [], False
+    for i, cfg in enumerate(recipe.steps):
+        name = f"step{i}-{step_key(cfg)}"
+        if isinstance(cfg, TrainOptions):
+            cfg, trains = override(cfg, name), True
+        elif isinstance(getattr(cfg, "finetune", None), TrainOptions):
+            cfg, trains = cfg.replace(finetune=override(cfg.finetune, f"{name}-finetune")), True
+        steps.append(cfg)
+    if not trains:
+        raise ConfigError(f"recipe {recipe.name} has no training step; --train-epochs, "
+                          f"--train-seconds and --checkpoint-dir apply to recipes that train")
+    if checkpoint_dir is not None:
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    return dataclasses.replace(recipe, steps=steps)

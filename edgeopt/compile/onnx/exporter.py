@@ -29,6 +29,7 @@ from edgeopt.compile.onnx.packing import (
     int4_size,
     packed_size,
 )
+from edgeopt.compress.cluster.modules import CLUSTERED_LAYERS
 from edgeopt.compress.quantize.fake_quant import ActQuant, QuantConv2d, QuantLinear
 from edgeopt.compress.quantize.spec import QuantSpec, Scheme
 from edgeopt.core.errors import ConfigError, ExportError
@@ -133,9 +134,22 @@ def _bias(b: GraphBuilder, layer: nn.Module) -> list[str]:
     return [b.const(_np(layer.bias), dedupe=False)]
 
 
+def _clustered_weight(b: GraphBuilder, layer: nn.Module, storage: WeightStorage) -> str:
+    """Packed codes into the ascending float32 centroid table (ORT folds the gather once
+    at load); a plain float initializer where that would not be smaller, or for INT8
+    storage (an opset 17 graph)."""
+    table, codes = layer.table_and_codes()
+    n = codes.numel()
+    if storage is WeightStorage.INT8 or packed_size(n, table.numel()) + 4 * table.numel() >= 4 * n:
+        return b.const(_np(layer.clustered_weight()), dedupe=False)
+    return emit_codebook_tensor(b, _np(codes, np.int64), _np(table))
+
+
 def _weight(b: GraphBuilder, layer: nn.Module, storage: WeightStorage) -> str:
     if isinstance(layer, (QuantConv2d, QuantLinear)):
         return _dq_weight(b, layer, storage)
+    if isinstance(layer, CLUSTERED_LAYERS):
+        return _clustered_weight(b, layer, storage)
     return b.const(_np(layer.weight), dedupe=False)
 
 

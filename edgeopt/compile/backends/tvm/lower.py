@@ -18,6 +18,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from edgeopt.compress.cluster.modules import CLUSTERED_LAYERS
 from edgeopt.compress.quantize.fake_quant import ActQuant, Mode, QuantConv2d, QuantLinear
 from edgeopt.compress.quantize.spec import Scheme
 
@@ -103,7 +104,26 @@ class QDQ(nn.Module):
         return (torch.clamp(q, self.qmin, self.qmax) - self.zero_point) * self.scale
 
 
+def _decoded(layer: nn.Conv2d | nn.Linear) -> nn.Module:
+    """A plain float layer computing with a clustered layer's decoded weights: relax has no
+    conversion for the gather op, and a native library stores float constants anyway."""
+    if isinstance(layer, nn.Conv2d):
+        plain: nn.Module = nn.Conv2d(
+            layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+            padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
+            bias=layer.bias is not None, padding_mode=layer.padding_mode)
+    else:
+        plain = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
+    with torch.no_grad():
+        plain.weight.copy_(layer.centroids[layer.codes])
+        if layer.bias is not None:
+            plain.bias.copy_(layer.bias)
+    return plain.eval()
+
+
 def _replacement(module: nn.Module) -> nn.Module | None:
+    if isinstance(module, CLUSTERED_LAYERS):
+        return _decoded(module)
     if isinstance(module, QuantConv2d):
         return DequantConv2d(module)
     if isinstance(module, QuantLinear):

@@ -1,0 +1,73 @@
+"""What both pruning styles share: data coercion, name patterns, the record they leave."""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeopt.core.errors import DataError
+from edgeopt.core.train import TrainData
+
+LAYERS = (nn.Conv2d, nn.Linear)
+
+
+def as_train_data(data: Any) -> TrainData | None:
+    """The pipeline passes ``TrainData``; a direct caller may pass preprocessed inputs
+    (numpy or torch), which are unlabelled data for the steps that need no labels."""
+    if data is None or isinstance(data, TrainData):
+        return data
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        return TrainData(x=data)
+    raise DataError(f"prune: data must be TrainData or an input array, got {type(data).__name__}")
+
+
+def split(data: TrainData, val_size: int, seed: int) -> tuple[TrainData, TrainData | None]:
+    """(train, val): ``val_size`` seeded held-out samples that fine-tuning never sees."""
+    if val_size <= 0 or not data.has_labels:
+        return data, None
+    if val_size >= len(data):
+        raise DataError(f"prune: val_size {val_size} leaves no training samples "
+                        f"(the data has {len(data)})")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    val, train = order[:val_size], order[val_size:]
+    y = data.labels()
+    return TrainData(x=data.x[train], y=y[train]), TrainData(x=data.x[val], y=y[val])
+
+
+def matches(name: str, patterns) -> str | None:
+    """The first glob pattern that matches the module's qualified name (or None)."""
+    for pattern in patterns:
+        if fnmatch.fnmatchcase(name, pattern):
+            return pattern
+    return None
+
+
+def layers(model: nn.Module) -> dict[str, nn.Module]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, LAYERS)}
+
+
+def prior_meta(model: nn.Module) -> dict[str, Any]:
+    """The record earlier steps left (``meta["edgeopt"]``), copied so it is not shared."""
+    meta = getattr(model, "meta", None)
+    return copy.deepcopy(meta.get("edgeopt", {})) if isinstance(meta, dict) else {}
+
+
+def set_meta(model: nn.Module, key: str, record: dict[str, Any], prior: dict[str, Any]) -> None:
+    meta = getattr(model, "meta", None)
+    if not isinstance(meta, dict):
+        meta = {}
+        model.meta = meta
+    meta["edgeopt"] = {**prior, key: record}
+
+
+def teacher_source(data: Any, model: nn.Module) -> nn.Module:
+    """The model to distil from: the pipeline's recipe-start model when the data carries
+    one (``TrainData.teacher``), else the model as it was before this step. (Not
+    ``a or b``: an empty ``nn.Sequential`` is falsy.)"""
+    teacher = getattr(data, "teacher", None)
+    return model if teacher is None else teacher

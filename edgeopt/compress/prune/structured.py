@@ -1,0 +1,239 @@
+"""Structured (channel) pruning with Torch-Pruning: the handler for ``StructuredPruneConfig``.
+
+Whole output channels of convolutions and linear layers are removed, with every
+channel coupled to them (batch norm, the next layer's inputs, residual partners),
+so the result is a smaller dense ``nn.Module`` that exports like any other.
+
+* ``ratio``: the fraction of each layer's channels removed (or across the model with
+  ``global_pruning``); ``layers`` overrides it by name pattern.
+* ``macs_reduction``: prune in small sub-steps of a linear ratio schedule (up to
+  ``ratio``, default ``max_ratio``, per layer) until MACs have fallen by that fraction.
+* ``iterative_steps`` rounds of prune -> fine-tune reach the target in equal parts;
+  with ``min_accuracy`` or ``max_drop`` the first round whose model falls below the
+  floor on held-out samples ends the run and the last model that met it is returned.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from edgeopt.compress.distill.finetune import FinetuneOptions, finetune, frozen_teacher, top1
+from edgeopt.compress.prune import _tp
+from edgeopt.compress.prune._common import (
+    as_train_data,
+    prior_meta,
+    set_meta,
+    split,
+    teacher_source,
+)
+from edgeopt.core.config import Config
+from edgeopt.core.errors import ConfigError, DataError
+from edgeopt.core.registry import register
+from edgeopt.core.train import TrainData
+
+
+class Importance(str, Enum):
+    L1 = "l1"  # L1 norm of the group's weights
+    L2 = "l2"
+    BN_SCALE = "bn_scale"  # |gamma| of the batch norm (network slimming)
+    TAYLOR = "taylor"  # |w * dL/dw|, first order (Molchanov et al. 2019); needs labels
+
+
+def _in_open_unit(name: str, value: float | None) -> None:
+    if value is not None and not 0.0 < value < 1.0:
+        raise ConfigError(f"prune.{name} must be in (0, 1), got {value}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StructuredPruneConfig(Config):
+    """Remove output channels by importance; optionally fine-tune after each round."""
+
+    needs_training_data: ClassVar[bool] = True
+
+    importance: Importance = Importance.L2
+    ratio: float | None = None
+    macs_reduction: float | None = None
+    max_ratio: float = 0.9  # per-layer cap of the schedule a MACs target is reached on
+    global_pruning: bool = False
+    layers: dict[str, float] = field(default_factory=dict)  # glob -> ratio
+    ignore: tuple[str, ...] = ()  # globs of layers whose output channels stay
+    round_to: int | None = None
+    iterative_steps: int = 1
+    finetune: FinetuneOptions | None = None
+    min_accuracy: float | None = None  # absolute top-1 % on the held-out samples
+    max_drop: float | None = None  # points below the unpruned model there
+    val_size: int | None = None  # default: min(1000, 20%) when the data has labels
+    taylor_batches: int = 4
+    input_shape: tuple[int, ...] | None = None  # (C, H, W) when no data is given
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.importance, Importance):
+            try:
+                object.__setattr__(self, "importance", Importance(self.importance))
+            except ValueError:
+                valid = ", ".join(m.value for m in Importance)
+                raise ConfigError(f"prune.importance: unknown value {self.importance!r} "
+                                  f"(valid: {valid})") from None
+        if self.ratio is None and self.macs_reduction is None and not self.layers:
+            raise ConfigError("prune needs a target: ratio, macs_reduction or layers")
+        _in_open_unit("ratio", self.ratio)
+        _in_open_unit("macs_reduction", self.macs_reduction)
+        _in_open_unit("max_ratio", self.max_ratio)
+        for pattern, r in self.layers.items():
+            if r == 1.0:
+                raise ConfigError(f"prune.layers[{pattern!r}]: ratio 1.0 would remove every "
+                                  f"channel of the matched layers; use a ratio in (0, 1)")
+            _in_open_unit(f"layers[{pattern!r}]", r)
+        if self.iterative_steps < 1:
+            raise ConfigError(f"prune.iterative_steps must be >= 1, got {self.iterative_steps}")
+        if self.round_to is not None and self.round_to < 1:
+            raise ConfigError(f"prune.round_to must be >= 1, got {self.round_to}")
+        if self.min_accuracy is not None and not 0.0 <= self.min_accuracy <= 100.0:
+            raise ConfigError(f"prune.min_accuracy must be in [0, 100] (%), "
+                              f"got {self.min_accuracy}")
+        if self.max_drop is not None and self.max_drop < 0:
+            raise ConfigError(f"prune.max_drop must be >= 0 (points), got {self.max_drop}")
+        if self.min_accuracy is not None and self.max_drop is not None:
+            raise ConfigError("prune: set min_accuracy or max_drop, not both")
+        if self.val_size is not None and self.val_size < 0:
+            raise ConfigError(f"prune.val_size must be >= 0, got {self.val_size}")
+        floor = self.min_accuracy is not None or self.max_drop is not None
+        if floor and self.val_size == 0:
+            raise ConfigError("prune: min_accuracy/max_drop are measured on held-out samples; "
+                              "val_size must be > 0")
+        if self.taylor_batches < 1:
+            raise ConfigError(f"prune.taylor_batches must be >= 1, got {self.taylor_batches}")
+
+
+def _example(model: nn.Module, data: TrainData | None, config: StructuredPruneConfig):
+    if data is not None:
+        return data.x[:1].clone()
+    shape = config.input_shape or (getattr(model, "meta", None) or {}).get("input_shape")
+    if not shape:
+        raise DataError("prune needs example inputs: pass data or set input_shape (C, H, W)")
+    return torch.zeros(1, *[int(s) for s in shape])
+
+
+def _check_data(config: StructuredPruneConfig, data: TrainData | None) -> None:
+    labelled = data is not None and data.has_labels
+    if config.importance is Importance.TAYLOR and not labelled:
+        raise DataError("prune: taylor importance needs labelled training data "
+                        "(loss gradients); use l1, l2 or bn_scale, or pass TrainData(x, y)")
+    floor = config.min_accuracy is not None or config.max_drop is not None
+    if floor and not labelled:
+        raise DataError("prune: min_accuracy/max_drop need labelled data to measure accuracy")
+    if config.finetune is not None and data is None:
+        raise DataError("prune: finetune needs training data")
+
+
+@register(StructuredPruneConfig)
+def structured_prune(model: nn.Module, config: StructuredPruneConfig, *, data=None,
+                     progress: bool = True) -> nn.Module:
+    data = as_train_data(data)
+    _check_data(config, data)
+    started = time.perf_counter()
+    prior = prior_meta(model)
+    pruned = copy.deepcopy(model).eval()  # the caller's model is not modified
+    example = _example(pruned, data, config)
+    train, val = data, None
+    if data is not None and data.has_labels:
+        size = config.val_size if config.val_size is not None else min(1000, len(data) // 5)
+        train, val = split(data, size, config.seed)
+
+    ignored = _tp.ignored_layers(pruned, example, config.ignore)
+    per_layer = _tp.per_layer_ratios(pruned, config.layers)
+    by_macs = config.macs_reduction is not None
+    ratio = config.ratio if config.ratio is not None else (config.max_ratio if by_macs else 0.0)
+    if not by_macs:
+        _tp.check_not_emptied(pruned, ratio, per_layer, ignored, config.round_to)
+    rounds = config.iterative_steps
+    substeps = _tp.MACS_SUBSTEPS if by_macs else rounds
+    pruner = _tp.build(pruned, example, kind=config.importance.value, ratio=ratio,
+                       per_layer=per_layer, ignored=ignored,
+                       global_pruning=config.global_pruning, steps=substeps,
+                       round_to=config.round_to)
+    channels_before = _tp.out_channels(pruned)
+    macs0, params0 = _tp.count(pruned, example)
+    acc0 = top1(pruned, val.x, val.y) if val is not None else None
+    floor = config.min_accuracy
+    if config.max_drop is not None:
+        floor = acc0 - config.max_drop
+    teacher_src = teacher_source(data, model)
+    teacher = frozen_teacher(teacher_src) if config.finetune is not None else None
+
+    history: list[dict[str, Any]] = [_record(0, macs0, params0, acc0)]
+    kept, stopped = pruned, "completed"
+    for k in range(1, rounds + 1):
+        previous = copy.deepcopy(pruned) if floor is not None else None
+
+        def score(k: int = k) -> None:
+            if config.importance is Importance.TAYLOR:
+                _tp.taylor_gradients(pruned, train, config.taylor_batches, 64, config.seed + k)
+
+        if by_macs:
+            goal = config.macs_reduction * k / rounds
+            macs = _prune_to_macs(pruner, pruned, example, macs0, goal, score)
+        else:
+            score()
+            pruner.step()
+            macs = _tp.count(pruned, example)[0]
+        pruned.zero_grad(set_to_none=True)
+        _tp.check_runs(pruned, example)
+        tuned = None
+        if config.finetune is not None:
+            tuned = finetune(pruned, train, config.finetune, teacher=teacher, progress=progress,
+                             desc=f"prune finetune {k}/{rounds}").to_dict()
+        pruned.eval()
+        acc = top1(pruned, val.x, val.y) if val is not None else None
+        history.append({**_record(k, macs, _tp.count(pruned, example)[1], acc),
+                        "finetune": tuned})
+        if floor is not None and acc is not None and acc < floor:
+            history[-1]["kept"] = False
+            kept, stopped = previous, f"step {k} fell below the floor ({acc:.2f} < {floor:.2f})"
+            break
+        kept = pruned
+
+    macs1, params1 = _tp.count(kept, example)
+    after = _tp.out_channels(kept)
+    set_meta(kept, "prune", {
+        "macs_before": macs0, "macs_after": macs1, "params_before": params0,
+        "params_after": params1, "macs_reduction": round(1 - macs1 / macs0, 4),
+        "channels": {n: [channels_before[n], after[n]] for n in after},
+        "val_top1_before": acc0, "floor": floor, "stopped": stopped,
+        "steps_kept": sum(1 for h in history[1:] if h.get("kept", True)),
+        "history": history, "val_samples": 0 if val is None else len(val),
+        "seconds": round(time.perf_counter() - started, 2), "config": config.to_dict(),
+    }, prior)
+    return kept.eval()
+
+
+def _prune_to_macs(pruner, model: nn.Module, example: torch.Tensor, macs0: int, goal: float,
+                   score) -> int:
+    """Step along the ratio schedule until MACs are at most (1 - goal) of the original."""
+    macs = _tp.count(model, example)[0]
+    while macs > (1.0 - goal) * macs0:
+        if pruner.current_step >= pruner.iterative_steps:
+            reached = 1 - macs / macs0
+            raise ConfigError(f"prune: macs_reduction {goal:.3f} not reachable with a per-layer "
+                              f"ratio cap of {pruner.pruning_ratio} (reached {reached:.3f}); "
+                              f"raise ratio/max_ratio or ignore fewer layers")
+        score()
+        pruner.step()
+        macs = _tp.count(model, example)[0]
+    return macs
+
+
+def _record(step: int, macs: int, params: int, acc: float | None) -> dict[str, Any]:
+    return {"step": step, "macs": macs, "params": params,
+            "val_top1": None if acc is None else round(acc, 3)}
+
+
+__all__ = ["Importance", "StructuredPruneConfig", "structured_prune"]

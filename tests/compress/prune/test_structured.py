@@ -1,0 +1,201 @@
+"""Structured pruning: MACs really fall, shapes and exports hold, the floor rule, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch_pruning as tp
+from torch import nn
+
+import edgeopt
+import edgeopt.compress.prune  # noqa: F401  (registers the handlers)
+from edgeopt.compress.distill.finetune import FinetuneOptions
+from edgeopt.compress.prune import StructuredPruneConfig
+from edgeopt.core.data import Preprocess, load_dataset
+from edgeopt.core.errors import ConfigError, DataError
+from edgeopt.core.registry import apply
+from edgeopt.core.train import TrainData
+from edgeopt.zoo.resnet import resnet_small
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    ds = load_dataset("digits")
+    pre = Preprocess()
+    return TrainData(x=pre(ds.train.x), y=ds.train.y), torch.as_tensor(pre(ds.test.x)), ds.test.y
+
+
+@pytest.fixture(scope="module")
+def resnet(digits, train_tiny):
+    """A narrow resnet_small (residual coupling, 1x1 shortcuts) trained briefly on digits."""
+    torch.manual_seed(0)
+    model = resnet_small(width=8)
+    data = digits[0]
+    return train_tiny(model, data.x, data.y, epochs=3)
+
+
+def _macs(model, x):
+    return tp.utils.count_ops_and_params(model, example_inputs=x[:1])[0]
+
+
+def test_macs_fall_by_the_target_and_the_model_is_smaller(resnet, digits):
+    data, x, _ = digits
+    pruned = apply(resnet, StructuredPruneConfig(macs_reduction=0.4), data=data, progress=False)
+    meta = pruned.meta["edgeopt"]["prune"]
+    before, after = _macs(resnet, x), _macs(pruned, x)
+    assert meta["macs_before"] == before and meta["macs_after"] == after
+    assert after <= 0.6 * before
+    assert after >= 0.5 * before  # small sub-steps: the target is not overshot far
+    assert meta["params_after"] < meta["params_before"]
+    assert pruned(x[:5]).shape == (5, 10)
+    assert pruned.layer3.conv1[0].out_channels < 32
+    # Residual partners stay equal: conv2's output is added to the shortcut's.
+    assert pruned.layer3.conv2[0].out_channels == pruned.layer3.shortcut[0].out_channels
+    assert meta["channels"]["layer3.conv1.0"] == [32, pruned.layer3.conv1[0].out_channels]
+    assert resnet.layer3.conv1[0].out_channels == 32  # the caller's model is untouched
+    assert pruned.fc.out_features == 10  # the classifier keeps its classes
+
+
+def test_exported_artifact_matches_the_pruned_model(resnet, digits, tmp_path):
+    data, x, _ = digits
+    pruned = apply(resnet, StructuredPruneConfig(ratio=0.5, importance="l1"), data=data,
+                   progress=False)
+    art = edgeopt.compile(pruned, out=tmp_path / "art", input_shape=[1, 8, 8])
+    got = art.load().run(x[:16].numpy())
+    with torch.no_grad():
+        want = pruned(x[:16]).numpy()
+    assert got.shape == (16, 10)
+    assert np.abs(got - want).max() < 1e-4
+
+
+def test_per_layer_ratio_is_respected(resnet, digits):
+    data = digits[0]
+    pruned = apply(resnet, StructuredPruneConfig(layers={"layer3.conv1.*": 0.5}), data=data,
+                   progress=False)
+    channels = pruned.meta["edgeopt"]["prune"]["channels"]
+    assert channels["layer3.conv1.0"] == [32, 16]
+    assert all(before == after for name, (before, after) in channels.items()
+               if name != "layer3.conv1.0")
+
+
+def test_ignore_and_round_to(resnet, digits):
+    data = digits[0]
+    cfg = StructuredPruneConfig(ratio=0.4, round_to=4, ignore=("layer2.*",))
+    channels = apply(resnet, cfg, data=data, progress=False).meta["edgeopt"]["prune"]["channels"]
+    assert channels["layer2.conv1.0"] == [16, 16]
+    assert all(after % 4 == 0 for _, after in channels.values() if after != 10)
+    assert channels["layer3.conv1.0"][1] < 32
+
+
+@pytest.mark.parametrize("importance", ["l2", "bn_scale", "taylor"])
+def test_every_importance_prunes(resnet, digits, importance):
+    pruned = apply(resnet, StructuredPruneConfig(ratio=0.25, importance=importance),
+                   data=digits[0], progress=False)
+    assert pruned.meta["edgeopt"]["prune"]["macs_reduction"] > 0.2
+
+
+def test_global_pruning_keeps_the_classifier(resnet, digits):
+    pruned = apply(resnet, StructuredPruneConfig(ratio=0.6, global_pruning=True),
+                   data=digits[0], progress=False)
+    assert pruned.fc.out_features == 10
+    assert pruned.meta["edgeopt"]["prune"]["macs_reduction"] > 0.3
+
+
+def test_iterative_floor_keeps_the_last_model_that_met_it(resnet, digits):
+    data = digits[0]
+    base = dict(ratio=0.75, iterative_steps=3, val_size=300)
+    free = apply(resnet, StructuredPruneConfig(**base), data=data, progress=False)
+    hist = free.meta["edgeopt"]["prune"]["history"]
+    accs = [h["val_top1"] for h in hist]
+    assert len(hist) == 4 and [h["step"] for h in hist] == [0, 1, 2, 3]
+    assert hist[1]["macs"] > hist[2]["macs"] > hist[3]["macs"]
+    assert accs[1] > accs[2], f"expected accuracy to fall with pruning: {accs}"
+    floor = (accs[1] + accs[2]) / 2  # met after step 1, missed after step 2
+    kept = apply(resnet, StructuredPruneConfig(**base, min_accuracy=floor), data=data,
+                 progress=False)
+    meta = kept.meta["edgeopt"]["prune"]
+    assert meta["steps_kept"] == 1 and meta["stopped"].startswith("step 2")
+    assert meta["macs_after"] == hist[1]["macs"]
+    assert len(meta["history"]) == 3 and meta["history"][2]["kept"] is False
+    # max_drop is the same rule with the floor below the unpruned accuracy.
+    drop = apply(resnet, StructuredPruneConfig(**base, max_drop=accs[0] - floor), data=data,
+                 progress=False)
+    assert drop.meta["edgeopt"]["prune"]["macs_after"] == hist[1]["macs"]
+
+
+def test_finetune_with_distillation_recovers_accuracy(resnet, digits):
+    data = digits[0]
+    opts = FinetuneOptions(steps=40, lr=3e-3, batch_size=64)
+    raw = apply(resnet, StructuredPruneConfig(ratio=0.6, val_size=300), data=data,
+                progress=False)
+    tuned = apply(resnet, StructuredPruneConfig(ratio=0.6, val_size=300, finetune=opts),
+                  data=data, progress=False)
+    meta = tuned.meta["edgeopt"]["prune"]
+    assert meta["history"][1]["finetune"]["steps"] == 40
+    assert meta["history"][1]["val_top1"] > raw.meta["edgeopt"]["prune"]["history"][1]["val_top1"]
+    assert meta["macs_after"] == raw.meta["edgeopt"]["prune"]["macs_after"]
+
+
+def test_unlabelled_inputs_and_config_round_trip(resnet, digits):
+    x = digits[1]
+    pruned = apply(resnet, StructuredPruneConfig(ratio=0.3), data=x.numpy(), progress=False)
+    assert pruned.meta["edgeopt"]["prune"]["val_samples"] == 0
+    cfg = StructuredPruneConfig.from_dict({"ratio": 0.3, "layers": {"fc": 0.1},
+                                           "finetune": {"steps": 2}, "importance": "taylor"})
+    assert cfg.finetune.steps == 2 and cfg.importance.value == "taylor"
+    assert StructuredPruneConfig.from_dict(cfg.to_dict()) == cfg
+
+
+class _NumpyMix(nn.Module):
+    """Leaves autograd (as some custom ops do): Torch-Pruning's tracer cannot follow it."""
+
+    def forward(self, x):
+        return torch.from_numpy(x.numpy() * 2.0)
+
+
+class _Untraceable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.mix = _NumpyMix()
+        self.fc = nn.Linear(8 * 64, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.mix(self.conv(x)), 1))
+
+
+def test_bad_inputs_fail_with_one_line(resnet, digits, make_cnn):
+    data, x, _ = digits
+    cases = [
+        (lambda: StructuredPruneConfig(ratio=1.5), ConfigError, "prune.ratio must be in (0, 1)"),
+        (lambda: StructuredPruneConfig(ratio=0.0), ConfigError, "got 0.0"),
+        (lambda: StructuredPruneConfig(macs_reduction=1.0), ConfigError, "macs_reduction"),
+        (lambda: StructuredPruneConfig(), ConfigError, "needs a target"),
+        (lambda: StructuredPruneConfig(layers={"layer3.*": 1.0}), ConfigError,
+         "layers['layer3.*']: ratio 1.0 would remove every channel"),
+        (lambda: StructuredPruneConfig(ratio=0.3, importance="l3"), ConfigError,
+         "unknown value 'l3'"),
+        (lambda: StructuredPruneConfig(ratio=0.3, min_accuracy=90, max_drop=1), ConfigError,
+         "not both"),
+        (lambda: StructuredPruneConfig(ratio=0.3, max_drop=1, val_size=0), ConfigError,
+         "val_size must be > 0"),
+        (lambda: apply(make_cnn(width=2), StructuredPruneConfig(ratio=0.6), data=x),
+         ConfigError, "would remove every channel of layer 'features.0'"),
+        (lambda: apply(resnet, StructuredPruneConfig(ratio=0.3, importance="taylor"), data=x),
+         DataError, "taylor importance needs labelled training data"),
+        (lambda: apply(resnet, StructuredPruneConfig(ratio=0.3, min_accuracy=50), data=x),
+         DataError, "need labelled data"),
+        (lambda: apply(_Untraceable(), StructuredPruneConfig(ratio=0.5), data=x), ConfigError,
+         "cannot trace the model at layer 'mix' (_NumpyMix)"),
+        (lambda: apply(resnet, StructuredPruneConfig(macs_reduction=0.9, max_ratio=0.2),
+                       data=x), ConfigError, "not reachable"),
+    ]
+    for make, error, text in cases:
+        with pytest.raises(error) as info:
+            make()
+        message = str(info.value)
+        assert text in message, message
+        assert "\n" not in message

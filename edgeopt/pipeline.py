@@ -161,19 +161,26 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
     stages.run("fp32 pytorch", _fast(handle.module), backend="torch", precision="fp32",
                size=_size_of_source(handle))
 
-    t0 = time.perf_counter()
     def intermediate(key: str, model) -> None:
-        precision = model_precision(model)[0] if isinstance(model, torch.fx.GraphModule) else "fp32"
-        stages.run(f"after {key}", _fast(model), backend="torch", precision=precision,
+        stages.run(f"after {key}", _fast(model), backend="torch", precision=_precision(model),
                    size=_torch_file_size(model), notes=f"PyTorch model after the {key} step")
 
+    t0 = time.perf_counter()
     compressed = compress_with_recipe(handle.module, recipe, dataset, opts, log,
                                       after_step=intermediate)
     timings["compress_s"] = time.perf_counter() - t0
-    precision = model_precision(compressed)[0] if recipe.steps else "fp32"
+    precision = _precision(compressed) if recipe.steps else "fp32"
+    info = (getattr(compressed, "meta", None) or {}).get("edgeopt") if recipe.steps else None
+    # A quantized result is named by its precision ("int8 simulated", "int8 onnxruntime");
+    # a float one (pruned, factorised, ...) by its last step and the recipe, so that its
+    # artifact is not confused with the unchanged model's "fp32 onnxruntime".
+    quantized = precision != "fp32"
     if recipe.steps:
-        stages.run(f"{precision} simulated", _fast(compressed), backend="torch", precision=precision,
-                   size=_torch_file_size(compressed), notes="fake-quantized PyTorch model")
+        last = step_key(recipe.steps[-1])
+        stages.run(f"{precision} simulated" if quantized else f"after {last}", _fast(compressed),
+                   backend="torch", precision=precision, size=_torch_file_size(compressed),
+                   notes="fake-quantized PyTorch model" if quantized
+                   else f"PyTorch model after the {last} step")
 
     backend = opts.backend or recipe.compile.get("backend", "onnxruntime")
     t0 = time.perf_counter()
@@ -193,7 +200,8 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
         timings["compile_s"] = time.perf_counter() - t0
         _run_artifact(stages, f"fp32 {backend}", fp32_dir, opts)
         if recipe.steps:
-            _run_artifact(stages, f"{precision} {backend}", writer.staging, opts)
+            _run_artifact(stages, f"{precision if quantized else recipe.name} {backend}",
+                          writer.staging, opts)
         timings["total_s"] = time.perf_counter() - started
         timings["stages_s"] = stages.timings
         report = Report(
@@ -204,11 +212,11 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
                 "edgeopt_version": __version__, "timings_s": timings,
                 "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "preprocessing": opts.preprocess.to_dict(),
-                "compression": compressed.meta.get("edgeopt") if recipe.steps else None,
+                "compression": info,
             },
         )
         write_report(report, writer.staging)
-        _write_plots(compressed.meta.get("edgeopt") if recipe.steps else None, writer.staging)
+        _write_plots(info, writer.staging)
         # Rewrite the manifest so that it checksums the reports too.
         manifest = read_manifest(writer.staging)
         writer.write_manifest({k: v for k, v in manifest.items() if k not in _GENERATED_FIELDS})
@@ -278,6 +286,12 @@ def with_budget(recipe: Recipe, budget: float | None) -> Recipe:
     steps = [s.replace(budget=budget, avg_bits=None) if isinstance(s, MixedPrecisionConfig)
              else s for s in recipe.steps]
     return dataclasses.replace(recipe, steps=steps)
+
+
+def _precision(model) -> str:
+    """The precision label of a compressed model; a plain module (pruned, factorised,
+    distilled) computes in fp32."""
+    return model_precision(model)[0] if isinstance(model, torch.fx.GraphModule) else "fp32"
 
 
 def _write_plots(info: dict | None, out: Path) -> None:

@@ -369,3 +369,24 @@ def test_distill_recipe_trains_within_the_cli_budget_and_checkpoints(tmp_path, c
                           "1", "--checkpoint-dir", ck], capsys)
     assert rc == 0, err
     assert (ck / "step0-distill.pt").is_file() and (tmp_path / "m.pt2").is_file()
+
+
+@pytest.mark.parametrize("step, message", [
+    ("prune: {ratio: 1.5}", "ratio"),
+    ("distill: {teacher: input, steps: 1, student: 'edgeopt.zoo.resnet:resnet_small', "
+     "student_kwargs: {num_classes: 7}}", "teacher's outputs do not match the student's"),
+    ("lowrank: {ranks: {'head': 999}}", "head"),
+    ("cluster: {clusters: 300}", "clusters"),
+    ("sparsify: {sparsity: 0}", "sparsity"),
+])
+def test_bad_compression_steps_are_one_line(step, message, tmp_path, capsys, model_factories):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\nsteps:\n  - {step}\n")
+    out = tmp_path / "out"
+    rc, _, err = run_cli(["optimize", f"{model_factories}:tiny_cnn", "--data", "digits",
+                          "--out", out, "--recipe", recipe, "--eval-limit", "16", "--batch", "2",
+                          "--no-progress"], capsys)
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert rc == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert message in errors[0]
+    assert not out.exists()

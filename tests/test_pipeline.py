@@ -158,3 +158,44 @@ def test_every_step_of_a_composed_recipe_is_a_stage(trained, digits, tmp_path):
     assert steps[0]["distill"]["teacher"] == "original model"
     assert steps[0]["distill"]["steps"] == 3 and steps[0]["distill"]["train_samples"] == 256
     assert "after distill" in (tmp_path / "art" / "report.md").read_text()
+
+
+def test_prune_distill_int8_recipe_reports_every_stage(trained, digits, tmp_path):
+    """The built-in composition in one optimize(): prune -> distill -> int8 -> compile."""
+    recipe = load_recipe("prune-distill-int8")
+    prune, distill, quant = recipe.steps
+    # The tiny CNN has 8 channels: multiples of 16 cannot be kept.
+    recipe.steps = [prune.replace(round_to=None), distill.replace(epochs=None, steps=5,
+                                                                   train_size=256),
+                    quant.replace(calib_size=128)]
+    opts = OptimizeOptions(recipe=recipe, eval_limit=100, batch=4, latency_repeats=2,
+                           progress=False)
+    report = optimize(trained, digits, out=tmp_path / "art", options=opts, log=lambda m: None)
+    names = [s.name for s in report.stages]
+    assert names == ["fp32 pytorch", "after prune", "after distill", *STAGES[1:]]
+    by = {s.name: s for s in report.stages}
+    # Pruning removed whole channels: the model file shrinks, before any quantization.
+    assert by["after prune"].size_bytes < 0.7 * by["fp32 pytorch"].size_bytes
+    assert by["int8 onnxruntime"].size_bytes < 0.5 * by["fp32 onnxruntime"].size_bytes
+    info = report.meta["compression"]["steps"][0]["prune"]
+    assert info["macs_after"] <= 0.5 * info["macs_before"]
+    md = (tmp_path / "art" / "report.md").read_text()
+    assert "after prune" in md and "after distill" in md
+
+
+def test_a_recipe_ending_in_a_float_model_names_its_stages_by_step(trained, digits, tmp_path):
+    """prune-distill ends in a smaller fp32 model: its stages are "after distill" and
+    "prune-distill onnxruntime", not a second "fp32 onnxruntime"."""
+    recipe = load_recipe("prune-distill")
+    prune, distill = recipe.steps
+    recipe.steps = [prune.replace(round_to=None), distill.replace(epochs=None, steps=3,
+                                                                   train_size=128)]
+    opts = OptimizeOptions(recipe=recipe, eval_limit=100, batch=4, latency_repeats=2,
+                           progress=False)
+    report = optimize(trained, digits, out=tmp_path / "art", options=opts, log=lambda m: None)
+    assert [s.name for s in report.stages] == [
+        "fp32 pytorch", "after prune", "after distill", "fp32 onnxruntime",
+        "prune-distill onnxruntime"]
+    assert all(s.precision == "fp32" for s in report.stages)
+    assert report.stages[-1].size_bytes < 0.7 * report.stages[-2].size_bytes
+    assert load(tmp_path / "art").manifest["precision"] == "fp32"

@@ -1,3 +1,3 @@
 """Compression techniques; importing this package registers their handlers."""
 
-from edgeopt.compress import distill, quantize  # noqa: F401
+from edgeopt.compress import cluster, distill, lowrank, prune, quantize  # noqa: F401

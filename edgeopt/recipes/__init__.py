@@ -20,7 +20,10 @@ from typing import Any
 
 import yaml
 
+from edgeopt.compress.cluster import ClusterConfig
 from edgeopt.compress.distill.trainer import DistillConfig
+from edgeopt.compress.lowrank import LowRankConfig
+from edgeopt.compress.prune import MagnitudePruneConfig, StructuredPruneConfig
 from edgeopt.compress.quantize.equalize import EqualizeConfig
 from edgeopt.compress.quantize.mixed import MixedPrecisionConfig
 from edgeopt.compress.quantize.qat import QATConfig
@@ -37,6 +40,10 @@ STEP_CONFIGS: dict[str, type[Config]] = {
     "split_channels": SplitConfig,
     "qat": QATConfig,
     "distill": DistillConfig,
+    "prune": StructuredPruneConfig,
+    "sparsify": MagnitudePruneConfig,
+    "cluster": ClusterConfig,
+    "lowrank": LowRankConfig,
 }
 
 

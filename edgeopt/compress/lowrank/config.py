@@ -1,0 +1,205 @@
+"""``LowRankConfig`` (recipe step ``lowrank``) and its handler.
+
+Linear layers and 1x1 convs are split by truncated SVD (svd.py); k x k convs by
+Tucker-2 or CP (tucker.py). Ranks come, per layer, from the first ``ranks``
+pattern that names it, else from ``energy`` or the global ``param_reduction``
+budget (ranks.py). Grouped and depthwise convs are left alone, and so is a layer
+whose chosen ranks would not save parameters, unless its ranks were given
+explicitly. Then, optionally, a short fine-tune distils the original model into
+the factorised one.
+
+A pattern is a glob on a layer's qualified name; a pattern naming a container
+applies to the layers inside it (``layer3.conv2`` covers ``layer3.conv2.0``,
+which is how ``conv_bn`` Sequentials name their conv).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from torch import nn
+
+from edgeopt.compress.distill.finetune import FinetuneOptions, finetune, frozen_teacher
+from edgeopt.compress.lowrank import ranks as R
+from edgeopt.compress.lowrank.ranks import ConvMethod
+from edgeopt.compress.lowrank.svd import split_linear, split_pointwise
+from edgeopt.compress.lowrank.tucker import cp, tucker2
+from edgeopt.core.config import Config
+from edgeopt.core.errors import ConfigError
+from edgeopt.core.registry import register
+from edgeopt.core.train import TrainData
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LowRankConfig(Config):
+    """Low-rank factorisation of Linear and Conv2d layers, then optional fine-tuning.
+
+    Set one of ``energy`` (keep the smallest rank holding this fraction of each
+    spectrum's squared singular values) or ``param_reduction`` (the whole model
+    loses at least this fraction of its parameters), and/or explicit ``ranks``:
+    ``{"fc": 16, "layer3.conv2": [48, 64]}`` (Tucker-2: [into the core, out of it]).
+    """
+
+    conv: ConvMethod = ConvMethod.TUCKER2
+    energy: float | None = None
+    param_reduction: float | None = None
+    ranks: dict[str, int | tuple[int, ...]] = field(default_factory=dict)
+    skip: tuple[str, ...] = ()
+    finetune: FinetuneOptions | None = None  # distils from the unfactorised model by default
+    tucker_iters: int = 20  # HOOI sweeps refining the truncated-HOSVD start
+    cp_iters: int = 25  # ALS sweeps (each is slow: a few already give a usable start)
+
+    needs_training_data: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.conv, ConvMethod):
+            try:
+                object.__setattr__(self, "conv", ConvMethod(self.conv))
+            except ValueError:
+                valid = ", ".join(m.value for m in ConvMethod)
+                raise ConfigError(f"lowrank.conv: unknown value {self.conv!r} "
+                                  f"(valid: {valid})") from None
+        if self.energy is not None and not 0.0 < self.energy <= 1.0:
+            raise ConfigError(f"lowrank.energy must be in (0, 1], got {self.energy}")
+        if self.param_reduction is not None and not 0.0 < self.param_reduction < 1.0:
+            raise ConfigError(f"lowrank.param_reduction must be in (0, 1), "
+                              f"got {self.param_reduction}")
+        if self.energy is not None and self.param_reduction is not None:
+            raise ConfigError("lowrank: set energy or param_reduction, not both")
+        if self.energy is None and self.param_reduction is None and not self.ranks:
+            raise ConfigError("lowrank needs energy, param_reduction or ranks")
+        if isinstance(self.skip, str):
+            object.__setattr__(self, "skip", (self.skip,))
+        for pattern, value in self.ranks.items():
+            values = [value] if isinstance(value, int) else list(value)
+            if not values or any(not isinstance(v, int) or v < 1 for v in values):
+                raise ConfigError(f"lowrank.ranks[{pattern!r}]: ranks must be integers >= 1, "
+                                  f"got {value!r}")
+        if isinstance(self.finetune, dict):
+            object.__setattr__(self, "finetune", FinetuneOptions.from_dict(self.finetune))
+        for name in ("tucker_iters", "cp_iters"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"lowrank.{name} must be >= 1, got {getattr(self, name)}")
+
+    # The pipeline subsets the training set by these (pipeline.step_data).
+    @property
+    def train_size(self) -> int | None:
+        return self.finetune.train_size if self.finetune else None
+
+    @property
+    def seed(self) -> int:
+        return self.finetune.seed if self.finetune else 0
+
+
+def matches(name: str, pattern: str) -> bool:
+    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, pattern + ".*")
+
+
+def _plan(model: nn.Module, config: LowRankConfig) -> tuple[list[R.Candidate], set[str]]:
+    """Candidates with their ranks set, and the names whose ranks were explicit."""
+    layers = dict(model.named_modules())
+    cands = [c for n, m in layers.items() if (c := R.candidate(n, m, config.conv)) is not None]
+    for kind, patterns in (("skip", config.skip), ("ranks", list(config.ranks))):
+        for p in patterns:
+            if not any(matches(c.name, p) for c in cands):
+                raise ConfigError(f"lowrank.{kind}: pattern {p!r} matches no factorisable layer "
+                                  f"(Linear, Conv2d with groups=1); layers: "
+                                  f"{', '.join(c.name for c in cands) or 'none'}")
+    cands = [c for c in cands if not any(matches(c.name, p) for p in config.skip)]
+    explicit, free = set(), []
+    for c in cands:
+        pattern = next((p for p in config.ranks if matches(c.name, p)), None)
+        if pattern is not None:
+            value = config.ranks[pattern]
+            c.ranks = R.check_ranks(c, [value] if isinstance(value, int) else list(value),
+                                    pattern)
+            explicit.add(c.name)
+        elif config.energy is not None:
+            c.ranks = R.ranks_for_energy(c, config.energy)
+        elif config.param_reduction is not None:
+            free.append(c)
+    if config.param_reduction is not None:
+        total = sum(p.numel() for p in model.parameters())
+        fixed = total - sum(c.original_params for c in free)
+        fixed += sum(c.params() - c.original_params for c in cands if c.name in explicit)
+        R.meet_budget(free, fixed, math.floor((1.0 - config.param_reduction) * total),
+                      total_before=total)
+    # A budget layer left at full rank was not needed: it stays as it is (a full-rank
+    # CP split would be smaller, but the budget did not ask for its loss).
+    budgeted = {c.name for c in free}
+    chosen = [c for c in cands if c.ranks and (c.name in explicit or c.saves())
+              and not (c.name in budgeted and c.ranks == c.max_ranks)]
+    return chosen, explicit
+
+
+def _factorise(module: nn.Module, c: R.Candidate, config: LowRankConfig) -> tuple[nn.Module,
+                                                                                   float | None]:
+    if c.kind == "svd":
+        split = split_linear if isinstance(module, nn.Linear) else split_pointwise
+        return split(module, c.ranks[0]), None
+    if c.kind == "tucker2":
+        return tucker2(module, c.ranks[0], c.ranks[1], iters=config.tucker_iters)
+    return cp(module, c.ranks[0], iters=config.cp_iters)
+
+
+def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, attr, new)
+
+
+def _check_data(data: Any) -> TrainData:
+    if isinstance(data, TrainData):
+        return data
+    got = "nothing" if data is None else type(data).__name__
+    raise ConfigError(f"lowrank.finetune needs training data (TrainData(x, y)); got {got}")
+
+
+@register(LowRankConfig)
+def factorise(model: nn.Module, config: LowRankConfig, *, data=None, progress: bool = True):
+    """A factorised copy of ``model`` (the caller's model is not modified)."""
+    if config.finetune is not None:
+        data = _check_data(data)
+    started = time.perf_counter()
+    out = copy.deepcopy(model)
+    meta = copy.deepcopy(getattr(model, "meta", {}).get("edgeopt", {}))
+    params_before = sum(p.numel() for p in model.parameters())
+    chosen, explicit = _plan(out, config)
+    layers: dict[str, dict[str, Any]] = {}
+    for c in chosen:
+        new, err = _factorise(out.get_submodule(c.name), c, config)
+        _replace(out, c.name, new)
+        layers[c.name] = {
+            "kind": c.kind, "shape": list(c.shape), "ranks": list(c.ranks),
+            "max_ranks": list(c.max_ranks), "params_before": c.original_params,
+            "params_after": sum(p.numel() for p in new.parameters()),
+            "energy_kept": [round(e, 6) for e in c.energy()],
+            "explicit": c.name in explicit,
+        }
+        if err is not None:
+            layers[c.name]["weight_rel_error"] = round(err, 6)
+        log.info("lowrank %s %s %s ranks %s: %d -> %d params", c.name, c.kind, list(c.shape),
+                 c.ranks, c.original_params, layers[c.name]["params_after"])
+    params_after = sum(p.numel() for p in out.parameters())
+    info: dict[str, Any] = {
+        "config": config.to_dict(), "layers": layers,
+        "params_before": params_before, "params_after": params_after,
+        "param_reduction": round(1.0 - params_after / max(params_before, 1), 6),
+        "factorise_seconds": round(time.perf_counter() - started, 2),
+    }
+    if config.finetune is not None:
+        teacher = frozen_teacher(model)
+        result = finetune(out, data, config.finetune, teacher=teacher, progress=progress,
+                          desc="lowrank finetune")
+        info["finetune"] = {**result.to_dict(), "train_samples": len(data),
+                            "distill": config.finetune.distill}
+    meta["lowrank"] = info
+    out.meta = {**getattr(out, "meta", {}), "edgeopt": meta}
+    return out.eval()

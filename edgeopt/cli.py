@@ -86,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="x86_64", help="see `edgeopt targets`")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="onnxruntime",
                    help="onnxruntime (an ONNX file) or tvm (a native library built by TVM)")
-    p.add_argument("--precision", choices=["fp32", "int8", "auto"],
-                   help="default: as the model is; auto: build and measure every precision "
+    p.add_argument("--precision", choices=["fp32", "int8", "fp16", "auto"],
+                   help="default: as the model is; fp16: TVM converts a float model to fp16 "
+                        "compute (CUDA targets); auto: build and measure every precision "
                         "the target supports and keep the fastest within --tolerance of fp32")
     p.add_argument("--data", help="calibration data (needed for --precision int8 and auto)")
     p.add_argument("--tolerance", type=float, help="auto: top-1 points below fp32 (default 0.5)")
@@ -244,7 +245,9 @@ def cmd_compile(args) -> int:
         shape = list(load_dataset(args.data).sample_shape)
     if shape is None:
         raise ConfigError(f"{args.model} does not declare its input shape: pass --input-shape C,H,W")
+    # fp16 is converted by the backend; the other labels were applied above (or are the model's).
     art = compile_model(model, target=args.target, backend=args.backend, out=args.out,
+                        precision="fp16" if args.precision == "fp16" else None,
                         input_shape=shape, preprocess=pre.to_dict(), force=args.force,
                         tune=_tune_config(args))
     print(f"{art.manifest['precision']} {art.manifest['backend']} artifact for "

@@ -85,6 +85,8 @@ def stage(model, writer: ArtifactWriter, *, target: str = "x86_64", backend: str
           tune: TuneConfig | None = None) -> dict[str, Any]:
     """Lower ``model`` into a staged artifact and write its manifest (not committed).
 
+    ``precision``: None (or auto) compiles the model as it is; a label must match it,
+    except ``fp16``, which the backend converts a float model to (TVM, CUDA targets).
     ``tune``: MetaSchedule tuning of the TVM build (backends/tvm/tune.py)."""
     t = get_target(target)
     if backend not in BACKENDS:
@@ -93,9 +95,16 @@ def stage(model, writer: ArtifactWriter, *, target: str = "x86_64", backend: str
         raise ConfigError(f"tuning needs --backend tvm; backend {backend} has no tuning")
     if backend not in t.backends:
         t.check(backend, "fp32")  # refuses with the backends the target has
+    if precision == "fp16":
+        # fp16 is a conversion the backend performs, not a property of the model: the
+        # registry says which target/backend pairs build it (and refuses the others).
+        t.check(backend, "fp16")
     gm, shape = prepare(model, input_shape)
     actual, per_layer = model_precision(gm)
-    if precision not in (None, "auto") and precision != actual:
+    if precision == "fp16" and actual != "fp32":
+        raise ConfigError(f"precision 'fp16' converts a float model, but this model is "
+                          f"{actual}; compile it as {actual} or start from the float model")
+    if precision not in (None, "auto", "fp16") and precision != actual:
         raise ConfigError(
             f"model is {actual} but precision {precision!r} was asked for; "
             f"quantize it first (edgeopt optimize --recipe int8)"
@@ -106,6 +115,9 @@ def stage(model, writer: ArtifactWriter, *, target: str = "x86_64", backend: str
     extra = {"target": t} if getattr(exporter, "TARGET_SPECIFIC", False) else {}
     if tune is not None:
         extra["tune"] = tune
+    if precision == "fp16":
+        extra["precision"] = "fp16"
+        actual, per_layer = "fp16", {name: "fp16" for name in per_layer}
     fields = exporter.export(gm, writer, input_shape=shape, **extra)
     return writer.write_manifest({
         "target": t.name,

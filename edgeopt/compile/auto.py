@@ -11,6 +11,9 @@ Where this machine cannot run the target's artifacts (aarch64 boards, GPUs, an x
 the host lacks) the closest measurement is taken and labelled as such: accuracy of the
 aarch64 artifact itself under qemu-user when ``edgeopt.compile.emulate`` can run it
 (otherwise of a host build of the same candidate), latency of a host build as a proxy.
+fp16 (CUDA targets) is the exception: its accuracy comes from the same fp16 module built
+for this CPU, but a CPU's fp16 speed says nothing about a GPU's, so it is not timed and
+never picked; it is shipped only when asked for (``--precision fp16``).
 
 This sits above compile in DESIGN.md's layers (it compresses and evaluates too), so the
 pipeline, recipes and evaluate imports are deferred to the call.
@@ -40,12 +43,13 @@ CANDIDATES: dict[str, tuple[str, str | None]] = {
     "int8": ("int8", "int8"),
     "w4a8": ("lowbit", "w4a8"),
     "mixed": ("lowbit", "mixed"),  # a sensitivity search: minutes, so only when asked for
+    "fp16": ("fp16", None),  # TVM converts the float model (CUDA targets)
 }
 # TVM keeps sub-8-bit weights in int8 containers: no smaller and no faster than int8.
-_DEFAULT = {"onnxruntime": ("fp32", "int8", "w4a8"), "tvm": ("fp32", "int8")}
+_DEFAULT = {"onnxruntime": ("fp32", "int8", "w4a8"), "tvm": ("fp32", "int8", "fp16")}
 # What a target lists but --precision auto does not build by default, and why.
 _NOT_BUILT = {
-    "fp16": "edgeopt has no fp16 conversion yet",
+    "fp16": "not among the candidates asked for (it builds; its speed needs a GPU to measure)",
     "lowbit": "TVM keeps sub-8-bit weights in int8 containers: no smaller or faster than int8 "
               "(ask for w4a8 explicitly to measure it)",
     "mixed": "a per-layer sensitivity search taking minutes: ask for it explicitly",
@@ -121,7 +125,8 @@ def choose(candidates: list[Candidate], tolerance: float = 0.5) -> Candidate:
 
     Eligible: top-1 within ``tolerance`` of fp32, no slower than fp32 at any batch
     timed, strictly faster at batch 1 (the smallest batch). The fastest eligible at
-    batch 1 wins (a smaller file breaks a tie); none eligible: fp32."""
+    batch 1 wins (a smaller file breaks a tie); none eligible: fp32. A candidate
+    measured without latency (fp16 without a GPU) is reported but never picked."""
     base = candidates[0]
     if base.name != "fp32" or base.error or base.accuracy is None or not base.latency_ms:
         raise ConfigError("the fp32 candidate must come first and be measured")
@@ -133,6 +138,9 @@ def choose(candidates: list[Candidate], tolerance: float = 0.5) -> Candidate:
             c.why = f"not measured: {c.error}"
             continue
         drop = base.accuracy - c.accuracy
+        if not c.latency_ms:  # accuracy alone cannot justify shipping it
+            c.why = f"{c.accuracy - base.accuracy:+.2f} points vs fp32; not timed: {c.latency_on}"
+            continue
         slower = [b for b in sorted(base.latency_ms)
                   if c.latency_ms[b] > base.latency_ms[b]
                   or (b == first and c.latency_ms[b] == base.latency_ms[b])]
@@ -262,6 +270,9 @@ class _Run:
         self.proxy = None if self.native else proxy_target(t)
         self.ship: dict[str, Path] = {}  # candidate -> artifact built for the target
         self.host: dict[str, Path] = {}  # candidate -> artifact this machine runs
+        # candidate -> a numpy callable measured for accuracy only, in place of a host
+        # artifact (fp16 without a GPU: its module built for this CPU)
+        self.untimed: dict[str, Callable] = {}
         self.recipes: dict[str, dict | None] = {}
         self.not_built: dict[str, str] = {}
 
@@ -284,11 +295,19 @@ class _Run:
                 self.recipes[name] = r.to_dict()
             self.log(f"auto: compiling {name} for {self.t.name} ({self.backend})")
             art = compile_model(model, self.t.name, out=self.tmp / f"{name}-{self.t.name}",
-                                recipe=self.recipes.get(name), **lower)
+                                recipe=self.recipes.get(name),
+                                precision="fp16" if name == "fp16" else None, **lower)
             self.ship[name] = art.path
             cand.precision = art.manifest["precision"]
             # The library and its weights (TVM keeps int8 weights in params.bin).
             cand.size_bytes = sum(f["size"] for f in art.manifest["files"].values())
+            if name == "fp16" and self.proxy is not None:
+                from edgeopt.compile.api import prepare
+                from edgeopt.compile.backends.tvm.fp16 import host_fp16_runner
+
+                # The proxy is the fp16 module itself on this CPU, not an fp32 host build.
+                self.untimed[name] = host_fp16_runner(*prepare(model, self.shape))
+                return cand
             self.host[name] = art.path
             if self.proxy is not None:
                 self.host[name] = compile_model(model, self.proxy,
@@ -304,12 +323,20 @@ class _Run:
         from edgeopt.runtime import load
 
         live = [c for c in cands if not c.error]
-        preds = {c.name: load(self.host[c.name], threads=self.opts.threads) for c in live}
+        preds = {c.name: self.untimed.get(c.name) or load(self.host[c.name],
+                                                           threads=self.opts.threads)
+                 for c in live}
         where = "this machine" if self.native else f"{self.proxy} build on this machine (proxy)"
+        timed = [c for c in live if c.name not in self.untimed]
+        for c in live:
+            if c.name in self.untimed:
+                c.accuracy_on = (f"the fp16 module built for this {platform.machine()} CPU "
+                                 f"(proxy; no GPU here)")
+                c.latency_on = "fp16 speed needs the GPU (a CPU's says nothing about it)"
         ref = None
         for c in live:
             self.log(f"auto: evaluating {c.name} on {len(self.test)} test samples")
-            logits = self._emulated_logits(c)
+            logits = None if c.accuracy_on else self._emulated_logits(c)
             if logits is None:
                 ev = evaluate(preds[c.name], self.test.x, self.test.y, preprocess=self.pre,
                               progress=False)
@@ -317,19 +344,19 @@ class _Run:
             c.accuracy = float((logits.argmax(1) == self.test.y).mean() * 100)
             ref = logits if ref is None else ref
             c.agreement = float((logits.argmax(1) == ref.argmax(1)).mean() * 100)
-            c.latency_on = where
+            c.latency_on = c.latency_on or where
         # Interleaved rounds: a burst of background load slows every candidate alike.
         per_round = max(1, self.opts.repeats // self.opts.rounds)
         rounds: dict[tuple[str, int], list] = {}
         for _ in range(self.opts.rounds):
-            for c in live:
+            for c in timed:
                 for b in sorted({1, self.opts.batch}):
                     lat = measure_latency(preds[c.name], tuple(self.shape), batch=b,
                                           warmup=3, repeats=per_round)
                     rounds.setdefault((c.name, b), []).append(lat)
         for (name, b), lats in rounds.items():
             mid = sorted(lats, key=lambda lat: lat.p50_ms)[len(lats) // 2]
-            c = next(c for c in live if c.name == name)
+            c = next(c for c in timed if c.name == name)
             c.latency_ms[b], c.p90_ms[b] = mid.p50_ms, mid.p90_ms
 
     def _emulated_logits(self, c: Candidate) -> np.ndarray | None:
@@ -383,7 +410,7 @@ class _Run:
 def measurement_note(t: Target, cands: list[Candidate]) -> str:
     """One plain sentence: where accuracy and latency were measured."""
     acc = sorted({c.accuracy_on for c in cands if c.accuracy_on})
-    lat = sorted({c.latency_on for c in cands if c.latency_on})
+    lat = sorted({c.latency_on for c in cands if c.latency_ms})
     if runs_here(t):
         return f"measured on this machine ({host_isa_target()} host) with the {t.name} artifacts"
     return (f"{t.name} artifacts cannot run natively here ({platform.machine()}, "

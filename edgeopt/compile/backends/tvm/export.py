@@ -16,6 +16,9 @@ runs (runtime.py). params.bin is shared: every build takes the same arguments.
 ``x86_64-baseline`` builds the portable library alone. A tuned build is a single
 library for the target as named: MetaSchedule tunes for one instruction set, so name
 the variant to tune for (``--target x86_64-avx512``).
+
+Precision fp16 (CUDA targets): the imported float module is converted to fp16 compute
+before the build (fp16.py); inputs and outputs stay float32.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from tvm.relax.frontend.torch import from_exported_program
 from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
 
 from edgeopt.compile.artifact import ArtifactWriter
+from edgeopt.compile.backends.tvm.fp16 import to_fp16
 from edgeopt.compile.backends.tvm.lower import lower_fake_quant
 from edgeopt.compile.backends.tvm.schedule import default_schedule
 from edgeopt.compile.backends.tvm.tune import (
@@ -114,6 +118,18 @@ def _import(gm: fx.GraphModule, input_shape: list[int]) -> tuple[tvm.IRModule, l
     return mod, runtime_params
 
 
+def relax_module(gm: fx.GraphModule, input_shape: list[int],
+                 precision: str = "fp32") -> tuple[tvm.IRModule, list]:
+    """The module to build and its runtime parameters; for ``fp16``, converted to
+    half-precision compute (fp16.py)."""
+    mod, params = _import(gm, input_shape)
+    if precision == "fp16":
+        if params:  # stored-integer weights: converting them to fp16 would undo the int8
+            raise ExportError("fp16 converts a float model; this one has quantized weights")
+        mod = to_fp16(mod)
+    return mod, params
+
+
 def _cpu_pipeline(target: Target, tuning: list[tvm.transform.Pass]) -> tvm.transform.Pass:
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
@@ -134,12 +150,43 @@ def _cpu_pipeline(target: Target, tuning: list[tvm.transform.Pass]) -> tvm.trans
     ])
 
 
+@tvm.transform.module_pass(opt_level=0, name="NoTensorCores")
+def _no_tensor_cores(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+    """Keep DLight off tensor cores. In TVM 0.27 its WMMA rule, tried on fp16
+    matmuls and convolutions wider than 64 for sm_70 and later, crashes the process
+    (a segfault in Tensorize: a 64->128 linear for sm_87 is enough) or fails the
+    build; the SIMT schedules it falls back to build. fp32 kernels never take it."""
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, tvm.tirx.PrimFunc):
+            mod[gv] = func.with_attr("dlight.do_not_tensorize", True)
+    return mod
+
+
+def _cuda_pipeline(tvm_target: tvm.target.Target) -> tvm.transform.Pass:
+    """Relax's default CUDA pipeline (DLight's GPU rules schedule every kernel), with
+    the fused kernels marked for DLight just before it schedules them."""
+    from tvm.relax.backend.cuda import pipeline as cuda
+
+    *legalize, schedule = cuda.legalize_passes(tvm_target)
+    if schedule.info.name != "ApplyDefaultSchedule":  # a TVM whose pipeline changed
+        raise ExportError(f"unexpected last CUDA legalize pass {schedule.info.name}")
+    return tvm.transform.Sequential([
+        *cuda.library_dispatch_passes(tvm_target),
+        *legalize,
+        _no_tensor_cores,
+        schedule,
+        *cuda.dataflow_lower_passes(tvm_target),
+        *cuda.finalize_passes(tvm_target),
+    ])
+
+
 def build(mod: tvm.IRModule, target: Target, tune: TuneConfig | None = None,
           report: TuneReport | None = None) -> relax.VMExecutable:
     tvm_target = tvm.target.Target(target.tvm)
     if target.device == "cuda":
-        # Relax's CUDA pipeline schedules every kernel with DLight's GPU rules.
-        return relax.build(mod, tvm_target)
+        with tvm_target:
+            mod = _cuda_pipeline(tvm_target)(mod)
+        return relax.build(mod, tvm_target, relax_pipeline=None)
     tuning = []
     if tune is not None:
         mod = add_batch1_path(mod)
@@ -185,15 +232,17 @@ def _build_library(mod: tvm.IRModule, target: Target, built_for: Target, writer:
 
 
 def export(gm: fx.GraphModule, writer: ArtifactWriter, *, input_shape: list[int],
-           target: Target, tune: TuneConfig | None = None) -> dict[str, Any]:
+           target: Target, tune: TuneConfig | None = None,
+           precision: str = "fp32") -> dict[str, Any]:
     """Write model.so (+ its ISA variants, + params.bin) into the staged artifact;
-    returns its manifest fields."""
+    returns its manifest fields. ``precision="fp16"``: fp16 compute (the caller checks
+    that the target lists it)."""
     if not target.tvm:
         raise ExportError(f"target {target.name} has no TVM target")
     if tune is not None:
         check_tunable(target)
     cc = _compiler(target)
-    mod, params = _import(gm, input_shape)
+    mod, params = relax_module(gm, input_shape, precision)
     report = TuneReport(str(tune.log_dir), tune.seconds) if tune is not None else None
     variants = [get_target(name) for name in target.dispatch] if tune is None else []
     libraries = [_build_library(mod, target, t, writer, cc, tune, report)

@@ -32,6 +32,7 @@ from edgeopt.compress.distill.finetune import FinetuneOptions
 from edgeopt.core.data import Preprocess, load_dataset
 from edgeopt.core.train import TrainData
 from edgeopt.evaluate import evaluate
+from edgeopt.zoo.train import reference_model
 
 ARCH = "resnet_small"
 # A short centroid fine-tune: ~0.4 epoch of Fashion-MNIST, capped in wall-clock time.
@@ -59,15 +60,7 @@ class Bench:
         self.test = self.data.test.subset(args.eval_limit, seed=0)
         train = self.data.train
         self.train = TrainData(x=torch.from_numpy(self.pre(train.x)), y=train.y)
-        if args.tiny:
-            from edgeopt.zoo.train import train_reference
-
-            self.model, _ = train_reference(ARCH, args.data, epochs=1, limit=256,
-                                            out=out_root / f"{ARCH}.pt", progress=False)
-        else:
-            from edgeopt.zoo.train import load_reference
-
-            self.model, _ = load_reference(ARCH, args.data, train_if_missing=False)
+        self.model = reference_model(ARCH, args.data, tiny=args.tiny, out=out_root)
         art = edgeopt.compile(self.model, out=out_root / "fp32", preprocess=self.pre.to_dict(),
                               input_shape=list(self.data.sample_shape))
         ev = evaluate(art.load(), self.test.x, self.test.y, preprocess=self.pre, progress=False)

@@ -33,6 +33,7 @@ from edgeopt.evaluate import stage_table
 from edgeopt.pipeline import OptimizeOptions, optimize
 from edgeopt.recipes import load_recipe
 from edgeopt.runtime import load
+from edgeopt.zoo.train import reference_model
 
 
 def _tiny(recipe):
@@ -65,15 +66,8 @@ def interleaved_p50(predictors: dict, shape: tuple[int, ...], batch: int, repeat
 
 def run(args, out: Path) -> dict:
     data = load_dataset(args.data)
-    if args.tiny:
-        from edgeopt.zoo.train import train_reference
-
-        model, _ = train_reference("resnet_small", args.data, epochs=8, limit=512,
-                                   out=out / "resnet.pt", progress=False)
-    else:
-        from edgeopt.zoo.train import load_reference
-
-        model, _ = load_reference("resnet_small", args.data, train_if_missing=False)
+    model = reference_model("resnet_small", args.data, tiny=args.tiny, out=out, epochs=8,
+                            limit=512)
     reports = {}
     for name in ("int8", "prune-distill-int8"):
         recipe = load_recipe(name)

@@ -30,6 +30,7 @@ from edgeopt.core.data import Preprocess, load_dataset
 from edgeopt.core.registry import apply
 from edgeopt.core.train import TrainData
 from edgeopt.evaluate import evaluate
+from edgeopt.zoo.train import reference_model
 
 STUDENT = "edgeopt.zoo.resnet:resnet_small"
 
@@ -48,16 +49,8 @@ def run(args, out: Path) -> dict:
     train = data.train.subset(args.train_size, seed=0)
     train_data = TrainData(x=pre(train.x), y=train.y)
     width = args.teacher_width // 2
-    if args.tiny:
-        from edgeopt.zoo.train import train_reference
-
-        teacher, _ = train_reference("resnet_small", args.data, epochs=8, limit=512,
-                                     out=out / "teacher.pt", progress=False)
-    else:
-        from edgeopt.zoo.train import load_reference
-
-        teacher, _ = load_reference("resnet_small", args.data, train_if_missing=False)
-    teacher.eval()
+    teacher = reference_model("resnet_small", args.data, tiny=args.tiny, out=out, epochs=8,
+                              limit=512)
     common = dict(epochs=args.epochs, batch_size=128, optimizer="sgd", lr=args.lr,
                   weight_decay=5e-4, schedule="onecycle", shift=2 if not args.tiny else 0,
                   hflip=not args.tiny and args.data == "fashion-mnist", seed=0)

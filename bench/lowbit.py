@@ -36,6 +36,7 @@ from edgeopt.evaluate import evaluate
 from edgeopt.evaluate.plots import pareto_png
 from edgeopt.pipeline import OptimizeOptions, compress_with_recipe
 from edgeopt.recipes import load_recipe, parse_recipe
+from edgeopt.zoo.train import reference_model
 
 RESNET, MBV2 = "resnet_small", "mobilenetv2_small"
 W = {"bits": 4, "symmetric": True, "per_channel": True, "observer": "mse"}
@@ -122,13 +123,8 @@ class Bench:
 
     def model(self, arch: str):
         if arch not in self.models:
-            from edgeopt.zoo.train import load_reference, train_reference
-
-            if self.args.tiny:
-                model, _ = train_reference(arch, self.args.data, epochs=1, limit=256,
-                                           out=self.out_root / f"{arch}.pt", progress=False)
-            else:
-                model, _ = load_reference(arch, self.args.data, train_if_missing=False)
+            model = reference_model(arch, self.args.data, tiny=self.args.tiny,
+                                    out=self.out_root)
             self.models[arch] = model
             shape = list(self.data.sample_shape)
             art = edgeopt.compile(model, out=self.out_root / f"{arch}-fp32", input_shape=shape,

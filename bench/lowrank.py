@@ -34,6 +34,7 @@ from edgeopt.core.data import Preprocess, load_dataset
 from edgeopt.core.train import TrainData
 from edgeopt.evaluate import evaluate
 from edgeopt.evaluate.latency import measure_latency
+from edgeopt.zoo.train import reference_model
 
 ARCH = "resnet_small"
 METHODS = ("tucker2", "cp")
@@ -50,15 +51,7 @@ class Bench:
         self.data = load_dataset(args.data)
         self.test = self.data.test.subset(args.eval_limit, seed=0)
         self.shape = list(self.data.sample_shape)
-        if args.tiny:
-            from edgeopt.zoo.train import train_reference
-
-            self.model, _ = train_reference(ARCH, args.data, epochs=1, limit=256,
-                                            out=out_root / f"{ARCH}.pt", progress=False)
-        else:
-            from edgeopt.zoo.train import load_reference
-
-            self.model, _ = load_reference(ARCH, args.data, train_if_missing=False)
+        self.model = reference_model(ARCH, args.data, tiny=args.tiny, out=out_root)
         self.model.eval()
         train = self.data.train.subset(args.train_size, seed=0)
         self.train = TrainData(x=self.pre(train.x), y=train.y)

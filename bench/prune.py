@@ -33,6 +33,7 @@ from edgeopt.core.registry import apply
 from edgeopt.core.train import TrainData
 from edgeopt.evaluate import evaluate
 from edgeopt.evaluate.latency import measure_latency
+from edgeopt.zoo.train import reference_model
 
 ARCH = "resnet_small"
 EXPERIMENTS = ("structured", "unstructured")
@@ -46,15 +47,7 @@ class Bench:
         train = self.data.train
         self.train = TrainData(x=self.pre(train.x), y=train.y)
         self.shape = list(self.data.sample_shape)
-        if args.tiny:
-            from edgeopt.zoo.train import train_reference
-
-            self.model, _ = train_reference(ARCH, args.data, epochs=1, limit=256,
-                                            out=out_root / f"{ARCH}.pt", progress=False)
-        else:
-            from edgeopt.zoo.train import load_reference
-
-            self.model, _ = load_reference(ARCH, args.data, train_if_missing=False)
+        self.model = reference_model(ARCH, args.data, tiny=args.tiny, out=out_root)
         self.dense = self.artifact(self.model, "fp32")
 
     def finetune(self, seconds: float) -> FinetuneOptions:

@@ -198,6 +198,12 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
         stage(compressed if recipe.steps else float_model, writer, recipe=recipe.to_dict(),
               **lower)
         timings["compile_s"] = time.perf_counter() - t0
+        if isinstance((info or {}).get("sparsify"), dict):
+            # Zeros only pay on disk once compressed: say how much, on the real file.
+            from edgeopt.compress.prune import compressed_size
+
+            info["sparsify"]["artifact_bytes"] = compressed_size(
+                writer.staging / read_manifest(writer.staging)["model_file"])
         _run_artifact(stages, f"fp32 {backend}", fp32_dir, opts)
         if recipe.steps:
             _run_artifact(stages, f"{precision if quantized else recipe.name} {backend}",
@@ -262,8 +268,12 @@ def compress_with_recipe(model, recipe: Recipe, dataset: Dataset, opts: Optimize
     for i, cfg in enumerate(recipe.steps):
         data, what = step_data(cfg, dataset, opts.preprocess, teacher=original)
         log(f"compress: {type(cfg).__name__} with {what} samples")
+        before = dict((getattr(model, "meta", None) or {}).get("edgeopt") or {})
         model = apply(model, cfg, data=data, progress=opts.progress)
-        record = dict((getattr(model, "meta", None) or {}).get("edgeopt") or {})
+        # A step's record: what it added to the model's record (a step that copies the
+        # model carries its predecessors' entries along; those are theirs, not its).
+        record = {k: v for k, v in ((getattr(model, "meta", None) or {}).get("edgeopt")
+                                    or {}).items() if k not in before or not _same(before[k], v)}
         record.pop("steps", None)
         key = step_key(cfg)
         history.append({"step": type(cfg).__name__, "key": key, **record})
@@ -286,6 +296,13 @@ def with_budget(recipe: Recipe, budget: float | None) -> Recipe:
     steps = [s.replace(budget=budget, avg_bits=None) if isinstance(s, MixedPrecisionConfig)
              else s for s in recipe.steps]
     return dataclasses.replace(recipe, steps=steps)
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError, RuntimeError):  # arrays and tensors compare elementwise
+        return False
 
 
 def _precision(model) -> str:

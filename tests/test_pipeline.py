@@ -199,3 +199,23 @@ def test_a_recipe_ending_in_a_float_model_names_its_stages_by_step(trained, digi
     assert all(s.precision == "fp32" for s in report.stages)
     assert report.stages[-1].size_bytes < 0.7 * report.stages[-2].size_bytes
     assert load(tmp_path / "art").manifest["precision"] == "fp32"
+    md = (tmp_path / "art" / "report.md").read_text()
+    # Each step says what it did, once: the distill record does not repeat the pruning.
+    assert md.count("MACs ") == 1 and "distilled from the original model" in md
+    steps = report.meta["compression"]["steps"]
+    assert "prune" in steps[0] and "prune" not in steps[1] and "distill" in steps[1]
+
+
+def test_sparse_recipe_reports_sparsity_and_compressed_size(trained, digits, tmp_path):
+    recipe = load_recipe("sparse")
+    (step,) = recipe.steps
+    recipe.steps = [step.replace(finetune=step.finetune.replace(epochs=None, steps=6,
+                                                                train_size=256), frequency=2)]
+    opts = OptimizeOptions(recipe=recipe, eval_limit=100, batch=4, latency_repeats=2,
+                           progress=False)
+    report = optimize(trained, digits, out=tmp_path / "art", options=opts, log=lambda m: None)
+    info = report.meta["compression"]["sparsify"]
+    assert info["sparsity"] == pytest.approx(0.7, abs=0.01)
+    art = info["artifact_bytes"]
+    assert art["raw"] == (tmp_path / "art" / "model.onnx").stat().st_size > art["compressed"]
+    assert "70.0% of prunable weights are zero" in (tmp_path / "art" / "report.md").read_text()

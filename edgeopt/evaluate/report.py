@@ -201,6 +201,7 @@ def compression_lines(info: dict[str, Any] | None) -> list[str]:
         if step.get("qat"):
             q = step["qat"]
             extra.append(f"{q.get('steps')} training steps in {q.get('seconds', 0):.0f} s")
+        extra += _beyond_quantization(step)
         lines.append(f"- {what}" + (f": {'; '.join(extra)}" if extra else ""))
         mixed = step.get("mixed")
         if mixed:
@@ -211,6 +212,45 @@ def compression_lines(info: dict[str, Any] | None) -> list[str]:
                       *(f"| {n} | {b} |" for n, b in mixed["policy"].items()), "",
                       "![accuracy against size of the candidate policies](pareto.png)", ""]
     return lines
+
+
+def _finetuned(record: dict[str, Any]) -> str:
+    ft = record.get("finetune")
+    if not isinstance(ft, dict) or not ft.get("steps"):
+        return ""
+    return f", then {ft['steps']} fine-tuning steps in {ft.get('seconds', 0):.0f} s"
+
+
+def _beyond_quantization(step: dict[str, Any]) -> list[str]:
+    """Phrases for pruning, sparsity, clustering, low-rank and distillation records."""
+    out = []
+    if isinstance(p := step.get("prune"), dict):
+        out.append(f"MACs {p['macs_before']:,} -> {p['macs_after']:,} "
+                   f"(-{1 - p['macs_after'] / max(1, p['macs_before']):.1%}), params "
+                   f"{p['params_before']:,} -> {p['params_after']:,}; channels "
+                   + ", ".join(f"{n} {a}->{b}" for n, (a, b) in p.get("channels", {}).items()
+                               if a != b))
+    if isinstance(sp := step.get("sparsify"), dict):
+        text = f"{sp.get('sparsity', 0):.1%} of prunable weights are zero"
+        if isinstance(art := sp.get("artifact_bytes"), dict):
+            text += (f"; artifact {art['raw']:,} B raw, {art['compressed']:,} B zlib-compressed"
+                     " (dense kernels: no speed-up)")
+        out.append(text + _finetuned(sp))
+    if isinstance(c := step.get("cluster"), dict):
+        ks = sorted({v["clusters"] for v in c.get("layers", {}).values()})
+        out.append(f"{len(c.get('layers', {}))} layers clustered to "
+                   f"{'/'.join(map(str, ks)) or '-'} shared values "
+                   f"({c.get('fraction_clustered', 0):.0%} of weights)" + _finetuned(c))
+    if isinstance(lr := step.get("lowrank"), dict):
+        out.append(f"params {lr['params_before']:,} -> {lr['params_after']:,} "
+                   f"(-{lr.get('param_reduction', 0):.1%}); ranks "
+                   + ", ".join(f"{n} {v.get('ranks')}" for n, v in lr.get("layers", {}).items())
+                   + _finetuned(lr))
+    if isinstance(d := step.get("distill"), dict):
+        out.append(f"distilled from the {d.get('teacher')} into the {d.get('student')} "
+                   f"(T={d.get('temperature')}, alpha={d.get('alpha')}): {d.get('steps')} "
+                   f"steps in {d.get('seconds', 0):.0f} s")
+    return out
 
 
 def to_markdown(report: Report) -> str:

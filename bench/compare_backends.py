@@ -34,7 +34,7 @@ import edgeopt
 from edgeopt.compile.auto import host_isa_target
 from edgeopt.core.data import Preprocess, load_dataset
 from edgeopt.core.errors import ModelLoadError
-from edgeopt.evaluate import evaluate, measure_latency
+from edgeopt.evaluate import evaluate, interleaved_p50s
 from edgeopt.pipeline import OptimizeOptions, compress_with_recipe
 from edgeopt.recipes import load_recipe
 
@@ -90,17 +90,12 @@ def measure(rows: list[dict], data, args, shape) -> None:
     for r in rows:
         r["max_abs_vs_eager"] = float(np.abs(r["logits"] - r0).max())
         r["agreement"] = float((r["logits"].argmax(1) == r0.argmax(1)).mean() * 100)
-    # Interleaved rounds: a burst of load from another process hits every row alike.
-    p50s: dict[tuple[int, int], list[float]] = {}
-    for _ in range(args.rounds):
-        for i, r in enumerate(rows):
-            for b in BATCHES:
-                lat = measure_latency(r["runnable"], tuple(shape), batch=b, warmup=10,
-                                      repeats=args.repeats, threads=args.threads)
-                p50s.setdefault((i, b), []).append(lat.p50_ms)
+    runnables = {str(i): r["runnable"] for i, r in enumerate(rows)}
+    p50s = {b: interleaved_p50s(runnables, tuple(shape), batch=b, rounds=args.rounds, warmup=10,
+                                repeats=args.repeats, threads=args.threads) for b in BATCHES}
     for i, r in enumerate(rows):
-        r["p50_ms"] = {b: float(np.median(p50s[(i, b)])) for b in BATCHES}
-        r["rounds_p50_ms"] = {b: p50s[(i, b)] for b in BATCHES}
+        r["p50_ms"] = {b: float(np.median(p50s[b][str(i)])) for b in BATCHES}
+        r["rounds_p50_ms"] = {b: p50s[b][str(i)] for b in BATCHES}
     for r in rows:
         r["speedup_vs_eager"] = {b: rows[0]["p50_ms"][b] / r["p50_ms"][b] for b in BATCHES}
         r["size_vs_eager"] = r["bytes"] / rows[0]["bytes"]

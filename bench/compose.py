@@ -26,10 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from edgeopt.core.data import Preprocess, load_dataset
-from edgeopt.evaluate import stage_table
+from edgeopt.evaluate import interleaved_p50s, stage_table
 from edgeopt.pipeline import OptimizeOptions, optimize
 from edgeopt.recipes import load_recipe
 from edgeopt.runtime import load
@@ -48,20 +46,13 @@ def _tiny(recipe):
     return recipe
 
 
-def interleaved_p50(predictors: dict, shape: tuple[int, ...], batch: int, repeats: int,
-                    warmup: int = 10) -> dict[str, float]:
-    """Median ms per call of each predictor, timed round-robin on the same input."""
-    x = np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
-    for p in predictors.values():
-        for _ in range(warmup):
-            p.run(x)
-    times: dict[str, list[float]] = {k: [] for k in predictors}
-    for _ in range(repeats):
-        for k, p in predictors.items():
-            t0 = time.perf_counter()
-            p.run(x)
-            times[k].append((time.perf_counter() - t0) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
+def round_robin_ms(predictors: dict, shape: tuple[int, ...], batch: int, repeats: int,
+                   warmup: int = 10) -> dict[str, float]:
+    """Median ms per call of each predictor, timed one call each in turn (after ``warmup``
+    untimed calls each), so machine noise hits all of them alike."""
+    interleaved_p50s(predictors, shape, batch=batch, rounds=1, warmup=warmup, repeats=1)
+    p50s = interleaved_p50s(predictors, shape, batch=batch, rounds=repeats, warmup=0, repeats=1)
+    return {k: statistics.median(v) for k, v in p50s.items()}
 
 
 def run(args, out: Path) -> dict:
@@ -96,7 +87,7 @@ def run(args, out: Path) -> dict:
              "int8": load(out / "int8", threads=args.threads),
              "prune-distill-int8": load(out / "prune-distill-int8", threads=args.threads)}
     shape = tuple(data.sample_shape)
-    latency = {b: interleaved_p50(preds, shape, b, args.repeats) for b in (1, 32)}
+    latency = {b: round_robin_ms(preds, shape, b, args.repeats) for b in (1, 32)}
     info = reports["prune-distill-int8"].meta["compression"]["steps"][0]["prune"]
     return {
         "fp32_top1": fp32.accuracy_top1, "fp32_bytes": fp32.size_bytes,

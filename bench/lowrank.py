@@ -33,7 +33,7 @@ from edgeopt.compress.lowrank import LowRankConfig, factorise
 from edgeopt.core.data import Preprocess, load_dataset
 from edgeopt.core.train import TrainData
 from edgeopt.evaluate import evaluate
-from edgeopt.evaluate.latency import measure_latency
+from edgeopt.evaluate.latency import interleaved_p50s
 from edgeopt.zoo.train import reference_model
 
 ARCH = "resnet_small"
@@ -79,15 +79,12 @@ class Bench:
         different loads. Each round times every artifact once (``repeats`` calls,
         their median); the figure is the median over ``rounds`` rounds.
         """
-        got: dict[str, dict[str, list[float]]] = {n: {"b1_ms": [], "b32_ms": []}
-                                                  for n in self.predictors}
-        for _ in range(self.args.rounds):
-            for b, reps in ((1, self.args.repeats), (32, max(10, self.args.repeats // 8))):
-                for name, pred in self.predictors.items():
-                    lat = measure_latency(pred, tuple(self.shape), batch=b, warmup=10,
-                                          repeats=reps, min_time_s=self.args.min_time)
-                    got[name][f"b{b}_ms"].append(lat.p50_ms)
-        return {n: {k: statistics.median(v) for k, v in d.items()} for n, d in got.items()}
+        got = {b: interleaved_p50s(self.predictors, tuple(self.shape), batch=b,
+                                   rounds=self.args.rounds, warmup=10, repeats=reps,
+                                   min_time_s=self.args.min_time)
+               for b, reps in ((1, self.args.repeats), (32, max(10, self.args.repeats // 8)))}
+        return {n: {f"b{b}_ms": statistics.median(got[b][n]) for b in got}
+                for n in self.predictors}
 
     def options(self) -> FinetuneOptions:
         if self.args.tiny:

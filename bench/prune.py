@@ -32,7 +32,7 @@ from edgeopt.core.data import Preprocess, load_dataset
 from edgeopt.core.registry import apply
 from edgeopt.core.train import TrainData
 from edgeopt.evaluate import evaluate
-from edgeopt.evaluate.latency import measure_latency
+from edgeopt.evaluate.latency import interleaved_p50s
 from edgeopt.zoo.train import reference_model
 
 ARCH = "resnet_small"
@@ -71,13 +71,10 @@ class Bench:
     def latency(self, arts: list[dict], batch: int) -> list[float]:
         """Median p50 over interleaved rounds: the machine is shared, so drift hits all."""
         rounds, reps = (1, 3) if self.args.tiny else (5, 40)
-        p50s: list[list[float]] = [[] for _ in arts]
-        for _ in range(rounds):
-            for i, a in enumerate(arts):
-                lat = measure_latency(a["pred"], tuple(self.shape), batch=batch,
-                                      warmup=2 if self.args.tiny else 5, repeats=reps)
-                p50s[i].append(lat.p50_ms)
-        return [statistics.median(v) for v in p50s]
+        p50s = interleaved_p50s({str(i): a["pred"] for i, a in enumerate(arts)},
+                                tuple(self.shape), batch=batch, rounds=rounds,
+                                warmup=2 if self.args.tiny else 5, repeats=reps)
+        return [statistics.median(v) for v in p50s.values()]
 
 
 def structured(b: Bench) -> tuple[list[dict], list[tuple[str, bool]]]:

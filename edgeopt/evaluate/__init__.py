@@ -5,7 +5,7 @@ by side as json, markdown and html.
 """
 
 from edgeopt.evaluate.evaluate import EvalResult, evaluate
-from edgeopt.evaluate.latency import Latency, measure_latency
+from edgeopt.evaluate.latency import Latency, interleaved_p50s, measure_latency
 from edgeopt.evaluate.metrics import agreement, topk_accuracy
 from edgeopt.evaluate.report import Report, StageResult, stage_table, summary_lines, write_report
 from edgeopt.evaluate.runnable import as_numpy_fn, describe
@@ -21,6 +21,7 @@ __all__ = [
     "describe",
     "evaluate",
     "human_bytes",
+    "interleaved_p50s",
     "measure_latency",
     "size_on_disk",
     "stage_table",

@@ -100,3 +100,21 @@ def _time(
         repeats=len(times),
         threads=threads,
     )
+
+
+def interleaved_p50s(runnables: dict[str, Any], sample_shape: tuple[int, ...], *, batch: int,
+                     rounds: int, **measure: Any) -> dict[str, list[float]]:
+    """Every round's p50 (ms) of each runnable, timed in interleaved rounds.
+
+    Each round times every runnable once with ``measure_latency(**measure)``; a
+    burst of load from another process then hits all of them alike instead of
+    whichever was being timed. Compare the medians of the rounds.
+    """
+    if rounds < 1:
+        raise ConfigError(f"latency needs rounds >= 1, got {rounds}")
+    p50s: dict[str, list[float]] = {name: [] for name in runnables}
+    for _ in range(rounds):
+        for name, runnable in runnables.items():
+            p50s[name].append(
+                measure_latency(runnable, sample_shape, batch=batch, **measure).p50_ms)
+    return p50s

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from edgeopt.core.errors import ConfigError
-from edgeopt.evaluate import Latency, measure_latency
+from edgeopt.evaluate import Latency, interleaved_p50s, measure_latency
 from edgeopt.evaluate import latency as latency_module
 
 
@@ -91,3 +91,20 @@ def test_bad_options():
         measure_latency(lambda x: x, (1,), repeats=0)
     with pytest.raises(ConfigError, match="threads"):
         measure_latency(lambda x: x, (1,), threads=0)
+
+
+def test_interleaved_rounds_time_every_runnable_once_per_round():
+    calls: list[str] = []
+
+    def make(name):
+        def fn(x):
+            calls.append(name)
+            return x
+        return fn
+
+    p50s = interleaved_p50s({"a": make("a"), "b": make("b")}, (3,), batch=2, rounds=3,
+                            warmup=0, repeats=1)
+    assert calls == ["a", "b"] * 3
+    assert set(p50s) == {"a", "b"} and all(len(v) == 3 and min(v) >= 0 for v in p50s.values())
+    with pytest.raises(ConfigError, match="rounds >= 1"):
+        interleaved_p50s({"a": make("a")}, (3,), batch=1, rounds=0)

@@ -95,6 +95,11 @@ def _get_path(gm: nn.Module, path: str) -> torch.Tensor:
     return obj
 
 
+def stored_tensor(node: fx.Node, src: nn.Module) -> torch.Tensor:
+    """A copy of the tensor a ``get_attr`` node reads from ``src`` (for lift hooks)."""
+    return _get_path(src, node.target).detach().clone()
+
+
 def _unwrap(node):
     """(stored tensor node, wrapper node or None) for a weight/bias argument."""
     if isinstance(node, fx.Node) and node.op == "call_function" and node.target in PARAM_WRAPPERS:
@@ -127,7 +132,7 @@ def _attr(node: fx.Node | None, gm: nn.Module) -> torch.Tensor | None:
     node, _ = _unwrap(node)
     if node.op != "get_attr":
         raise ExportError(f"parameter {node.name} is computed, not stored; cannot lift it")
-    return _get_path(gm, node.target).detach().clone()
+    return stored_tensor(node, gm)
 
 
 def _arg(args: Sequence, kwargs: dict, i: int, name: str, default):

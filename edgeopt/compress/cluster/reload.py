@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 import torch.fx as fx
-from torch import nn
 
 from edgeopt.compress.cluster.modules import CLUSTERED_LAYERS, clustered
 from edgeopt.core import graph
@@ -19,18 +18,11 @@ from edgeopt.core import graph
 CLUSTERED_WEIGHT = torch.ops.edgeopt.clustered_weight.default
 
 
-def _tensor(node: fx.Node, src: nn.Module) -> torch.Tensor:
-    obj = src
-    for part in node.target.split("."):
-        obj = getattr(obj, part)
-    return obj.detach().clone()
-
-
 def _finish_layer(module, w_wrap, b_wrap, src):
     if w_wrap is None or w_wrap.target is not CLUSTERED_WEIGHT:
         return module
     _, centroids, codes = w_wrap.args
-    return clustered(module, _tensor(centroids, src), _tensor(codes, src))
+    return clustered(module, graph.stored_tensor(centroids, src), graph.stored_tensor(codes, src))
 
 
 def _record(gm: fx.GraphModule) -> None:

@@ -30,30 +30,23 @@ def spec_from_range(qmin: int, qmax: int, per_channel: bool) -> QuantSpec:
     return QuantSpec(bits=bits, symmetric=symmetric, per_channel=per_channel)
 
 
-def _tensor(node: fx.Node, src: nn.Module) -> torch.Tensor:
-    obj = src
-    for part in node.target.split("."):
-        obj = getattr(obj, part)
-    return obj.detach().clone()
-
-
 def _finish_layer(module, w_wrap, b_wrap, src):
     if w_wrap is not None and w_wrap.target is FAKE_QUANT:
         _, scale, zp, qmin, qmax, axis = w_wrap.args
         spec = spec_from_range(qmin, qmax, per_channel=axis >= 0)
         cls = QuantConv2d if isinstance(module, nn.Conv2d) else QuantLinear
         module = cls.from_float(module, spec)
-        module.w_scale = _tensor(scale, src)
-        module.w_zero_point = _tensor(zp, src)
+        module.w_scale = graph.stored_tensor(scale, src)
+        module.w_zero_point = graph.stored_tensor(zp, src)
     elif w_wrap is not None and w_wrap.target is FAKE_QUANT_POW2:
         _, scale, kmax, axis = w_wrap.args
         spec = QuantSpec(bits=int(math.log2(kmax + 2)) + 1, scheme=Scheme.POW2,
                          per_channel=axis >= 0)
         cls = QuantConv2d if isinstance(module, nn.Conv2d) else QuantLinear
         module = cls.from_float(module, spec)
-        module.w_scale = _tensor(scale, src)
+        module.w_scale = graph.stored_tensor(scale, src)
     if b_wrap is not None and b_wrap.target is QUANTIZE_BIAS:
-        module.bias_scale = _tensor(b_wrap.args[1], src)
+        module.bias_scale = graph.stored_tensor(b_wrap.args[1], src)
     return module
 
 
@@ -62,8 +55,8 @@ def _lift_act(node: fx.Node, src) -> ActQuant | None:
     if axis >= 0:
         return None
     q = ActQuant(spec_from_range(qmin, qmax, per_channel=False))
-    q.scale.copy_(_tensor(scale, src).reshape(1))
-    q.zero_point.copy_(_tensor(zp, src).reshape(1))
+    q.scale.copy_(graph.stored_tensor(scale, src).reshape(1))
+    q.zero_point.copy_(graph.stored_tensor(zp, src).reshape(1))
     q.mode = Mode.QUANT
     return q
 

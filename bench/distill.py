@@ -25,8 +25,9 @@ import torch
 
 import edgeopt
 from edgeopt.compress.distill.finetune import FinetuneOptions, finetune
-from edgeopt.compress.distill.trainer import DistillConfig, build_student
+from edgeopt.compress.distill.trainer import DistillConfig
 from edgeopt.core.data import Preprocess, load_dataset
+from edgeopt.core.model import build_from_factory
 from edgeopt.core.registry import apply
 from edgeopt.core.train import TrainData
 from edgeopt.evaluate import evaluate
@@ -62,7 +63,7 @@ def run(args, out: Path) -> dict:
     # Labels alone: the same seeded student, the same loop, cross-entropy.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        student = build_student(STUDENT, {"width": width})
+        student = build_from_factory(STUDENT, {"width": width})
     t0 = time.perf_counter()
     res = finetune(student, train_data, FinetuneOptions(distill=False, **common), teacher=None,
                    progress=not args.tiny, desc="labels only")

@@ -73,18 +73,25 @@ def _load_torchscript(path: str) -> ModelHandle:
     return ModelHandle(module.eval(), path, "torchscript")
 
 
-def _load_factory(spec: str, weights: str | None) -> ModelHandle:
+def build_from_factory(spec: str, kwargs: dict | None = None) -> nn.Module:
+    """``pkg.module:factory`` called with ``kwargs``; one ``ModelLoadError`` line on failure."""
     mod_name, _, attr = spec.partition(":")
     try:
         factory = getattr(importlib.import_module(mod_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ModelLoadError(f"cannot import model factory {spec}: {_first_line(exc)}") from None
+    call = f"{spec}({kwargs or ''})"
     try:
-        module = factory()
+        module = factory(**(kwargs or {}))
     except Exception as exc:
-        raise ModelLoadError(f"model factory {spec}() failed: {_first_line(exc)}") from None
+        raise ModelLoadError(f"model factory {call} failed: {_first_line(exc)}") from None
     if not isinstance(module, nn.Module):
-        raise ModelLoadError(f"model factory {spec}() returned {type(module).__name__}, not nn.Module")
+        raise ModelLoadError(f"model factory {call} returned {type(module).__name__}, not nn.Module")
+    return module
+
+
+def _load_factory(spec: str, weights: str | None) -> ModelHandle:
+    module = build_from_factory(spec)
     if weights is not None:
         load_weights(module, weights)
     return ModelHandle(module.eval(), spec, "factory", info={"weights": weights})

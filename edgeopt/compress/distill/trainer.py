@@ -18,8 +18,6 @@ progress, checkpoints, exact resume).
 from __future__ import annotations
 
 import copy
-import functools
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -29,7 +27,7 @@ from torch import nn
 
 from edgeopt.compress.distill.finetune import FinetuneOptions, finetune, frozen_teacher
 from edgeopt.core.errors import ConfigError, DataError
-from edgeopt.core.model import load_model
+from edgeopt.core.model import build_from_factory, load_model
 from edgeopt.core.registry import register
 from edgeopt.core.train import TrainData
 
@@ -64,24 +62,6 @@ class DistillConfig(FinetuneOptions):
             raise ConfigError(f"distill.student must be pkg.module:factory, got {self.student!r}")
 
 
-def build_student(spec: str, kwargs: dict[str, Any]) -> nn.Module:
-    """``pkg.module:factory`` called with ``kwargs``; one ``ConfigError`` line on failure."""
-    mod_name, _, attr = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(mod_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import student factory {spec}: {exc}") from None
-    try:
-        module = functools.partial(factory, **kwargs)()
-    except Exception as exc:  # noqa: BLE001 - user code; any failure is reported in one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"student factory {spec}({kwargs or ''}) failed: {first}") from None
-    if not isinstance(module, nn.Module):
-        raise ConfigError(f"student factory {spec} returned {type(module).__name__}, "
-                          f"not a torch module")
-    return module
-
-
 def _teacher(model: nn.Module, config: DistillConfig, data: TrainData) -> tuple[nn.Module, str]:
     if config.teacher == "input":
         return model, "incoming model"
@@ -112,7 +92,7 @@ def _apply(model: nn.Module, config: DistillConfig, *, data=None, progress: bool
         # very same weights (the comparison distillation is judged by).
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            student = build_student(config.student, config.student_kwargs)
+            student = build_from_factory(config.student, config.student_kwargs)
         student_name = config.student
     student.train()
     result = finetune(student, data, config, teacher=frozen_teacher(teacher), progress=progress,

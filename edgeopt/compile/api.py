@@ -89,8 +89,7 @@ def stage(model, writer: ArtifactWriter, *, target: str = "x86_64", backend: str
     except ``fp16``, which the backend converts a float model to (TVM, CUDA targets).
     ``tune``: MetaSchedule tuning of the TVM build (backends/tvm/tune.py)."""
     t = get_target(target)
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+    exporter = backend_exporter(backend)
     if tune is not None and backend != "tvm":
         raise ConfigError(f"tuning needs --backend tvm; backend {backend} has no tuning")
     if backend not in t.backends:
@@ -110,7 +109,6 @@ def stage(model, writer: ArtifactWriter, *, target: str = "x86_64", backend: str
             f"quantize it first (edgeopt optimize --recipe int8)"
         )
     t.check(backend, actual)
-    exporter = backend_exporter(backend)
     # A native library is built for one target's instruction set; an ONNX file is not.
     extra = {"target": t} if getattr(exporter, "TARGET_SPECIFIC", False) else {}
     if tune is not None:

@@ -170,7 +170,7 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
                                       after_step=intermediate)
     timings["compress_s"] = time.perf_counter() - t0
     precision = _precision(compressed) if recipe.steps else "fp32"
-    info = (getattr(compressed, "meta", None) or {}).get("edgeopt") if recipe.steps else None
+    info = (_record(compressed) or None) if recipe.steps else None
     # A quantized result is named by its precision ("int8 simulated", "int8 onnxruntime");
     # a float one (pruned, factorised, ...) by its last step and the recipe, so that its
     # artifact is not confused with the unchanged model's "fp32 onnxruntime".
@@ -195,15 +195,15 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
         with ArtifactWriter(Path(tmp) / "fp32") as fp32_writer:
             stage(float_model, fp32_writer, **lower)
             fp32_dir = fp32_writer.commit()
-        stage(compressed if recipe.steps else float_model, writer, recipe=recipe.to_dict(),
-              **lower)
+        manifest = stage(compressed if recipe.steps else float_model, writer,
+                         recipe=recipe.to_dict(), **lower)
         timings["compile_s"] = time.perf_counter() - t0
         if isinstance((info or {}).get("sparsify"), dict):
             # Zeros only pay on disk once compressed: say how much, on the real file.
             from edgeopt.compress.prune import compressed_size
 
             info["sparsify"]["artifact_bytes"] = compressed_size(
-                writer.staging / read_manifest(writer.staging)["model_file"])
+                writer.staging / manifest["model_file"])
         _run_artifact(stages, f"fp32 {backend}", fp32_dir, opts)
         if recipe.steps:
             _run_artifact(stages, f"{precision if quantized else recipe.name} {backend}",
@@ -268,12 +268,12 @@ def compress_with_recipe(model, recipe: Recipe, dataset: Dataset, opts: Optimize
     for i, cfg in enumerate(recipe.steps):
         data, what = step_data(cfg, dataset, opts.preprocess, teacher=original)
         log(f"compress: {type(cfg).__name__} with {what} samples")
-        before = dict((getattr(model, "meta", None) or {}).get("edgeopt") or {})
+        before = dict(_record(model))
         model = apply(model, cfg, data=data, progress=opts.progress)
         # A step's record: what it added to the model's record (a step that copies the
         # model carries its predecessors' entries along; those are theirs, not its).
-        record = {k: v for k, v in ((getattr(model, "meta", None) or {}).get("edgeopt")
-                                    or {}).items() if k not in before or not _same(before[k], v)}
+        record = {k: v for k, v in _record(model).items()
+                  if k not in before or not _same(before[k], v)}
         record.pop("steps", None)
         key = step_key(cfg)
         history.append({"step": type(cfg).__name__, "key": key, **record})
@@ -296,6 +296,11 @@ def with_budget(recipe: Recipe, budget: float | None) -> Recipe:
     steps = [s.replace(budget=budget, avg_bits=None) if isinstance(s, MixedPrecisionConfig)
              else s for s in recipe.steps]
     return dataclasses.replace(recipe, steps=steps)
+
+
+def _record(model) -> dict:
+    """What the compression steps recorded on ``model`` (``meta["edgeopt"]``), or {}."""
+    return (getattr(model, "meta", None) or {}).get("edgeopt") or {}
 
 
 def _same(a, b) -> bool:

@@ -86,6 +86,17 @@ class TrainData:
         return self.y
 
 
+def as_train_data(data: Any, step: str) -> TrainData | None:
+    """The pipeline passes ``TrainData``; a direct caller may pass preprocessed inputs
+    (numpy or torch), which are unlabelled data (distillation, steps that need no labels).
+    None stays None; anything else is a one-line ``DataError`` naming ``step``."""
+    if data is None or isinstance(data, TrainData):
+        return data
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        return TrainData(x=data)
+    raise DataError(f"{step}: data must be TrainData or an input array, got {type(data).__name__}")
+
+
 def augment(x: torch.Tensor, gen: torch.Generator, shift: int, hflip: bool) -> torch.Tensor:
     """Random translation by up to ``shift`` pixels (zero padding) and optional horizontal
     flip, per sample: the reference models' training augmentation (zoo/train.py)."""

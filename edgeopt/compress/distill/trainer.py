@@ -21,7 +21,6 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -29,7 +28,7 @@ from edgeopt.compress.distill.finetune import FinetuneOptions, finetune, frozen_
 from edgeopt.core.errors import ConfigError, DataError
 from edgeopt.core.model import build_from_factory, load_model
 from edgeopt.core.registry import register
-from edgeopt.core.train import TrainData
+from edgeopt.core.train import TrainData, as_train_data
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,17 +72,12 @@ def _teacher(model: nn.Module, config: DistillConfig, data: TrainData) -> tuple[
     return handle.module, handle.source
 
 
-def _train_data(data: Any) -> TrainData:
-    if isinstance(data, TrainData):
-        return data
-    if isinstance(data, (np.ndarray, torch.Tensor)):
-        return TrainData(x=data)  # unlabelled: soft targets alone (alpha = 1)
-    raise DataError("distillation needs training inputs (TrainData, or an array of inputs)")
-
-
 @register(DistillConfig)
 def _apply(model: nn.Module, config: DistillConfig, *, data=None, progress: bool = True):
-    data = _train_data(data)
+    # Unlabelled inputs train on soft targets alone (alpha = 1).
+    data = as_train_data(data, "distill")
+    if data is None:
+        raise DataError("distillation needs training inputs (TrainData, or an array of inputs)")
     teacher, teacher_name = _teacher(model, config, data)
     if config.student is None:
         student, student_name = copy.deepcopy(model), "incoming model"

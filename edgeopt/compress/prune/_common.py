@@ -6,7 +6,6 @@ import copy
 import fnmatch
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -14,16 +13,6 @@ from edgeopt.core.errors import DataError
 from edgeopt.core.train import TrainData
 
 LAYERS = (nn.Conv2d, nn.Linear)
-
-
-def as_train_data(data: Any) -> TrainData | None:
-    """The pipeline passes ``TrainData``; a direct caller may pass preprocessed inputs
-    (numpy or torch), which are unlabelled data for the steps that need no labels."""
-    if data is None or isinstance(data, TrainData):
-        return data
-    if isinstance(data, (np.ndarray, torch.Tensor)):
-        return TrainData(x=data)
-    raise DataError(f"prune: data must be TrainData or an input array, got {type(data).__name__}")
 
 
 def split(data: TrainData, val_size: int, seed: int) -> tuple[TrainData, TrainData | None]:

@@ -27,7 +27,6 @@ from torch import nn
 from edgeopt.compress.distill.finetune import FinetuneOptions, finetune, frozen_teacher, top1
 from edgeopt.compress.prune import _tp
 from edgeopt.compress.prune._common import (
-    as_train_data,
     prior_meta,
     set_meta,
     split,
@@ -36,7 +35,7 @@ from edgeopt.compress.prune._common import (
 from edgeopt.core.config import Config
 from edgeopt.core.errors import ConfigError, DataError
 from edgeopt.core.registry import register
-from edgeopt.core.train import TrainData
+from edgeopt.core.train import TrainData, as_train_data
 
 
 class Importance(str, Enum):
@@ -137,7 +136,7 @@ def _check_data(config: StructuredPruneConfig, data: TrainData | None) -> None:
 @register(StructuredPruneConfig)
 def structured_prune(model: nn.Module, config: StructuredPruneConfig, *, data=None,
                      progress: bool = True) -> nn.Module:
-    data = as_train_data(data)
+    data = as_train_data(data, "prune")
     _check_data(config, data)
     started = time.perf_counter()
     prior = prior_meta(model)

@@ -27,9 +27,7 @@ import torch
 from torch import nn
 
 from edgeopt.compress.distill.finetune import FinetuneOptions, finetune, frozen_teacher
-from edgeopt.compress.distill.finetune import subset as train_subset
 from edgeopt.compress.prune._common import (
-    as_train_data,
     layers,
     matches,
     prior_meta,
@@ -39,7 +37,7 @@ from edgeopt.compress.prune._common import (
 from edgeopt.core.config import Config
 from edgeopt.core.errors import ConfigError, DataError
 from edgeopt.core.registry import register
-from edgeopt.core.train import steps_per_epoch
+from edgeopt.core.train import as_train_data, steps_per_epoch
 
 
 class Scope(str, Enum):
@@ -190,7 +188,7 @@ def _total_steps(options: FinetuneOptions, n: int) -> int | None:
 @register(MagnitudePruneConfig)
 def magnitude_prune(model: nn.Module, config: MagnitudePruneConfig, *, data=None,
                     progress: bool = True) -> nn.Module:
-    data = as_train_data(data)
+    data = as_train_data(data, "sparsify")
     if config.finetune is not None and data is None:
         raise DataError("sparsify: finetune needs training data")
     started = time.perf_counter()
@@ -210,8 +208,7 @@ def magnitude_prune(model: nn.Module, config: MagnitudePruneConfig, *, data=None
                              opts.max_seconds)
         teacher_src = teacher_source(data, model)
         teacher = frozen_teacher(teacher_src) if opts.distill else None
-        train = train_subset(data, opts.train_size, opts.seed)
-        tuned = finetune(sparse, train, opts.replace(train_size=None), teacher=teacher,
+        tuned = finetune(sparse, data, opts, teacher=teacher,
                          after_step=masks, progress=progress, desc="sparsify").to_dict()
         tuned["schedule_sparsity_at_end"] = round(masks.sparsity, 4)
     masks.finish()

@@ -29,6 +29,14 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
+def enum_value(enum_type: type[enum.Enum], value: Any, where: str) -> enum.Enum:
+    try:
+        return enum_type(value)
+    except ValueError:
+        valid = ", ".join(m.value for m in enum_type)
+        raise ConfigError(f"{where}: unknown value {value!r} (valid: {valid})") from None
+
+
 def _coerce(tp: Any, value: Any, where: str) -> Any:
     """Turn a plain YAML value into the field's declared type."""
     if value is None:
@@ -45,11 +53,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
                 last_error = exc if isinstance(exc, ConfigError) else ConfigError(str(exc))
         raise last_error or ConfigError(f"{where}: bad value {value!r}")
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        try:
-            return tp(value)
-        except ValueError:
-            valid = ", ".join(m.value for m in tp)
-            raise ConfigError(f"{where}: unknown value {value!r} (valid: {valid})") from None
+        return enum_value(tp, value, where)
     if isinstance(tp, type) and issubclass(tp, Config):
         return tp.from_dict(value) if isinstance(value, dict) else value
     if origin is tuple:
@@ -72,6 +76,16 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp in (int, float, str, bool) and not isinstance(value, tp):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
+
+
+def enum_field(config: Any, name: str, enum_type: type[enum.Enum], where: str) -> None:
+    """Coerce the frozen dataclass field ``name`` of ``config`` (given as a plain string
+    when the config is built directly) to ``enum_type``, in ``__post_init__``; one
+    ``ConfigError`` line naming ``where`` and the valid values otherwise."""
+    value = getattr(config, name)
+    if isinstance(value, enum_type):
+        return
+    object.__setattr__(config, name, enum_value(enum_type, value, where))
 
 
 class Config:

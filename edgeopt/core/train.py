@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from edgeopt.core.config import Config
+from edgeopt.core.config import Config, enum_field
 from edgeopt.core.errors import ConfigError, DataError
 from edgeopt.core.files import atomic_write_bytes
 
@@ -155,13 +155,7 @@ class TrainOptions(Config):
 
     def __post_init__(self) -> None:
         for name, enum_type in (("optimizer", OptimizerKind), ("schedule", Schedule)):
-            value = getattr(self, name)
-            if not isinstance(value, enum_type):
-                try:
-                    object.__setattr__(self, name, enum_type(value))
-                except ValueError:
-                    valid = ", ".join(m.value for m in enum_type)
-                    raise ConfigError(f"{name}: unknown value {value!r} (valid: {valid})") from None
+            enum_field(self, name, enum_type, name)
         if self.steps is None and self.epochs is None and self.max_seconds is None:
             raise ConfigError("a training budget is required: set steps, epochs or max_seconds")
         for name in ("steps", "epochs", "max_seconds", "lr"):

@@ -32,7 +32,8 @@ from edgeopt.compile.onnx.packing import (
 from edgeopt.compress.cluster.modules import CLUSTERED_LAYERS
 from edgeopt.compress.quantize.fake_quant import ActQuant, QuantConv2d, QuantLinear
 from edgeopt.compress.quantize.spec import QuantSpec, Scheme
-from edgeopt.core.errors import ConfigError, ExportError
+from edgeopt.core.config import enum_value
+from edgeopt.core.errors import ExportError
 from edgeopt.core.graph import layer_name
 from edgeopt.core.sizing import register_size_model
 
@@ -207,12 +208,7 @@ def export_onnx(gm: fx.GraphModule, input_shape: list[int], *,
 
     ``weight_storage`` picks the encoding of sub-8-bit weights (see ``WeightStorage``).
     """
-    try:
-        storage = WeightStorage(weight_storage)
-    except ValueError:
-        valid = ", ".join(m.value for m in WeightStorage)
-        raise ConfigError(f"weight_storage: unknown value {weight_storage!r} "
-                          f"(valid: {valid})") from None
+    storage = enum_value(WeightStorage, weight_storage, "weight_storage")
     b = GraphBuilder()
     names: dict[fx.Node, str] = {}
     inputs, out_nodes = [], []

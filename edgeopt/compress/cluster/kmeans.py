@@ -33,7 +33,7 @@ from edgeopt.compress.fold_bn import fold_batchnorm
 from edgeopt.compress.quantize.fake_quant import QUANT_LAYERS
 from edgeopt.core.calib import calibration_batches
 from edgeopt.core.canonical import canonical_copy
-from edgeopt.core.config import Config
+from edgeopt.core.config import Config, enum_field
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.graph import leaf_modules
 from edgeopt.core.registry import register
@@ -71,13 +71,7 @@ class ClusterConfig(Config):
     train_biases: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.init, ClusterInit):
-            try:
-                object.__setattr__(self, "init", ClusterInit(self.init))
-            except ValueError:
-                valid = ", ".join(m.value for m in ClusterInit)
-                raise ConfigError(f"cluster.init: unknown value {self.init!r} "
-                                  f"(valid: {valid})") from None
+        enum_field(self, "init", ClusterInit, "cluster.init")
         _check_count("cluster.clusters", self.clusters)
         for pattern, k in self.layers.items():
             if k is not None:

@@ -30,7 +30,7 @@ from edgeopt.compress.lowrank import ranks as R
 from edgeopt.compress.lowrank.ranks import ConvMethod
 from edgeopt.compress.lowrank.svd import split_linear, split_pointwise
 from edgeopt.compress.lowrank.tucker import cp, tucker2
-from edgeopt.core.config import Config
+from edgeopt.core.config import Config, enum_field
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.registry import register
 from edgeopt.core.train import TrainData
@@ -60,13 +60,7 @@ class LowRankConfig(Config):
     needs_training_data: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.conv, ConvMethod):
-            try:
-                object.__setattr__(self, "conv", ConvMethod(self.conv))
-            except ValueError:
-                valid = ", ".join(m.value for m in ConvMethod)
-                raise ConfigError(f"lowrank.conv: unknown value {self.conv!r} "
-                                  f"(valid: {valid})") from None
+        enum_field(self, "conv", ConvMethod, "lowrank.conv")
         if self.energy is not None and not 0.0 < self.energy <= 1.0:
             raise ConfigError(f"lowrank.energy must be in (0, 1], got {self.energy}")
         if self.param_reduction is not None and not 0.0 < self.param_reduction < 1.0:

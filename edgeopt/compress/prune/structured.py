@@ -32,7 +32,7 @@ from edgeopt.compress.prune._common import (
     split,
     teacher_source,
 )
-from edgeopt.core.config import Config
+from edgeopt.core.config import Config, enum_field
 from edgeopt.core.errors import ConfigError, DataError
 from edgeopt.core.registry import register
 from edgeopt.core.train import TrainData, as_train_data
@@ -74,13 +74,7 @@ class StructuredPruneConfig(Config):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.importance, Importance):
-            try:
-                object.__setattr__(self, "importance", Importance(self.importance))
-            except ValueError:
-                valid = ", ".join(m.value for m in Importance)
-                raise ConfigError(f"prune.importance: unknown value {self.importance!r} "
-                                  f"(valid: {valid})") from None
+        enum_field(self, "importance", Importance, "prune.importance")
         if self.ratio is None and self.macs_reduction is None and not self.layers:
             raise ConfigError("prune needs a target: ratio, macs_reduction or layers")
         _in_open_unit("ratio", self.ratio)

@@ -34,7 +34,7 @@ from edgeopt.compress.prune._common import (
     set_meta,
     teacher_source,
 )
-from edgeopt.core.config import Config
+from edgeopt.core.config import Config, enum_field
 from edgeopt.core.errors import ConfigError, DataError
 from edgeopt.core.registry import register
 from edgeopt.core.train import as_train_data, steps_per_epoch
@@ -60,12 +60,7 @@ class MagnitudePruneConfig(Config):
     finetune: FinetuneOptions | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.scope, Scope):
-            try:
-                object.__setattr__(self, "scope", Scope(self.scope))
-            except ValueError:
-                raise ConfigError(f"sparsify.scope: unknown value {self.scope!r} "
-                                  f"(valid: layer, global)") from None
+        enum_field(self, "scope", Scope, "sparsify.scope")
         if self.sparsity is None:
             raise ConfigError("sparsify needs sparsity (the fraction of zero weights, in (0, 1))")
         if not 0.0 < self.sparsity < 1.0:

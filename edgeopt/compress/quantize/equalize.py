@@ -36,7 +36,7 @@ from torch import nn
 from edgeopt.compress.fold_bn import fold_batchnorm
 from edgeopt.core.calib import calibration_batches
 from edgeopt.core.canonical import canonical_copy
-from edgeopt.core.config import Config
+from edgeopt.core.config import Config, enum_field
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.registry import register
 
@@ -65,13 +65,7 @@ class EqualizeConfig(Config):
     calib_batch_size: int = 64
 
     def __post_init__(self) -> None:
-        if isinstance(self.relu6, str) and not isinstance(self.relu6, Relu6Mode):
-            try:
-                object.__setattr__(self, "relu6", Relu6Mode(self.relu6))
-            except ValueError:
-                valid = ", ".join(m.value for m in Relu6Mode)
-                raise ConfigError(f"equalize.relu6: unknown value {self.relu6!r} "
-                                  f"(valid: {valid})") from None
+        enum_field(self, "relu6", Relu6Mode, "equalize.relu6")
         if self.iterations < 1:
             raise ConfigError(f"equalize.iterations must be >= 1, got {self.iterations}")
         if not self.tolerance > 0:

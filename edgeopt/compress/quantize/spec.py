@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from edgeopt.core.config import Config
+from edgeopt.core.config import Config, enum_value
 from edgeopt.core.errors import ConfigError
 
 
@@ -44,7 +44,7 @@ class QuantSpec(Config):
         if not isinstance(self.bits, int) or isinstance(self.bits, bool) or not 2 <= self.bits <= 8:
             raise ConfigError(f"bits must be an integer in 2..8, got {self.bits!r}")
         if isinstance(self.scheme, str) and not isinstance(self.scheme, Scheme):
-            object.__setattr__(self, "scheme", _enum(Scheme, self.scheme, "scheme"))
+            object.__setattr__(self, "scheme", enum_value(Scheme, self.scheme, "scheme"))
         if self.scheme is Scheme.POW2:
             # sign + (bits-1)-bit exponent: the largest power must fit the int8
             # container that ONNX Runtime's integer kernels take.
@@ -57,7 +57,7 @@ class QuantSpec(Config):
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"percentile must be in (50, 100], got {self.percentile!r}")
         if isinstance(self.observer, str) and not isinstance(self.observer, Observer):
-            object.__setattr__(self, "observer", _enum(Observer, self.observer, "observer"))
+            object.__setattr__(self, "observer", enum_value(Observer, self.observer, "observer"))
 
     @property
     def kmax(self) -> int:
@@ -90,12 +90,6 @@ class QuantSpec(Config):
         return f"{self.bits}pow2" if self.scheme is Scheme.POW2 else str(self.bits)
 
 
-def _enum(cls, value, where):
-    try:
-        return cls(value)
-    except ValueError:
-        valid = ", ".join(m.value for m in cls)
-        raise ConfigError(f"{where}: unknown value {value!r} (valid: {valid})") from None
 
 
 DEFAULT_WEIGHTS = QuantSpec(bits=8, symmetric=True, per_channel=True, observer=Observer.MINMAX)

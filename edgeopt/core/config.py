@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import fnmatch
 import types
 import typing
+import warnings
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from edgeopt.core.errors import ConfigError
@@ -76,6 +79,25 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp in (int, float, str, bool) and not isinstance(value, tp):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
+
+
+def first_match(name: str, patterns: Iterable[str]) -> str | None:
+    """The first glob pattern that matches a layer's qualified name, or None: how every
+    per-layer override is looked up (DESIGN.md, seam 2)."""
+    for pattern in patterns:
+        if fnmatch.fnmatchcase(name, pattern):
+            return pattern
+    return None
+
+
+def warn_unmatched(patterns: Iterable[str], names: list[str], where: str = "") -> None:
+    """One warning line per pattern that matches no layer, listing the layer names: a
+    typo in an override should not pass silently, nor stop the run."""
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            # stacklevel 4: the caller of the config method that called this.
+            warnings.warn(f"{where}layer pattern {pattern!r} matches no layer; layers are: "
+                          f"{', '.join(names)}", stacklevel=4)
 
 
 def enum_field(config: Any, name: str, enum_type: type[enum.Enum], where: str) -> None:

@@ -16,7 +16,6 @@ canonical copy -> fold BN -> per layer, 1-D k-means on the weights -> swap in
 from __future__ import annotations
 
 import copy
-import fnmatch
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from edgeopt.compress.fold_bn import fold_batchnorm
 from edgeopt.compress.quantize.fake_quant import QUANT_LAYERS
 from edgeopt.core.calib import calibration_batches
 from edgeopt.core.canonical import canonical_copy
-from edgeopt.core.config import Config, enum_field
+from edgeopt.core.config import Config, enum_field, first_match, warn_unmatched
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.graph import leaf_modules
 from edgeopt.core.registry import register
@@ -83,17 +82,12 @@ class ClusterConfig(Config):
 
     def for_layer(self, name: str) -> int | None:
         """The layer's cluster count, or None to leave it unclustered."""
-        for pattern, k in self.layers.items():
-            if fnmatch.fnmatchcase(name, pattern):
-                return k
-        return self.clusters
+        pattern = first_match(name, self.layers)
+        return self.clusters if pattern is None else self.layers[pattern]
 
     def check_patterns(self, names: list[str]) -> None:
         """Warn about patterns that match no layer, listing the layer names (as quantize)."""
-        for pattern in self.layers:
-            if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
-                warnings.warn(f"cluster: layer pattern {pattern!r} matches no layer; layers "
-                              f"are: {', '.join(names)}", stacklevel=3)
+        warn_unmatched(self.layers, names, "cluster: ")
 
 
 def _check_count(where: str, k: Any) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import fnmatch
 from typing import Any
 
 import torch
@@ -26,14 +25,6 @@ def split(data: TrainData, val_size: int, seed: int) -> tuple[TrainData, TrainDa
     val, train = order[:val_size], order[val_size:]
     y = data.labels()
     return TrainData(x=data.x[train], y=y[train]), TrainData(x=data.x[val], y=y[val])
-
-
-def matches(name: str, patterns) -> str | None:
-    """The first glob pattern that matches the module's qualified name (or None)."""
-    for pattern in patterns:
-        if fnmatch.fnmatchcase(name, pattern):
-            return pattern
-    return None
 
 
 def layers(model: nn.Module) -> dict[str, nn.Module]:

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
-from edgeopt.compress.prune._common import layers, matches
+from edgeopt.compress.prune._common import layers
+from edgeopt.core.config import first_match
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.train import TrainData
 
@@ -112,14 +113,14 @@ def classifier_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module
 
 
 def ignored_layers(model: nn.Module, example: torch.Tensor, patterns) -> list[nn.Module]:
-    named = [m for n, m in layers(model).items() if matches(n, patterns)]
+    named = [m for n, m in layers(model).items() if first_match(n, patterns) is not None]
     return list({id(m): m for m in named + classifier_layers(model, example)}.values())
 
 
 def per_layer_ratios(model: nn.Module, patterns: dict[str, float]) -> dict[nn.Module, float]:
     out = {}
     for name, module in layers(model).items():
-        pattern = matches(name, patterns)
+        pattern = first_match(name, patterns)
         if pattern is not None:
             out[module] = patterns[pattern]
     return out

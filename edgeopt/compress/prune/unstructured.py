@@ -29,12 +29,11 @@ from torch import nn
 from edgeopt.compress.distill.finetune import FinetuneOptions, finetune, frozen_teacher
 from edgeopt.compress.prune._common import (
     layers,
-    matches,
     prior_meta,
     set_meta,
     teacher_source,
 )
-from edgeopt.core.config import Config, enum_field
+from edgeopt.core.config import Config, enum_field, first_match
 from edgeopt.core.errors import ConfigError, DataError
 from edgeopt.core.registry import register
 from edgeopt.core.train import as_train_data, steps_per_epoch
@@ -189,7 +188,7 @@ def magnitude_prune(model: nn.Module, config: MagnitudePruneConfig, *, data=None
     started = time.perf_counter()
     prior = prior_meta(model)
     sparse = copy.deepcopy(model).eval()  # the caller's model is not modified
-    names = [n for n in layers(sparse) if not matches(n, config.ignore)]
+    names = [n for n in layers(sparse) if first_match(n, config.ignore) is None]
     if not names:
         raise ConfigError("sparsify: no convolution or linear layer left to prune "
                           f"(ignore={list(config.ignore)})")

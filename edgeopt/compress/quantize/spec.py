@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
-import warnings
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from edgeopt.core.config import Config, enum_value
+from edgeopt.core.config import Config, enum_value, first_match, warn_unmatched
 from edgeopt.core.errors import ConfigError
 
 
@@ -175,21 +173,15 @@ class QuantConfig(Config):
 
     def for_layer(self, name: str) -> tuple[QuantSpec, QuantSpec] | None:
         """(weight spec, activation spec) for a layer, or None to keep it float."""
-        for pattern, override in self.layers.items():
-            if fnmatch.fnmatchcase(name, pattern):
-                if override.get("skip"):
-                    return None
-                return self._resolve_override(override)
-        return self.weights, self.activations
+        pattern = first_match(name, self.layers)
+        if pattern is None:
+            return self.weights, self.activations
+        override = self.layers[pattern]
+        return None if override.get("skip") else self._resolve_override(override)
 
     def check_patterns(self, names: list[str]) -> None:
         """Warn about patterns that match no layer, listing the layer names."""
-        for pattern in self.layers:
-            if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
-                warnings.warn(
-                    f"layer pattern {pattern!r} matches no layer; layers are: {', '.join(names)}",
-                    stacklevel=3,
-                )
+        warn_unmatched(self.layers, names)
 
     def precision_label(self, name: str) -> str:
         specs = self.for_layer(name)

@@ -18,7 +18,6 @@ and reported with the reason.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import math
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from torch import nn
 from edgeopt.compress.fold_bn import fold_batchnorm
 from edgeopt.core.calib import calibration_batches
 from edgeopt.core.canonical import canonical_copy
-from edgeopt.core.config import Config
+from edgeopt.core.config import Config, first_match
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.graph import leaf_modules
 from edgeopt.core.registry import register
@@ -176,7 +175,7 @@ def split_channels(model, config: SplitConfig, *, data=None, progress: bool = Tr
     nodes = {str(n.target): n for n in gm.graph.nodes if n.op == "call_module"}
     split, skipped = {}, {}
     for name, layer in leaf_modules(gm):
-        if not any(fnmatch.fnmatchcase(name, p) for p in config.layers):
+        if first_match(name, config.layers) is None:
             continue
         ratio = outlier_ratio(layer.weight, config.percentile, config.per_channel)
         if ratio <= config.threshold:

@@ -189,7 +189,8 @@ def factorise(model: nn.Module, config: LowRankConfig, *, data=None, progress: b
         "factorise_seconds": round(time.perf_counter() - started, 2),
     }
     if config.finetune is not None:
-        teacher = frozen_teacher(model)
+        # The copy is only needed to distil; finetune() ignores a teacher otherwise.
+        teacher = frozen_teacher(model) if config.finetune.distill else None
         result = finetune(out, data, config.finetune, teacher=teacher, progress=progress,
                           desc="lowrank finetune")
         info["finetune"] = {**result.to_dict(), "train_samples": len(data),

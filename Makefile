@@ -17,6 +17,10 @@ $(VENV)/.installed: pyproject.toml
 	# The CPU build of torch 2.13 (a looser pin downloads a multi-GB CUDA build).
 	$(VENV)/bin/pip install -q torch==2.13.0
 	$(VENV)/bin/pip install -q -e '.[dev,peers,tvm,compress]'
+	# onnx2torch (ONNX -> torch for techniques that need gradients) without its torchvision
+	# requirement: PyPI's torchvision pulls a CUDA torch and does not import beside ours;
+	# edgeopt/core/onnx_torch.py stubs the two converters (NMS, RoiAlign) that use it.
+	$(VENV)/bin/pip install -q --no-deps onnx2torch==1.5.15
 	touch $@
 
 # Fashion-MNIST from Debian when we may install it; otherwise the demo uses `digits`.

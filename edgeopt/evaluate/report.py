@@ -31,6 +31,11 @@ class StageResult:
     size_bytes: int | None = None
     latency: dict[int, Latency] = field(default_factory=dict)  # by batch size
     notes: str = ""
+    # Label-free comparison with the first stage, per output (evaluate/fidelity.py), and
+    # its headline ("sqnr_db": the worst output's SQNR, "cosine": the worst mean cosine).
+    fidelity: dict[str, Any] | None = None
+    # Task metrics beyond top-k: e.g. detection box agreement with the fp32 model.
+    task_metrics: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -111,7 +116,14 @@ def _table(report: Report) -> tuple[list[str], list[list[str]]]:
     """Header and string cells shared by the text, markdown and html tables."""
     batches = sorted({b for s in report.stages for b in s.latency})
     speed_batch = _speed_batch(report)
-    header = ["stage", "backend", "precision", "top-1", "top-5", "agree", "size"]
+    header = ["stage", "backend", "precision", "top-1", "top-5", "agree"]
+    # Fidelity columns only when some stage was compared label-free (any model), and
+    # the box F1 only for detectors: a classifier's table stays as it was.
+    fid = any(s.fidelity for s in report.stages)
+    box = any((s.task_metrics or {}).get("box_f1") is not None for s in report.stages)
+    header += ["SQNR dB", "cos"] if fid else []
+    header += ["box F1"] if box else []
+    header += ["size"]
     for b in batches:
         header += [f"p50@{b} ms", f"p90@{b} ms"]
     header += ["size x", f"speed x@{speed_batch}" if speed_batch else "speed x"]
@@ -121,7 +133,11 @@ def _table(report: Report) -> tuple[list[str], list[list[str]]]:
     for s in report.stages:
         size = "-" if s.size_bytes is None else human_bytes(s.size_bytes)
         row = [s.name, s.backend, s.precision]
-        row += [_num(s.accuracy_top1), _num(s.accuracy_top5), _num(s.agreement), size]
+        row += [_num(s.accuracy_top1), _num(s.accuracy_top5), _num(s.agreement)]
+        head = (s.fidelity or {}).get("headline") or {}
+        row += [_num(head.get("sqnr_db"), ".1f"), _num(head.get("cosine"), ".4f")] if fid else []
+        row += [_num((s.task_metrics or {}).get("box_f1"), ".3f")] if box else []
+        row += [size]
         for b in batches:
             lat = s.latency.get(b)
             row += ["-", "-"] if lat is None else [_num(lat.p50_ms), _num(lat.p90_ms)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import onnxruntime as ort
 
 from edgeopt.runtime.predictor import Predictor
@@ -24,11 +23,12 @@ class OrtPredictor(Predictor):
     def __init__(self, path, manifest, *, threads=None):
         super().__init__(path, manifest, threads=threads)
         self.session = make_session(str(self.path / manifest["model_file"]), threads)
-        self.output_name = self.session.get_outputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.output_name = self.output_names[0]
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        x = self._check(x)
-        return self.session.run([self.output_name], {self.input_name: x})[0]
+    def run(self, x):
+        """One array for a single-output model, else a dict by output name."""
+        return self._result(self.output_names, self.session.run(self.output_names, self.feed(x)))
 
 
 PREDICTOR = OrtPredictor

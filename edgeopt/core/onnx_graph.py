@@ -1,0 +1,144 @@
+"""Intake of an ONNX file as third-party exporters write it, for the ONNX-graph path.
+
+Exporters leave shape arithmetic (Shape->Gather->Concat->Reshape), control flow on
+values the user always passes the same (silero-vad's ``If`` on ``sr``) and IR versions
+newer than the installed runtime reads. ``load_graph`` folds what is constant, so the
+quantizer sees the ops that actually run, and leaves every remaining op as it was.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from edgeopt.core.errors import DataError, ModelLoadError
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One graph input or output: ``shape`` holds ints for fixed dims and names for
+    dynamic ones ("N" for an unnamed leading dim, "dim<i>" for other unnamed ones)."""
+
+    name: str
+    dtype: str  # numpy dtype name: "float32", "int64", ...
+    shape: list[int | str]
+
+
+def _dtype_name(elem_type: int) -> str:
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).name
+    except (KeyError, TypeError):
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+
+
+def _info(value: onnx.ValueInfoProto) -> TensorInfo:
+    tt = value.type.tensor_type
+    shape: list[int | str] = []
+    for i, d in enumerate(tt.shape.dim):
+        if d.HasField("dim_value") and d.dim_value > 0:
+            shape.append(int(d.dim_value))
+        elif d.HasField("dim_param") and d.dim_param not in ("", "?"):
+            shape.append(d.dim_param)
+        else:
+            # 0, -1, '' and '?' all mean "not known": give it a name so that callers
+            # can tell dims apart without special-casing every exporter's spelling.
+            shape.append("N" if i == 0 else f"dim{i}")
+    return TensorInfo(value.name, _dtype_name(tt.elem_type), shape)
+
+
+def describe(model: onnx.ModelProto) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """(inputs, outputs) of the graph; inputs exclude initializers, which IR < 4 files
+    (Paddle, old Caffe2 exports) also list as graph inputs."""
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [_info(v) for v in model.graph.input if v.name not in inits]
+    return inputs, [_info(v) for v in model.graph.output]
+
+
+def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
+    """Op type -> node count of the top-level graph, most frequent first."""
+    return dict(collections.Counter(n.op_type for n in model.graph.node).most_common())
+
+
+@functools.cache
+def max_ir_version() -> int:
+    """The newest IR version the installed onnxruntime loads, probed once on a
+    one-node model: ORT lags onnx by a release or two and refuses newer files outright."""
+    import onnxruntime as ort
+
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
+    for ir in range(onnx.IR_VERSION, 3, -1):
+        probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        probe.ir_version = ir
+        try:
+            ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+            return ir
+        except Exception:  # noqa: BLE001 - any refusal means "too new"
+            continue
+    return 7
+
+
+def _bind(model: onnx.ModelProto, fixed: dict[str, np.ndarray]) -> None:
+    """Turn graph inputs into initializers holding the given values, in place."""
+    inputs = {v.name: v for v in model.graph.input}
+    for name, value in fixed.items():
+        if name not in inputs:
+            raise DataError(f"cannot bind input {name!r}: the model's inputs are "
+                            f"{', '.join(i.name for i in describe(model)[0])}")
+        want = _info(inputs[name]).dtype
+        value = np.asarray(value)
+        if value.dtype.name != want:
+            raise DataError(f"cannot bind input {name!r}: the model takes {want}, "
+                            f"got {value.dtype.name}")
+        model.graph.input.remove(inputs[name])
+        for init in list(model.graph.initializer):
+            if init.name == name:
+                model.graph.initializer.remove(init)
+        model.graph.initializer.append(numpy_helper.from_array(value, name))
+
+
+def _slim(model: onnx.ModelProto) -> onnx.ModelProto:
+    import onnxslim
+
+    # onnxslim: shape inference, constant folding (shape chains, If on a constant
+    # condition is inlined), dead-code removal. It never changes what an op computes.
+    return onnxslim.slim(model)
+
+
+def load_graph(path: str | Path, *, fixed: dict[str, np.ndarray] | None = None,
+               slim: bool = True) -> onnx.ModelProto:
+    """Load, check and simplify an ONNX file so that the installed onnxruntime runs it.
+
+    ``fixed`` binds inputs to constants (e.g. silero-vad's ``sr=16000``) so that the
+    branches they select fold away. The result computes the same outputs as the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such ONNX file")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # noqa: BLE001 - protobuf and checker errors vary
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{path}: not a valid ONNX model ({first})") from None
+    if model.ir_version < 4:
+        # Old IR lists initializers as inputs; binding and slimming need them apart.
+        inits = {i.name for i in model.graph.initializer}
+        for v in [v for v in model.graph.input if v.name in inits]:
+            model.graph.input.remove(v)
+        model.ir_version = 4
+    if fixed:
+        _bind(model, fixed)
+    if slim:
+        model = _slim(model)
+    if model.ir_version > max_ir_version():
+        # The newer IR adds nothing the graph uses (the opset decides the ops).
+        model.ir_version = max_ir_version()
+    return model

@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-limit", type=int, help="evaluate on this many test samples (seeded)")
     p.add_argument("--batch", type=int, default=32, help="second latency batch size (default 32)")
     p.add_argument("--threads", type=int, help="threads for every stage (default: all cores)")
+    p.add_argument("--task", choices=["classification", "detection", "generic"],
+                   help="metrics to report (default: from the model's outputs)")
+    p.add_argument("--onnx-path", choices=["auto", "graph", "torch"], default="auto",
+                   help="ONNX files: quantize the graph itself (graph), convert to torch "
+                        "(torch), or pick by recipe (auto)")
     p.add_argument("--no-progress", action="store_true")
     _add_preprocess(p)
 
@@ -174,7 +179,7 @@ def cmd_optimize(args) -> int:
     opts = OptimizeOptions(recipe=recipe, target=args.target, preprocess=_preprocess(args),
                            eval_limit=args.eval_limit, batch=args.batch, threads=args.threads,
                            progress=not args.no_progress, budget=args.budget,
-                           backend=args.backend)
+                           backend=args.backend, task=args.task, onnx_path=args.onnx_path)
     report = optimize(args.model, args.data, out=args.out, force=args.force,
                       weights=args.weights, options=opts, log=lambda m: print(m, file=sys.stderr))
     print(stage_table(report))

@@ -58,6 +58,10 @@ class OptimizeOptions:
     progress: bool = True
     budget: float | None = None  # overrides a mixed-precision step's size budget
     backend: str | None = None  # overrides the recipe's compile backend (onnxruntime, tvm)
+    task: str | None = None  # classification | detection | generic (default: from outputs)
+    # ONNX files: "auto" quantizes the graph itself when the recipe allows it (int8 PTQ)
+    # and converts to torch (onnx2torch) for the other techniques; "graph"/"torch" force one.
+    onnx_path: str = "auto"
 
 
 def _cpu_name() -> str:
@@ -148,6 +152,17 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
     recipe = opts.recipe if isinstance(opts.recipe, Recipe) else load_recipe(opts.recipe)
     recipe = with_budget(recipe, opts.budget)
     get_target(opts.target)
+    from edgeopt.graph_pipeline import optimize_graph, wants_graph_path
+
+    if opts.onnx_path not in ("auto", "graph", "torch"):
+        raise ConfigError(f"onnx_path must be auto, graph or torch, got {opts.onnx_path!r}")
+    if opts.onnx_path == "graph" and not wants_graph_path(model, recipe, weights):
+        raise ConfigError(f"--onnx-path graph takes an .onnx model and an 8-bit PTQ recipe; "
+                          f"recipe {recipe.name} needs the torch path for its "
+                          f"{', '.join(step_key(s) for s in recipe.steps)} step(s)")
+    if opts.onnx_path != "torch" and wants_graph_path(model, recipe, weights):
+        return optimize_graph(model, data, out=out, force=force, opts=opts, recipe=recipe,
+                              log=log, task=opts.task)
     handle = load_model(model, weights=weights)
     check_finite(handle.module)
     dataset = data if isinstance(data, Dataset) else load_dataset(str(data))

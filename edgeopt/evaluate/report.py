@@ -32,7 +32,7 @@ class StageResult:
     latency: dict[int, Latency] = field(default_factory=dict)  # by batch size
     notes: str = ""
     # Label-free comparison with the first stage, per output (evaluate/fidelity.py), and
-    # its headline ("sqnr_db": the worst output's SQNR, "cosine": the worst mean cosine).
+    # its headline (fidelity.summarise: the worst output by each metric).
     fidelity: dict[str, Any] | None = None
     # Task metrics beyond top-k: e.g. detection box agreement with the fp32 model.
     task_metrics: dict[str, Any] | None = None
@@ -121,7 +121,7 @@ def _table(report: Report) -> tuple[list[str], list[list[str]]]:
     # the box F1 only for detectors: a classifier's table stays as it was.
     fid = any(s.fidelity for s in report.stages)
     box = any((s.task_metrics or {}).get("box_f1") is not None for s in report.stages)
-    header += ["SQNR dB", "cos"] if fid else []
+    header += ["SQNR dB", "cos min"] if fid else []
     header += ["box F1"] if box else []
     header += ["size"]
     for b in batches:
@@ -135,7 +135,7 @@ def _table(report: Report) -> tuple[list[str], list[list[str]]]:
         row = [s.name, s.backend, s.precision]
         row += [_num(s.accuracy_top1), _num(s.accuracy_top5), _num(s.agreement)]
         head = (s.fidelity or {}).get("headline") or {}
-        row += [_num(head.get("sqnr_db"), ".1f"), _num(head.get("cosine"), ".4f")] if fid else []
+        row += [_num(head.get("sqnr_db_min"), ".1f"), _num(head.get("cosine_min"), ".4f")] if fid else []
         row += [_num((s.task_metrics or {}).get("box_f1"), ".3f")] if box else []
         row += [size]
         for b in batches:

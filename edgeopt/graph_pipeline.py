@@ -1,0 +1,444 @@
+"""``optimize`` for an ONNX file: quantize the graph itself, pass every other op through.
+
+Third-party ONNX models (detectors, OCR nets, audio nets with recurrent state and
+control flow, transformer exports) arrive with ops no PyTorch importer covers and
+inputs that are not one image tensor. For a recipe that only quantizes, converting
+them to torch and back would risk the model for nothing: this path keeps the
+user's graph, folds what is constant (``core.onnx_graph``), inserts QDQ around the
+ops the runtime executes as integer (``compress.quantize.onnx_ptq``) and leaves the
+rest in float. Every stage is compared with the user's own file, run by ONNX
+Runtime, output by output (SQNR, cosine, max abs error, argmax agreement); labels,
+when the data has them, add task metrics. See docs/intake.md.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgeopt.compile.artifact import ArtifactWriter
+from edgeopt.compile.targets import get_target
+from edgeopt.core.errors import ConfigError, DataError
+from edgeopt.evaluate.latency import Latency
+from edgeopt.evaluate.report import Report, StageResult, write_report
+from edgeopt.evaluate.size import size_on_disk
+from edgeopt.runtime import load as load_artifact
+from edgeopt.runtime import read_manifest
+from edgeopt.version import __version__
+
+MODEL_FILE = "model.onnx"
+TASKS = ("classification", "detection", "generic")
+
+
+# --------------------------------------------------------------------------- routing
+
+
+def graph_quant_step(recipe):
+    """The recipe's one quantize step when the ONNX-graph path can carry the whole
+    recipe (8-bit uniform PTQ, no learned rounding), else None (the torch path)."""
+    from edgeopt.compress.quantize.spec import QuantConfig, Scheme
+
+    steps = list(recipe.steps)
+    if len(steps) != 1 or type(steps[0]) is not QuantConfig:
+        return None
+    q = steps[0]
+    if q.adaround is not None or q.weights.bits != 8 or q.activations.bits != 8:
+        return None
+    if q.weights.scheme is not Scheme.UNIFORM or q.layers:
+        return None
+    return q
+
+
+def wants_graph_path(model, recipe, weights=None) -> bool:
+    """An ONNX file whose recipe the graph path carries (int8, or no steps at all)."""
+    if not isinstance(model, str | os.PathLike) or Path(model).suffix.lower() != ".onnx":
+        return False
+    if weights is not None or not os.path.isfile(model):
+        return False  # load_model gives the one-line error
+    return not recipe.steps or graph_quant_step(recipe) is not None
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+def batch_axis(shape: list) -> int | None:
+    """The model's batch axis: its first dynamic dim (named or unknown), else axis 0 of
+    a fixed shape; None for a scalar. silero-vad's state is [2, N, 128]: axis 1."""
+    if not shape:
+        return None
+    for i, d in enumerate(shape):
+        if not isinstance(d, int):
+            return i
+    return 0
+
+
+def static_batch(inputs) -> int | None:
+    """A model whose every batched input has a fixed batch size runs at that size."""
+    sizes = set()
+    for info in inputs:
+        axis = batch_axis(list(info.shape))
+        if axis is None:
+            continue
+        d = info.shape[axis]
+        if not isinstance(d, int):
+            return None
+        sizes.add(d)
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def to_model_layout(feed: dict[str, np.ndarray], inputs, constants: set[str]) -> dict:
+    """Data keeps samples on axis 0; the model may batch elsewhere (axis 1 for silero's
+    state): move each batched input's sample axis to the model's batch axis."""
+    out = {}
+    for info in inputs:
+        if info.name not in feed:
+            continue
+        value = feed[info.name]
+        axis = batch_axis(list(info.shape))
+        if info.name in constants or axis in (None, 0):
+            out[info.name] = value
+        else:
+            out[info.name] = np.moveaxis(value, 0, axis)
+    return out
+
+
+def _output_axis(value: np.ndarray, declared: list | None, batch: int) -> int:
+    """Where a batch of ``batch`` samples sits in an output: its declared dynamic dim
+    when that dim has the batch's size, else the first axis that does (stateN)."""
+    if declared and len(declared) == value.ndim:
+        axis = batch_axis(declared)
+        if axis is not None and value.shape[axis] == batch:
+            return axis
+    for i, n in enumerate(value.shape):
+        if n == batch:
+            return i
+    return 0
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass
+class GraphRunner:
+    """One stage: an ONNX Runtime session (a Predictor or a raw session) fed by name."""
+
+    name: str
+    run: Callable[[dict], list[np.ndarray]]
+    output_names: list[str]
+    backend: str = "onnxruntime"
+    precision: str = "fp32"
+    size: int | None = None
+    notes: str = ""
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def session_runner(name: str, model: str | bytes, output_names, *, threads: int | None,
+                   **kw) -> GraphRunner:
+    from edgeopt.compile.backends.onnxruntime.runtime import make_session
+
+    sess = make_session(model, threads)
+    names = [o.name for o in sess.get_outputs()]
+    bad = [n for n in output_names if n not in names]
+    if bad:
+        raise ConfigError(f"{name}: output {bad[0]!r} is not among the session's {names}")
+    # A graph with bound inputs no longer takes them: feed only what the session has.
+    takes = {i.name for i in sess.get_inputs()}
+    return GraphRunner(name, lambda feed: sess.run(
+        list(output_names), {k: v for k, v in feed.items() if k in takes}),
+        list(output_names), **kw)
+
+
+def predictor_runner(name: str, pred, output_names, **kw) -> GraphRunner:
+    def run(feed):
+        out = pred.run(feed)
+        return [out] if not isinstance(out, dict) else [out[n] for n in output_names]
+
+    return GraphRunner(name, run, list(output_names), **kw)
+
+
+def collect(runner: GraphRunner, feeds: list[tuple[dict, int, int]], outputs, *,
+            progress: bool = False):
+    """Run every (feed, batch, real samples); each output's batches joined along its sample
+    axis (moved to 0), without the rows that only pad a static batch."""
+    from tqdm.auto import tqdm
+
+    declared = {o.name: list(o.shape) for o in outputs}
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in runner.output_names}
+    for feed, n, real in tqdm(feeds, desc=runner.name, unit="batch",
+                              disable=None if progress else True):
+        for name, value in zip(runner.output_names, runner.run(feed)):
+            value = np.asarray(value)
+            if value.ndim == 0:
+                value = value[None]
+            else:
+                value = np.moveaxis(value, _output_axis(value, declared.get(name), n), 0)[:real]
+            parts[name].append(value)
+    runner.outputs = {k: np.concatenate(v) for k, v in parts.items()}
+    return runner.outputs
+
+
+def _feed_batch(feed: dict, constants=()) -> int:
+    """Samples in a feed in data layout (samples on axis 0; constants do not count)."""
+    sizes = [np.asarray(v).shape[0] for k, v in feed.items()
+             if np.asarray(v).ndim and k not in constants]
+    return max(sizes) if sizes else 1
+
+
+def time_interleaved(runners: list[GraphRunner], feed: dict, *, batch: int, rounds: int,
+                     repeats: int, warmup: int = 3, threads: int = 1) -> dict[str, Latency]:
+    """p50/p90 per runner on the same feed, in interleaved rounds: load from another
+    process then hits every stage alike instead of whichever was being timed."""
+    times: dict[str, list[float]] = {r.name: [] for r in runners}
+    for r in runners:
+        for _ in range(warmup):
+            r.run(feed)
+    for _ in range(max(1, rounds)):
+        for r in runners:
+            for _ in range(max(1, repeats)):
+                t0 = time.perf_counter()
+                r.run(feed)
+                times[r.name].append(time.perf_counter() - t0)
+    out = {}
+    for name, ts in times.items():
+        ms = np.asarray(ts) * 1000.0
+        p50, p90 = np.percentile(ms, [50, 90])
+        out[name] = Latency(batch=batch, p50_ms=float(p50), p90_ms=float(p90),
+                            mean_ms=float(ms.mean()), repeats=len(ts), threads=threads)
+    return out
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def score(runner: GraphRunner, reference: dict[str, np.ndarray], y, task: str, outputs):
+    """(fidelity, top-1, agreement, task metrics) of a stage against the reference."""
+    from edgeopt.evaluate.fidelity import compare, summarise
+
+    per_output = compare(reference, runner.outputs)
+    fidelity = {"headline": summarise(per_output), "outputs": per_output}
+    top1 = agree = None
+    task_metrics: dict = {}
+    first = runner.outputs[runner.output_names[0]]
+    if task == "classification" and first.ndim == 2:
+        agree = per_output[runner.output_names[0]].get("argmax_agreement")
+        if y is not None:
+            top1 = float((first.argmax(1) == np.asarray(y)).mean() * 100)
+    if task == "detection":
+        from edgeopt.evaluate.detection import box_agreement, decode_yolo
+
+        ref = decode_yolo(reference[runner.output_names[0]])
+        got = decode_yolo(first)
+        boxes = box_agreement(ref, got, iou=0.5)
+        task_metrics = {f"box_{k}": v for k, v in boxes.items()}
+    return fidelity, top1, agree, task_metrics or None
+
+
+# --------------------------------------------------------------------------- optimize
+
+
+def optimize_graph(model, data, *, out, force: bool, opts, recipe, log: Callable = print,
+                   task: str | None = None) -> Report:
+    """optimize() for an ONNX file on the graph path (see the module doc)."""
+    from edgeopt.core.inputs import prepare
+    from edgeopt.core.onnx_graph import describe, load_graph
+
+    started = time.perf_counter()
+    target = get_target(opts.target)
+    backend = opts.backend or recipe.compile.get("backend", "onnxruntime")
+    if backend != "onnxruntime":
+        raise ConfigError(f"the ONNX-graph path compiles for onnxruntime; backend {backend!r} "
+                          f"needs the torch path (recipes with torch techniques take it)")
+    target.check(backend, "int8" if recipe.steps else "fp32")
+    if task is not None and task not in TASKS:
+        raise ConfigError(f"unknown task {task!r} (valid: {', '.join(TASKS)})")
+    path = str(model)
+    source = onnx.load(path, load_external_data=False)
+    inputs, outputs = describe(source)
+    dataset = _load_data(data, inputs)
+    constants = set(dataset.train.constants)
+    # Scalars the data always gives the same (a sample rate) are bound, so control flow
+    # on them folds to the branch that runs; the artifact records the binding.
+    bound = {k: np.asarray(v) for k, v in dataset.train.constants.items()
+             if np.asarray(v).ndim == 0}
+    graph = load_graph(path, fixed=bound or None)
+    if task is None:
+        from edgeopt.evaluate.task import default_task
+
+        task = default_task(outputs)
+    fixed_batch = static_batch(inputs)
+    batch = fixed_batch or opts.batch
+    test = dataset.test.subset(opts.eval_limit, seed=opts.eval_seed)
+    y = test.y
+
+    def feeds_of(split, size):
+        return [(to_model_layout(prepare(f, opts.preprocess, inputs=inputs), inputs,
+                                 constants), b, n)
+                for f, b, n in _batches(split, size, fixed_batch)]
+
+    eval_feeds = feeds_of(test, fixed_batch or 64)
+    out_names = [o.name for o in outputs]
+    log(f"graph path: {len(inputs)} inputs, {len(outputs)} outputs, task {task}"
+        + (f", static batch {fixed_batch}" if fixed_batch else "")
+        + (f", bound {', '.join(f'{k}={v.tolist()}' for k, v in bound.items())}" if bound else ""))
+    reference = session_runner("fp32 source", path, out_names, threads=opts.threads,
+                               size=os.path.getsize(path), notes="the user's ONNX file as given")
+    ref_outputs = collect(reference, eval_feeds, outputs, progress=opts.progress)
+
+    info = None
+    timings: dict = {}
+    with ArtifactWriter(out, force=force) as writer:
+        fp32_bytes = graph.SerializeToString()
+        model_bytes, precision, layer_precision = fp32_bytes, "fp32", {}
+        if recipe.steps:
+            q = graph_quant_step(recipe)
+            calib_split = dataset.train.subset(q.calib_size, seed=q.calib_seed)
+            calib = [f for f, _, _ in feeds_of(calib_split, fixed_batch or min(q.calib_batch_size, 32))]
+            log(f"compress: ONNX-graph int8 with {len(calib_split)} calibration samples")
+            t0 = time.perf_counter()
+            qmodel, info = _quantize(graph, calib, q, opts, log, fixed_batch or 1)
+            timings["compress_s"] = round(time.perf_counter() - t0, 2)
+            model_bytes, precision = qmodel.SerializeToString(), "int8"
+            layer_precision = info.get("layer_precision") or {}
+        writer.write_bytes(MODEL_FILE, model_bytes)
+        writer.write_manifest({
+            "target": target.name,
+            "backend": "onnxruntime",
+            "model_file": MODEL_FILE,
+            "opset": next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")),
+                          None),
+            "inputs": [_io_dict(i) for i in inputs],
+            "outputs": [_io_dict(o) for o in outputs],
+            "bound_inputs": {k: v.tolist() for k, v in bound.items()},
+            "static_batch": fixed_batch,
+            "task": task,
+            "precision": precision,
+            "layer_precision": layer_precision,
+            "preprocessing": {**opts.preprocess.to_dict(), "applies_to": "uint8 image inputs"},
+            "recipe": recipe.to_dict(),
+        })
+        stages = [reference]
+        fp32_art = session_runner("fp32 onnxruntime", fp32_bytes, out_names,
+                                  threads=opts.threads, size=len(fp32_bytes),
+                                  notes="the simplified fp32 graph (onnxslim)")
+        stages.append(fp32_art)
+        if recipe.steps:
+            pred = load_artifact(writer.staging, threads=opts.threads)
+            stages.append(predictor_runner(
+                f"{precision} onnxruntime", pred, out_names, precision=precision,
+                size=size_on_disk(writer.staging / MODEL_FILE), notes="the artifact"))
+        for r in stages[1:]:
+            collect(r, eval_feeds, outputs, progress=opts.progress)
+        lat_feeds = {b: to_model_layout(prepare(_first(test, b), opts.preprocess,
+                                                inputs=inputs), inputs, constants) for b in sorted({fixed_batch or 1, batch})}
+        latency = {b: time_interleaved(stages, f, batch=b, rounds=5,
+                                       repeats=max(2, opts.latency_repeats // (5 if b == 1 else 20)),
+                                       threads=opts.threads or 1)
+                   for b, f in lat_feeds.items()}
+        results = []
+        for r in stages:
+            fidelity, top1, agree, task_metrics = score(r, ref_outputs, y, task, outputs)
+            results.append(StageResult(
+                name=r.name, backend=r.backend, precision=r.precision, accuracy_top1=top1,
+                agreement=agree, size_bytes=r.size, notes=r.notes, fidelity=fidelity,
+                task_metrics=task_metrics,
+                latency={b: lat[r.name] for b, lat in latency.items()}))
+        timings["total_s"] = round(time.perf_counter() - started, 2)
+        report = Report(
+            model=path, dataset=dataset.name, n_eval=len(test), stages=results,
+            meta={
+                "recipe": recipe.name, "target": target.name, "backend": "onnxruntime",
+                "path": "onnx-graph", "task": task, "static_batch": fixed_batch,
+                "threads": opts.threads, "edgeopt_version": __version__,
+                "timings_s": timings, "bound_inputs": {k: v.tolist() for k, v in bound.items()},
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "preprocessing": opts.preprocess.to_dict(),
+                "compression": info and {k: v for k, v in info.items()
+                                         if k != "layer_precision"},
+            },
+        )
+        write_report(report, writer.staging)
+        manifest = read_manifest(writer.staging)
+        writer.write_manifest({k: v for k, v in manifest.items()
+                               if k not in ("format_version", "edgeopt_version", "files",
+                                            "created_at")})
+        writer.commit()
+    return report
+
+
+def _load_data(data, inputs):
+    """Model-keyed data (``core.inputs``), or an image dataset (``core.data``: a built-in
+    name, IDX or class folders, an x/y .npz) for a single-input model."""
+    from edgeopt.core.data import BUILTINS, Dataset, load_dataset
+    from edgeopt.core.inputs import InputDataset, InputSplit, load_inputs
+
+    if isinstance(data, InputDataset):
+        return data
+    if not isinstance(data, Dataset):
+        spec = Path(str(data)).expanduser()
+        keyed = (spec.suffix.lower() == ".npz" and spec.is_file()) or (
+            spec.is_dir() and any(spec.rglob("*.npy")))
+        if keyed or str(data) not in BUILTINS and not spec.is_dir():
+            return load_inputs(str(data), inputs)
+        data = load_dataset(str(data))
+    if len(inputs) != 1:
+        raise DataError(f"dataset {data.name} has one input per sample but the model takes "
+                        f"{len(inputs)} ({', '.join(i.name for i in inputs)}): give an .npz "
+                        f"keyed by input name")
+    name = inputs[0].name
+    return InputDataset(data.name, InputSplit({name: data.train.x}, {}, data.train.y),
+                        InputSplit({name: data.test.x}, {}, data.test.y), data.num_classes)
+
+
+def _io_dict(info) -> dict:
+    return {"name": info.name, "dtype": info.dtype, "shape": list(info.shape)}
+
+
+def _batches(split, size: int, fixed: int | None) -> list[tuple[dict, int, int]]:
+    """(feed, batch, real samples) of ``size`` samples each; a static-batch model gets exactly
+    its batch (the last chunk padded by repeating its final sample; collect() drops
+    the padded rows' outputs)."""
+    feeds = []
+    const = set(split.constants)
+    for feed in split.batches(size):
+        n = _feed_batch(feed, const)
+        if fixed and n < fixed:
+            feed = {k: v if k in const or np.asarray(v).ndim == 0 else
+                    np.concatenate([v, np.repeat(v[-1:], fixed - n, axis=0)])
+                    for k, v in feed.items()}
+        feeds.append((feed, max(n, fixed or 0), n))
+    return feeds
+
+
+def _first(split, n: int) -> dict:
+    """A feed of ``n`` samples for timing (repeated when the split has fewer)."""
+    feed = next(iter(split.batches(n)))
+    const = set(split.constants)
+    have = _feed_batch(feed, const)
+    if have >= n:
+        return feed
+    reps = -(-n // have)
+    return {k: v if k in const or np.asarray(v).ndim == 0 else
+            np.concatenate([v] * reps)[:n] for k, v in feed.items()}
+
+
+def _quantize(graph, calib, q, opts, log, batch):
+    from edgeopt.compress.quantize.onnx_ptq import quantize_graph
+
+    cfg = onnx_config(q)
+    if not calib:
+        raise DataError("no calibration samples: the data's train split is empty")
+    return quantize_graph(graph, calib, cfg, threads=opts.threads or 1, log=log)
+
+
+def onnx_config(q):
+    """The ONNX-graph quantizer's config for a recipe's QuantConfig."""
+    from edgeopt.compress.quantize.onnx_ptq import OnnxQuantConfig
+
+    return OnnxQuantConfig.from_quant_config(q)

@@ -1,0 +1,161 @@
+"""optimize() on ONNX files through the ONNX-graph path: exports made the way users make
+them, multi-input models with int64 ids, a constant scalar, state on axis 1, and label-free
+evaluation."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from edgeopt.cli import main
+from edgeopt.core.data import Preprocess, load_dataset
+from edgeopt.pipeline import OptimizeOptions, optimize
+from edgeopt.recipes import load_recipe
+from edgeopt.runtime import load
+
+
+def _small(recipe="int8", calib=64):
+    r = load_recipe(recipe)
+    r.steps = [s.replace(calib_size=calib) for s in r.steps]
+    return r
+
+
+def _opts(**kw):
+    return OptimizeOptions(recipe=kw.pop("recipe", _small()), eval_limit=kw.pop("eval_limit", 120),
+                           batch=4, latency_repeats=10, threads=1, progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def trained_cnn(digits, make_cnn):
+    model = make_cnn(seed=0, width=8, hidden=64).train()
+    x = torch.from_numpy(Preprocess()(digits.train.x))
+    y = torch.from_numpy(digits.train.y)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(150):
+        idx = torch.randint(0, len(y), (64,), generator=gen)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def legacy_onnx(trained_cnn, tmp_path_factory):
+    """torch.onnx's legacy exporter, opset 17, dynamic batch: as users write it."""
+    f = tmp_path_factory.mktemp("onnx") / "cnn.onnx"
+    torch.onnx.export(trained_cnn, (torch.zeros(1, 1, 8, 8),), str(f), dynamo=False,
+                      opset_version=17, input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    return f
+
+
+def test_legacy_onnx_int8_through_the_graph_path(legacy_onnx, digits, tmp_path):
+    out = tmp_path / "art"
+    logs = []
+    report = optimize(str(legacy_onnx), digits, out=out, options=_opts(), log=logs.append)
+    names = [s.name for s in report.stages]
+    assert names == ["fp32 source", "fp32 onnxruntime", "int8 onnxruntime"]
+    src, fp32, int8 = report.stages
+    assert report.meta["path"] == "onnx-graph"
+    # The simplified fp32 graph computes what the user's file computes.
+    assert fp32.fidelity["headline"]["sqnr_db_min"] > 80
+    assert int8.fidelity["headline"]["sqnr_db_min"] > 20
+    assert int8.agreement >= 95
+    assert abs(int8.accuracy_top1 - src.accuracy_top1) <= 3
+    assert int8.size_bytes < 0.45 * src.size_bytes
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["inputs"] == [{"name": "input", "dtype": "float32", "shape": ["batch", 1, 8, 8]}]
+    assert manifest["precision"] == "int8"
+    pred = load(out)
+    raw = digits.test.x[:5]
+    assert pred.predict(raw).shape == (5, 10)
+    types = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    assert "QuantizeLinear" in types and "DequantizeLinear" in types
+
+
+class IdsMaskState(nn.Module):
+    """int64 ids + float mask + recurrent state batched on axis 1 + a scalar gain."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        self.proj = nn.Linear(16, 16)
+        self.cell = nn.Linear(32, 16)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, ids, mask, state, gain):
+        h = self.proj(self.emb(ids)) * mask.unsqueeze(-1)
+        pooled = h.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        new = torch.tanh(self.cell(torch.cat([pooled, state[0]], -1))) * gain
+        return self.head(new), new.unsqueeze(0)
+
+
+@pytest.fixture(scope="module")
+def multi_input(tmp_path_factory):
+    torch.manual_seed(0)
+    m = IdsMaskState().eval()
+    d = tmp_path_factory.mktemp("multi")
+    f = d / "multi.onnx"
+    ex = (torch.zeros(2, 6, dtype=torch.long), torch.ones(2, 6), torch.zeros(1, 2, 16),
+          torch.tensor(1.0))
+    torch.onnx.export(m, ex, str(f), dynamo=False, opset_version=17,
+                      input_names=["ids", "mask", "state", "gain"],
+                      output_names=["logits", "state_out"],
+                      dynamic_axes={"ids": {0: "batch", 1: "seq"}, "mask": {0: "batch", 1: "seq"},
+                                    "state": {1: "batch"}, "logits": {0: "batch"},
+                                    "state_out": {1: "batch"}})
+    rng = np.random.default_rng(0)
+    n = 200
+    mask = (rng.random((n, 6)) > 0.2).astype(np.float32)
+    np.savez(d / "data.npz", ids=rng.integers(0, 50, (n, 6)), mask=mask,
+             state=rng.standard_normal((n, 1, 16)).astype(np.float32) * 0.5,
+             gain=np.float32(1.0))
+    return f, d / "data.npz", m
+
+
+def test_multi_input_model_with_state_on_axis_1_and_a_constant(multi_input, tmp_path):
+    f, data, module = multi_input
+    out = tmp_path / "art"
+    report = optimize(str(f), str(data), out=out, options=_opts(eval_limit=60))
+    int8 = report.stages[-1]
+    assert set(int8.fidelity["outputs"]) == {"logits", "state_out"}
+    assert int8.fidelity["headline"]["sqnr_db_min"] > 15
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [i["name"] for i in manifest["inputs"]] == ["ids", "mask", "state", "gain"]
+    assert [i["dtype"] for i in manifest["inputs"]] == ["int64", "float32", "float32", "float32"]
+    assert manifest["bound_inputs"] == {"gain": 1.0}
+    pred = load(out)
+    ids = np.arange(12).reshape(2, 6) % 50
+    feed = {"ids": ids, "mask": np.ones((2, 6), np.float32),
+            "state": np.zeros((1, 2, 16), np.float32), "gain": np.float32(1.0)}
+    got = pred.run(feed)
+    assert set(got) == {"logits", "state_out"} and got["logits"].shape == (2, 3)
+    want = module(torch.from_numpy(ids), torch.ones(2, 6), torch.zeros(1, 2, 16),
+                  torch.tensor(1.0))[0].detach().numpy()
+    assert np.corrcoef(got["logits"].ravel(), want.ravel())[0, 1] > 0.98
+    with pytest.raises(Exception, match="missing input 'mask'"):
+        pred.run({"ids": ids, "state": feed["state"]})
+
+
+def test_cli_graph_path_errors_are_one_line(multi_input, tmp_path, capsys):
+    f, data, _ = multi_input
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, ids=np.zeros((4, 6), np.int64), state=np.zeros((4, 1, 16), np.float32),
+             gain=np.float32(1))
+    rc = main(["optimize", str(f), "--data", str(bad), "--out", str(tmp_path / "o"),
+               "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and "mask" in err[-1] and "Traceback" not in "\n".join(err)
+    rc = main(["optimize", str(f), "--data", str(data), "--out", str(tmp_path / "o"),
+               "--onnx-path", "graph", "--recipe", "prune-distill-int8", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and "prune" in err[-1]

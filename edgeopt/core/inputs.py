@@ -9,15 +9,18 @@ Runtime error deep inside an evaluation.
 Sources: an ``.npz`` (one array per input name, optional ``y``; or
 ``NAME_train``/``NAME_test``; ``x`` stands for the only input of a one-input
 model) or a folder of ``NAME.npy`` files (optionally in ``train/`` and
-``test/``). Axis 0 of an array is its sample axis. An input the model declares
-without a batch axis (a 0-d ``sr``, a fixed-shape state given once) is a
-*constant*: fed whole with every batch.
+``test/``). Axis 0 of an array is its sample axis, whichever axis the model
+batches on (``batch_axis``: silero-vad's state ``[2, N, 128]`` is given as
+``(samples, 2, 128)``; the pipeline moves the axis). An input without a batch
+axis (a 0-d ``sr``, or a fully fixed shape given whole beside batched inputs)
+is a *constant*: fed as it is with every batch.
 
 Pure numpy: the runtime side uses it without torch.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +32,7 @@ from edgeopt.core.data import Preprocess, dataset_name
 from edgeopt.core.errors import ConfigError, DataError
 
 SPLITS = ("train", "test")
+_UNNAMED = re.compile(r"dim\d+")
 
 
 class TensorLike(Protocol):
@@ -114,7 +118,7 @@ def prepare(
     With ``inputs``, an input the model itself declares uint8 is left raw, and
     without ``preprocess`` images are only cast to the declared dtype.
     """
-    declared = {info.name: np.dtype(info.dtype) for info in inputs or ()}
+    declared = {info.name: _numpy_dtype(info, f"input {info.name!r}") for info in inputs or ()}
     out = {}
     for name, array in feed.items():
         want = declared.get(name)
@@ -125,6 +129,21 @@ def prepare(
             array = _cast(array, want, name)
         out[name] = array
     return out
+
+
+def batch_axis(shape: Sequence[int | str | None]) -> int | None:
+    """The model's batch axis: its first dynamic dim, else axis 0 of a fixed shape;
+    None for a scalar. silero-vad's state is ``[2, N, 128]``: axis 1."""
+    if not shape:
+        return None
+    return next((i for i, d in enumerate(shape) if not _fixed(d)), 0)
+
+
+def data_shape(shape: Sequence[int | str | None]) -> list:
+    """The model's shape as data holds it: the batch axis moved to the front."""
+    shape = list(shape)
+    axis = batch_axis(shape)
+    return shape if axis is None else [shape[axis], *shape[:axis], *shape[axis + 1 :]]
 
 
 # --------------------------------------------------------------------------- loading
@@ -259,32 +278,30 @@ def _make_split(
 
 
 def _check(array: np.ndarray, info: TensorLike, where: str) -> np.ndarray:
-    name, shape, want = info.name, list(info.shape), np.dtype(info.dtype)
+    name, shape = info.name, list(info.shape)
     where = f"{where}: input {name!r}"
+    want = _numpy_dtype(info, where)
     # Raw uint8 images for a float input stay raw until prepare() preprocesses them.
     raw_image = array.dtype == np.uint8 and want.kind == "f" and array.ndim == 4
     if not raw_image:
         array = _cast(array, want, where)
-    if array.ndim != len(shape) and not shape:
-        raise DataError(f"{where}: the model takes a scalar (shape ()), got shape {array.shape}")
-    if array.ndim != len(shape):
-        raise DataError(
-            f"{where}: the model takes rank {len(shape)} {_show(shape)}, got shape {array.shape}"
-        )
-    if len(shape) == 0:
-        return array
-    dims = list(zip(array.shape[1:], shape[1:]))
-    fits = all(_fits(have, want_dim) for have, want_dim in dims)
-    if raw_image and not fits:  # raw images are NCHW; the model may take NHWC
-        nchw = [shape[0], shape[3], shape[1], shape[2]]
-        fits = all(_fits(h, w) for h, w in zip(array.shape[1:], nchw[1:]))
-    if not fits:
-        raise DataError(
-            f"{where}: the model takes shape {_show(shape)} (first dim: samples), got {array.shape}"
-        )
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         bad = int(np.size(array) - np.isfinite(array).sum())
         raise DataError(f"{where}: {bad} values are NaN or Inf")
+    if not shape:
+        if array.ndim:
+            raise DataError(f"{where}: the model takes a scalar (shape ()), got {array.shape}")
+        return array
+    layout = data_shape(shape)
+    fits = array.ndim == len(shape) and all(
+        _fits(h, w) for h, w in zip(array.shape[1:], layout[1:])
+    )
+    if raw_image and not fits:  # raw images are NCHW; the model may take NHWC
+        nchw = [layout[0], layout[3], layout[1], layout[2]]
+        fits = all(_fits(h, w) for h, w in zip(array.shape[1:], nchw[1:]))
+    if not fits:
+        moved = "" if layout == shape else f", which data gives samples first as {_show(layout)}"
+        raise DataError(f"{where}: the model takes {_show(shape)}{moved}; got {array.shape}")
     return array
 
 
@@ -309,20 +326,20 @@ def _cast(array: np.ndarray, want: np.dtype, where: str) -> np.ndarray:
 
 
 def _is_constant(array: np.ndarray, info: TensorLike) -> bool:
-    """No batch axis: a 0-d input, or a fixed first dim that the array's whole shape fits."""
+    """No batch axis: a 0-d input, or a fully fixed shape that the array has whole."""
     shape = list(info.shape)
-    if not shape:
-        return True
-    return _fixed(shape[0]) and all(_fits(h, w) for h, w in zip(array.shape, shape))
+    return all(_fixed(d) for d in shape) and list(array.shape) == shape
 
 
 def _check_dynamic_dims(samples: dict[str, np.ndarray], models: dict, where: str) -> None:
     """A dynamic dim name used by two inputs (``seq`` in ids and mask) has one size."""
-    batch = {models[name].shape[0] for name in samples}
+    layouts = {name: data_shape(list(models[name].shape)) for name in samples}
+    batch = {layout[0] for layout in layouts.values()}
     seen: dict[str, tuple[int, str]] = {}
     for name, array in samples.items():
-        for size, dim in zip(array.shape[1:], list(models[name].shape)[1:]):
-            if not isinstance(dim, str) or dim in batch:
+        for size, dim in zip(array.shape[1:], layouts[name][1:]):
+            # onnx_graph names unnamed dims "dim<i>": equal names there mean nothing.
+            if not isinstance(dim, str) or dim in batch or _UNNAMED.fullmatch(dim):
                 continue
             first = seen.setdefault(dim, (size, name))
             if first[0] != size:
@@ -352,6 +369,15 @@ def _split(split: InputSplit, seed: int, test_fraction: float) -> tuple[InputSpl
     n_test = min(n - 1, max(1, round(n * test_fraction)))
     idx = np.random.default_rng(seed).permutation(n)
     return split._take(idx[n_test:]), split._take(idx[:n_test])
+
+
+def _numpy_dtype(info: TensorLike, where: str) -> np.dtype:
+    try:
+        return np.dtype(info.dtype)
+    except TypeError:
+        raise DataError(
+            f"{where}: the model takes {info.dtype}, which numpy data cannot hold"
+        ) from None
 
 
 def _fixed(dim: Any) -> bool:

@@ -126,13 +126,31 @@ def test_fixed_shape_state_is_a_constant_only_beside_samples(tmp_path):
     assert ds.train.constants == {} and len(ds.train) == 1
 
 
+def test_samples_come_first_whatever_axis_the_model_batches_on(tmp_path):
+    # silero-vad's state batches on axis 1; data keeps samples first: (S, 2, 4).
+    # "dim1" is onnx_graph's name for an unnamed dim: two inputs' dim1 need not agree.
+    model = [
+        TensorSpec("audio", "float32", ["N", "dim1"]),
+        TensorSpec("state", "float32", [2, "N", "dim1"]),
+    ]
+    audio, state = np.ones((5, 16), np.float32), np.zeros((5, 2, 4), np.float32)
+    np.savez(tmp_path / "v.npz", audio=audio, state=state)
+    ds = load_inputs(str(tmp_path / "v.npz"), model)
+    assert ds.train.inputs["state"].shape == (4, 2, 4) and ds.train.constants == {}
+    np.savez(tmp_path / "w.npz", audio=audio, state=np.zeros((5, 3, 4), np.float32))
+    one_line_error(tmp_path / "w.npz", model, r"'state'.*samples first as \(N, 2, dim1\)")
+
+
 @pytest.mark.parametrize(
     ("change", "match"),
     [
         (lambda a: a.pop("attention_mask"), "no data for input 'attention_mask'.*input_ids"),
         (lambda a: a.update(token_type_ids=a["input_ids"]), "'token_type_ids'.*input_ids"),
         (lambda a: a.update(input_ids=a["input_ids"] + 0.5), "'input_ids'.*int64.*float64"),
-        (lambda a: a.update(input_ids=a["input_ids"][..., None]), "'input_ids'.*rank 2"),
+        (
+            lambda a: a.update(input_ids=a["input_ids"][..., None]),
+            r"'input_ids'.*takes \(batch, seq\); got \(10, 6, 1\)",
+        ),
         (lambda a: a.update(attention_mask=a["attention_mask"][:, :4]), "attention_mask.*seq=4"),
         (lambda a: a["attention_mask"].__setitem__((0, 0), np.nan), "'attention_mask'.*NaN"),
         (

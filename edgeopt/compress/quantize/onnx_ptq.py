@@ -203,6 +203,26 @@ def _check_calib(model: onnx.ModelProto, calib: list[dict]) -> None:
                         f"(the model's inputs are {', '.join(names)})")
 
 
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
+def _per_channel_opset(model: onnx.ModelProto, log) -> tuple[onnx.ModelProto, str | None]:
+    """Per-channel DequantizeLinear (its ``axis``) needs opset 13; Paddle and older torch
+    exports are 11/12. Convert the graph up, or say why weights go per-tensor."""
+    if _opset(model) >= 13:
+        return model, None
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(model, 13)
+        onnx.checker.check_model(converted)
+        return converted, f"opset {_opset(model)} -> 13 for per-channel weight scales"
+    except Exception as exc:  # noqa: BLE001 - the converter raises many kinds
+        log(f"  opset {_opset(model)} does not convert to 13 ({str(exc).splitlines()[0]})")
+        return model, None
+
+
 def quantize_graph(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
                    cfg: OnnxQuantConfig, *, threads: int = 1,
                    log=print) -> tuple[onnx.ModelProto, dict]:
@@ -210,6 +230,14 @@ def quantize_graph(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
     _check_calib(model, calib)
     model = onnx.ModelProto.FromString(model.SerializeToString())  # callers keep theirs
     _name_nodes(model)
+    decisions: list[str] = []
+    if cfg.per_channel:
+        model, note = _per_channel_opset(model, log)
+        if note:
+            decisions.append(note)
+        elif _opset(model) < 13:
+            cfg = cfg.replace(per_channel=False)
+            decisions.append(f"opset {_opset(model)}: per-tensor weight scales")
     op_of = {n.name: n.op_type for n in model.graph.node}
     kept: dict[str, str] = {}  # node -> why it stays float
     candidates: dict[str, str] = {}
@@ -233,7 +261,6 @@ def quantize_graph(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
     fp_sess = onnx_hw.session(model, threads)
     refs = [fp_sess.run(None, f) for f in eval_feeds]
     nodes = set(candidates)
-    decisions: list[str] = []
     with tempfile.TemporaryDirectory(prefix="edgeopt-onnx-ptq-") as tmp:
         builder = _Builder(model, calib, cfg, candidates, Path(tmp))
         current = builder.build(nodes)

@@ -192,6 +192,30 @@ class _Builder:
         return self.build({n for n in nodes if self.candidates[n] in types})
 
 
+def short_names(q: onnx.ModelProto, original: onnx.ModelProto) -> None:
+    """Rename, in place, the tensors and nodes the quantizer added ("<tensor>_DequantizeLinear
+    _Output", ...): on small models those names weigh as much as the int8 weights."""
+    keep = {n.name for n in original.graph.node}
+    keep |= {t for n in original.graph.node for t in (*n.input, *n.output)}
+    keep |= {i.name for i in original.graph.initializer}
+    keep |= {v.name for v in (*q.graph.input, *q.graph.output)}
+    new: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return new.setdefault(name, f"q{len(new)}")
+
+    for node in q.graph.node:
+        node.name = node.name if node.name in keep else f"qn{len(new)}_{node.op_type}"
+        node.input[:] = [short(t) for t in node.input]
+        node.output[:] = [short(t) for t in node.output]
+    for init in q.graph.initializer:
+        init.name = short(init.name)
+    for vi in q.graph.value_info:
+        vi.name = short(vi.name)
+
+
 def _check_calib(model: onnx.ModelProto, calib: list[dict]) -> None:
     inits = {i.name for i in model.graph.initializer}
     names = [v.name for v in model.graph.input if v.name not in inits]
@@ -315,6 +339,7 @@ def quantize_graph(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
                 nodes, current, q_ms, fp_ms = weights_only, trial, t_ms, fp2
                 score = fidelity(onnx_hw.session(current, threads), eval_feeds, refs)
 
+    short_names(current, model)
     quantized = collections.Counter(candidates[n] for n in nodes)
     record = {
         "technique": "int8 (onnx_ptq, QDQ via onnxruntime.quantization)",

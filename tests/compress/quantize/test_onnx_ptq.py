@@ -57,8 +57,9 @@ def test_conv_weights_int8_untouched_ops_float_and_sqnr(tmp_path):
     calib = _calib((1, 3, 16, 16))
     q, record = quantize_graph(model, calib, OnnxQuantConfig(**FAST), log=lambda *_: None)
     inits = _inits(q)
-    int8 = [k for k, v in inits.items() if v.dtype == np.int8]
-    assert any("body.0.weight" in k for k in int8) and any("head.weight" in k for k in int8)
+    int8 = [v for v in inits.values() if v.dtype == np.int8]
+    assert sum(v.ndim == 4 for v in int8) == 3 and sum(v.ndim == 2 for v in int8) == 1
+    assert not any(v.dtype == np.float32 and v.ndim == 4 for v in inits.values())
     assert record["quantized"]["Conv"] == 3
     hist = op_histogram(q)
     assert hist.get("Erf", 0) == op_histogram(model)["Erf"]  # untouched, in float

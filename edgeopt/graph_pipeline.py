@@ -26,6 +26,7 @@ import onnx
 from edgeopt.compile.artifact import ArtifactWriter
 from edgeopt.compile.targets import get_target
 from edgeopt.core.errors import ConfigError, DataError
+from edgeopt.core.inputs import batch_axis
 from edgeopt.evaluate.latency import Latency
 from edgeopt.evaluate.report import Report, StageResult, write_report
 from edgeopt.evaluate.size import size_on_disk
@@ -66,17 +67,6 @@ def wants_graph_path(model, recipe, weights=None) -> bool:
 
 
 # --------------------------------------------------------------------------- layouts
-
-
-def batch_axis(shape: list) -> int | None:
-    """The model's batch axis: its first dynamic dim (named or unknown), else axis 0 of
-    a fixed shape; None for a scalar. silero-vad's state is [2, N, 128]: axis 1."""
-    if not shape:
-        return None
-    for i, d in enumerate(shape):
-        if not isinstance(d, int):
-            return i
-    return 0
 
 
 def static_batch(inputs) -> int | None:
@@ -299,7 +289,9 @@ def optimize_graph(model, data, *, out, force: bool, opts, recipe, log: Callable
         if recipe.steps:
             q = graph_quant_step(recipe)
             calib_split = dataset.train.subset(q.calib_size, seed=q.calib_seed)
-            calib = [f for f, _, _ in feeds_of(calib_split, fixed_batch or min(q.calib_batch_size, 32))]
+            takes = {i.name for i in graph.graph.input}  # bound inputs are gone from it
+            calib = [{k: v for k, v in f.items() if k in takes} for f, _, _ in
+                     feeds_of(calib_split, fixed_batch or min(q.calib_batch_size, 32))]
             log(f"compress: ONNX-graph int8 with {len(calib_split)} calibration samples")
             t0 = time.perf_counter()
             qmodel, info = _quantize(graph, calib, q, opts, log, fixed_batch or 1)
@@ -438,7 +430,17 @@ def _quantize(graph, calib, q, opts, log, batch):
 
 
 def onnx_config(q):
-    """The ONNX-graph quantizer's config for a recipe's QuantConfig."""
-    from edgeopt.compress.quantize.onnx_ptq import OnnxQuantConfig
+    """The ONNX-graph quantizer's config for a recipe's QuantConfig: the same observer
+    (MSE has no ORT calibrator: percentile is its nearest), activation signedness and
+    per-channel weights."""
+    from edgeopt.compress.quantize.onnx_ptq import ActType, CalibMethod, OnnxQuantConfig
+    from edgeopt.compress.quantize.spec import Observer
 
-    return OnnxQuantConfig.from_quant_config(q)
+    obs = q.activations.observer
+    method = {Observer.MINMAX: CalibMethod.MINMAX, Observer.ENTROPY: CalibMethod.ENTROPY
+              }.get(obs, CalibMethod.PERCENTILE)
+    return OnnxQuantConfig(
+        calibration=method,
+        percentile=float(getattr(q.activations, "percentile", None) or 99.999),
+        activations=ActType.INT8 if q.activations.symmetric else ActType.UINT8,
+        per_channel=q.weights.per_channel)

@@ -35,7 +35,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def trained_cnn(digits, make_cnn):
-    model = make_cnn(seed=0, width=8, hidden=64).train()
+    model = make_cnn(seed=0, width=16, hidden=256).train()
     x = torch.from_numpy(Preprocess()(digits.train.x))
     y = torch.from_numpy(digits.train.y)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)

@@ -59,6 +59,9 @@ class OnnxQuantConfig(Config):
     accuracy_aware: bool = True  # keep output-feeding layers float when that buys SQNR
     head_levels: int = 2  # how many weight layers back from the outputs to try in float
     min_gain_db: float = 1.0  # SQNR gain that justifies keeping a head level float
+    # Head levels are tried in float only while the output SQNR is below this: at 30 dB a
+    # classifier's argmax already agrees ~99.9%, and the head often holds the most weights.
+    target_db: float = 30.0
     eval_samples: int = 8  # calibration samples used for SQNR
 
     def __post_init__(self) -> None:
@@ -206,8 +209,9 @@ def short_names(q: onnx.ModelProto, original: onnx.ModelProto) -> None:
             return name
         return new.setdefault(name, f"q{len(new)}")
 
-    for node in q.graph.node:
-        node.name = node.name if node.name in keep else f"qn{len(new)}_{node.op_type}"
+    for i, node in enumerate(q.graph.node):
+        # The node's position makes its new name unique (a tensor count need not move).
+        node.name = node.name if node.name in keep else f"qn{i}_{node.op_type}"
         node.input[:] = [short(t) for t in node.input]
         node.output[:] = [short(t) for t in node.output]
     for init in q.graph.initializer:
@@ -293,6 +297,9 @@ def quantize_graph(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
         if cfg.accuracy_aware:
             for depth, level in enumerate(head_levels(model, cfg.head_levels), 1):
                 level = [n for n in level if n in nodes]
+                if score >= cfg.target_db:
+                    log(f"  accuracy: SQNR {score:.1f} dB >= {cfg.target_db:g} dB; head stays int8")
+                    break
                 if not level:
                     continue
                 trial = builder.build(nodes - set(level))
@@ -325,7 +332,7 @@ def quantize_graph(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
             score = fidelity(onnx_hw.session(current, threads), eval_feeds, refs)
         fp_ms, q_ms = onnx_hw.latencies(
             [fp_sess, onnx_hw.session(current, threads)], feed1, repeats=40)
-        if q_ms >= fp_ms and nodes:
+        if q_ms >= fp_ms and q_ms - fp_ms > onnx_hw.NOISE_S and nodes:
             weights_only = {n for n in nodes if candidates[n] in WEIGHT_OPS}
             trial = builder.build(weights_only)
             fp2, t_ms = onnx_hw.latencies([fp_sess, onnx_hw.session(trial, threads)], feed1,

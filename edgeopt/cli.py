@@ -354,6 +354,12 @@ def cmd_inspect(args) -> int:
         for layer, prec in m.get("layer_precision", {}).items():
             print(f"  {layer:40s} {prec}")
         return 0
+    if Path(args.model).suffix.lower() == ".onnx" and args.weights is None:
+        # Any ONNX model, read as the graph path sees it: no conversion, no run.
+        from edgeopt.inspect_graph import format_graph, inspect_graph
+
+        print(format_graph(*inspect_graph(args.model)))
+        return 0
     handle = load_model(args.model, weights=args.weights)
     shape = handle.input_shape or args.input_shape
     if shape is None and args.data:

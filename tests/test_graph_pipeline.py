@@ -159,3 +159,12 @@ def test_cli_graph_path_errors_are_one_line(multi_input, tmp_path, capsys):
                "--onnx-path", "graph", "--recipe", "prune-distill-int8", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0 and "prune" in err[-1]
+
+
+def test_inspect_an_onnx_file_lists_nodes_ops_and_the_int8_plan(multi_input, capsys):
+    f, _, _ = multi_input
+    assert main(["inspect", str(f)]) == 0
+    out = capsys.readouterr().out
+    assert "Gemm" in out or "MatMul" in out
+    assert "int8 (weights + activations)" in out and "float (passed through)" in out
+    assert "ids int64" in out and "ops:" in out

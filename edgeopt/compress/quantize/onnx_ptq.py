@@ -161,8 +161,12 @@ class _Builder:
         self.all_types = sorted(set(candidates.values()))
 
     def build(self, nodes: set[str]) -> onnx.ModelProto:
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
-        from onnxruntime.quantization import quantize_static
+        from onnxruntime.quantization import (
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
 
         if not nodes:
             return onnx.load(self.fp_path)

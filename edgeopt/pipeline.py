@@ -25,9 +25,10 @@ import torch
 from edgeopt.compile.api import model_precision, stage
 from edgeopt.compile.artifact import ArtifactWriter, check_output_dir
 from edgeopt.compile.targets import get_target
-from edgeopt.core.canonical import canonical_copy, check_finite, check_input_fits
+from edgeopt.core.canonical import canonical_copy, check_finite, check_input_fits, editable
 from edgeopt.core.data import Dataset, Preprocess, load_dataset
 from edgeopt.core.errors import ConfigError, DataError
+from edgeopt.core.graph import batch_range
 from edgeopt.core.model import ModelHandle, load_model
 from edgeopt.core.registry import apply
 from edgeopt.core.train import TrainData
@@ -39,6 +40,7 @@ from edgeopt.evaluate import (
     size_on_disk,
     write_report,
 )
+from edgeopt.evaluate.chunked import batch_sizes, chunked
 from edgeopt.recipes import Recipe, load_recipe, step_key
 from edgeopt.runtime import load as load_artifact
 from edgeopt.runtime import read_manifest
@@ -112,8 +114,10 @@ def _fast(module):
 class _Stages:
     """Evaluates and times runnables, collecting StageResults."""
 
-    def __init__(self, x_raw, y, opts: OptimizeOptions, sample_shape, log: Callable) -> None:
+    def __init__(self, x_raw, y, opts: OptimizeOptions, sample_shape, log: Callable,
+                 batches: tuple[int, int | None] | None = None) -> None:
         self.x_raw, self.y, self.opts, self.sample_shape, self.log = x_raw, y, opts, sample_shape, log
+        self.batches = batches  # (min, max) batch of a program exported for some only
         self.results: list[StageResult] = []
         self.timings: dict[str, float] = {}  # seconds spent evaluating and timing each stage
         self.reference = None
@@ -121,6 +125,7 @@ class _Stages:
     def run(self, name: str, runnable, *, backend: str, precision: str, size: int, notes=""):
         self.log(f"evaluating {name} on {len(self.y)} samples")
         t0 = time.perf_counter()
+        runnable = chunked(runnable, self.batches, largest=max(256, self.opts.batch))
         ev = evaluate(runnable, self.x_raw, self.y, preprocess=self.opts.preprocess,
                       reference_logits=self.reference, progress=self.opts.progress, desc=name)
         if self.reference is None:
@@ -130,7 +135,7 @@ class _Stages:
                                repeats=self.opts.latency_repeats if b == 1 else
                                max(10, self.opts.latency_repeats // 2),
                                threads=self.opts.threads)
-            for b in sorted({1, self.opts.batch})
+            for b in batch_sizes([1, self.opts.batch], self.batches)
         }
         self.timings[name] = round(time.perf_counter() - t0, 2)
         result = StageResult(
@@ -172,7 +177,11 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    stages = _Stages(test.x, test.y, opts, tuple(dataset.sample_shape), log)
+    batches = batch_range(handle.module)
+    if batches is not None and batches[0] == batches[1]:
+        log(f"{handle.source} was exported at a static batch of {batches[0]}: every stage "
+            f"runs and is timed in batches of {batches[0]}")
+    stages = _Stages(test.x, test.y, opts, tuple(dataset.sample_shape), log, batches)
     stages.run("fp32 pytorch", _fast(handle.module), backend="torch", precision="fp32",
                size=_size_of_source(handle))
 
@@ -234,6 +243,7 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
                 "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "preprocessing": opts.preprocess.to_dict(),
                 "compression": info,
+                **_batch_meta(batches),
             },
         )
         write_report(report, writer.staging)
@@ -279,6 +289,9 @@ def compress_with_recipe(model, recipe: Recipe, dataset: Dataset, opts: Optimize
     the last (the pipeline evaluates it as a stage of its own).
     """
     history = []
+    # A loaded program (TorchScript, torch.export) is edited as its canonical copy,
+    # whose layers are real modules; it is also the distillation teacher.
+    model = editable(model, torch.from_numpy(opts.preprocess(dataset.train.x[:2])))
     original = model
     for i, cfg in enumerate(recipe.steps):
         data, what = step_data(cfg, dataset, opts.preprocess, teacher=original)
@@ -297,6 +310,15 @@ def compress_with_recipe(model, recipe: Recipe, dataset: Dataset, opts: Optimize
     if recipe.steps and isinstance(getattr(model, "meta", None), dict):
         model.meta.setdefault("edgeopt", {})["steps"] = history
     return model
+
+
+def _batch_meta(batches: tuple[int, int | None] | None) -> dict:
+    """The report's word on a program that runs at some batch sizes only."""
+    if batches is None or (batches[0] <= 1 and batches[1] is None):
+        return {}
+    if batches[0] == batches[1]:
+        return {"static_batch": batches[0]}
+    return {"batch_range": list(batches)}
 
 
 def with_budget(recipe: Recipe, budget: float | None) -> Recipe:

@@ -9,7 +9,7 @@ import torch.fx as fx
 from torch import nn
 
 from edgeopt.core.errors import DataError, ModelLoadError
-from edgeopt.core.graph import eval_mode, export_program, lift
+from edgeopt.core.graph import batch_range, eval_mode, export_program, lift
 
 CANONICAL = "edgeopt_canonical"
 
@@ -27,10 +27,12 @@ def check_finite(model: nn.Module) -> None:
 
 
 def check_input_fits(model: nn.Module, example: torch.Tensor) -> None:
-    """Run one sample so a shape mismatch is reported as such, not deep in a trace."""
+    """Run one sample (the smallest batch the model takes) so a shape mismatch is
+    reported as such, not deep in a trace."""
+    batch = (batch_range(model) or (1, None))[0]
     try:
         with torch.no_grad():
-            eval_mode(model)(example[:1])
+            eval_mode(model)(example[:1].expand(batch, *example.shape[1:]))
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DataError(
@@ -48,7 +50,29 @@ def canonical_copy(model: nn.Module, example: torch.Tensor | None) -> fx.GraphMo
     check_input_fits(model, example)
     # TorchScript modules cannot be deep-copied; export does not modify them anyway.
     src = model if isinstance(model, torch.jit.ScriptModule) else copy.deepcopy(model)
-    gm = lift(export_program(src, example))
+    gm = lift(export_program(src, example, batch_range(model)))
     gm.meta[CANONICAL] = True
     gm.meta["input_shape"] = list(example.shape[1:])
+    return gm
+
+
+def is_program(model) -> bool:
+    """A loaded TorchScript module or torch.export program (``ep.module()``): its layers
+    are not ``nn.Conv2d``/``nn.Linear`` modules a technique could find, swap or prune."""
+    return isinstance(model, torch.jit.ScriptModule) or (
+        isinstance(model, fx.GraphModule) and hasattr(model, "range_constraints"))
+
+
+def editable(model: nn.Module, example: torch.Tensor | None) -> nn.Module:
+    """The model as every technique can edit it: a loaded program becomes its canonical
+    copy (real layers, the program's batch range kept); any other module is returned as
+    it is."""
+    return canonical_copy(model, example) if is_program(model) else model
+
+
+def edited(gm: nn.Module) -> nn.Module:
+    """Mark a canonical model whose layers changed shape (pruned channels): its nodes'
+    recorded shapes are stale, so the next ``canonical_copy`` traces it again."""
+    if is_canonical(gm):
+        gm.meta[CANONICAL] = False
     return gm

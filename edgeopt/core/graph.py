@@ -11,6 +11,7 @@ call the exporter maps one to one.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Sequence
 
@@ -55,18 +56,79 @@ def eval_mode(module: nn.Module) -> nn.Module:
         return module
 
 
-def export_program(module: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
-    """torch.export with a dynamic batch dimension, functionalized."""
-    module = eval_mode(module)
-    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+# The batch range a plain module is exported with (torch.export needs a bound).
+DEFAULT_BATCH_RANGE = (1, 1 << 16)
+
+
+def _bound(value) -> int | None:
     try:
-        # Exporting at batch 2: torch.export specializes a size of 1.
-        example = example[:1].expand(2, *example.shape[1:]).contiguous()
+        return int(value)
+    except (TypeError, ValueError, AttributeError, OverflowError):  # sympy's int_oo
+        return None
+
+
+def _program_input(model) -> tuple[list | None, dict]:
+    """(shape of the first user input, range constraints) of an ExportedProgram or of the
+    module ``ep.module()`` returns; (None, {}) for anything else."""
+    if isinstance(model, torch.export.ExportedProgram):
+        placeholders = model.graph.find_nodes(op="placeholder")
+        specs = model.graph_signature.input_specs
+        users = [n for n, s in zip(placeholders, specs) if s.kind.name == "USER_INPUT"]
+        ranges = model.range_constraints
+    elif isinstance(model, fx.GraphModule) and hasattr(model, "range_constraints"):
+        users, ranges = model.graph.find_nodes(op="placeholder"), model.range_constraints
+    else:
+        return None, {}
+    val = users[0].meta.get("val") if users else None
+    return (list(val.shape) if isinstance(val, torch.Tensor) else None), dict(ranges or {})
+
+
+def batch_range(model) -> tuple[int, int | None] | None:
+    """(min, max) batch sizes ``model`` accepts (max None: unbounded; min == max: a
+    static batch), as a torch.export program declares it or a canonical copy recorded
+    it; None for a plain module, which is assumed to take any batch."""
+    meta = getattr(model, "meta", None)
+    if isinstance(meta, dict) and meta.get("batch_range") and not hasattr(model, "range_constraints"):
+        lo, hi = meta["batch_range"]
+        return int(lo), None if hi is None else int(hi)
+    shape, ranges = _program_input(model)
+    if not shape:
+        return None
+    dim = shape[0]
+    if isinstance(dim, int):
+        return dim, dim
+    vr = ranges.get(dim.node.expr)
+    if vr is None:  # a derived size (2 * s0, ...): say only that it is dynamic
+        return 1, None
+    lo, hi = _bound(vr.lower), _bound(vr.upper)
+    return max(1, lo or 1), hi
+
+
+def export_program(module: nn.Module, example: torch.Tensor,
+                   batches: tuple[int, int | None] | None = None) -> torch.export.ExportedProgram:
+    """torch.export with a dynamic batch dimension, functionalized.
+
+    A torch.export program (``ep.module()``, or a canonical copy of one) is re-exported
+    with its own batch range, static when it was exported at a fixed batch: a wider range
+    than the program's would violate its constraints. Other dimensions are exported at
+    the example's sizes, which the data fixes anyway. ``batches`` gives that range for a
+    copy of a program (a deep copy of ``ep.module()`` no longer knows it).
+    """
+    module = eval_mode(module)
+    lo, hi = batches or batch_range(module) or DEFAULT_BATCH_RANGE
+    # Exporting at batch 2 where allowed: torch.export specializes a size of 1.
+    n = lo if hi == lo else max(lo, 2) if hi is None else min(max(lo, 2), hi)
+    dynamic = None if n == hi == lo else (
+        {0: torch.export.Dim("batch", min=lo)} if hi is None
+        else {0: torch.export.Dim("batch", min=lo, max=hi)})
+    try:
+        example = example[:1].expand(n, *example.shape[1:]).contiguous()
         if isinstance(module, torch.jit.ScriptModule):
             from torch._export.converter import TS2EPConverter
 
             module = TS2EPConverter(module, (example,)).convert().module()
-        ep = torch.export.export(module, (example,), dynamic_shapes=({0: batch},), strict=False)
+        ep = torch.export.export(module, (example,), dynamic_shapes=(dynamic,) if dynamic else None,
+                                 strict=False)
     except Exception as exc:  # torch raises many types here; the first line is what matters
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"torch.export cannot trace the model: {first}") from exc
@@ -206,6 +268,32 @@ def layer_name(node: fx.Node) -> str:
     return node.name
 
 
+def _is_flatten(node: fx.Node) -> bool:
+    """``view(x, [N, C*H*W])`` keeping x's batch: what ``torch.flatten(x, 1)`` exports to."""
+    val = node.args[0].meta.get("val") if isinstance(node.args[0], fx.Node) else None
+    shape = node.args[1]
+    if not isinstance(val, torch.Tensor) or val.dim() < 3 or len(shape) != 2:
+        return False
+    first = shape[0].meta.get("val") if isinstance(shape[0], fx.Node) else shape[0]
+    rest = list(val.shape[1:])
+    return (str(first) == str(val.shape[0]) and all(isinstance(d, int) for d in rest)
+            and shape[1] == math.prod(rest))
+
+
+def _reshape(graph: fx.Graph, node: fx.Node, env: dict) -> fx.Node:
+    """A ``view`` as the canonical form keeps it. A flatten stays a flatten, not a view
+    to the sizes it was traced at, so that pruning channels or running at another batch
+    keeps it valid; any other view becomes a reshape, which also takes the non-contiguous
+    (channels-last) tensors a view refuses."""
+    if _is_flatten(node):
+        new = graph.call_function(aten.flatten.using_ints, (env[node.args[0]], 1))
+    else:
+        args = (env[node.args[0]], [env[a] if isinstance(a, fx.Node) else a for a in node.args[1]])
+        new = graph.call_function(aten.reshape.default, args)
+    new.meta = dict(node.meta)
+    return new
+
+
 def lift(ep: torch.export.ExportedProgram) -> fx.GraphModule:
     """Turn an exported program into the canonical GraphModule (see module doc)."""
     src = ep.module()
@@ -285,13 +373,20 @@ def lift(ep: torch.export.ExportedProgram) -> fx.GraphModule:
                     raise ExportError(f"batch-norm statistics output used at {layer_name(node)}")
                 env[node] = bn_nodes[node.args[0]]
                 continue
+        if node.op == "call_function" and node.target is aten.view.default:
+            env[node] = _reshape(graph, node, env)
+            continue
         new = graph.node_copy(node, lookup)
         env[node] = new
     out = graph.output_node()
     if isinstance(out.args[0], (tuple, list)) and len(out.args[0]) == 1:
         # A single-output model returns a tensor, as the user's module did.
         out.args = (out.args[0][0],)
+    for node in graph.find_nodes(op="call_function", target=aten.sym_size.int):
+        if not node.users:  # only a rewritten flatten read it
+            graph.erase_node(node)
     gm = fx.GraphModule(root, graph)
+    gm.meta["batch_range"] = batch_range(ep)
     gm.graph.lint()
     gm.recompile()
     for hook in POST_LIFT:

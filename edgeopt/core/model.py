@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from edgeopt.core.errors import ModelLoadError
-from edgeopt.core.graph import eval_mode
+from edgeopt.core.graph import batch_range, eval_mode
 
 MODEL_SUFFIXES = (".onnx", ".pt2", ".pt", ".ts")
 
@@ -53,7 +53,15 @@ def _load_pt2(path: str) -> ModelHandle:
             dims = list(node.meta["val"].shape)[1:]
             shape = [int(d) for d in dims] if all(isinstance(d, int) for d in dims) else None
             break
-    return ModelHandle(ep.module(), path, "pt2", shape)
+    handle = ModelHandle(ep.module(), path, "pt2", shape)
+    # The program only runs at the batch sizes it was exported for: record them, so
+    # that every stage is evaluated and timed in batches it takes (evaluate.chunked).
+    batches = batch_range(ep)
+    if batches is not None:
+        handle.info["batch_range"] = list(batches)
+        if batches[0] == batches[1]:
+            handle.info["static_batch"] = batches[0]
+    return handle
 
 
 def _load_torchscript(path: str) -> ModelHandle:

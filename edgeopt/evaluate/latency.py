@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.core.errors import ConfigError
+from edgeopt.evaluate.chunked import unchunked
 from edgeopt.evaluate.runnable import NumpyFn, as_numpy_fn, is_torch_module
 
 
@@ -64,7 +65,7 @@ def measure_latency(
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, *sample_shape), dtype=np.float32)
 
-    if not is_torch_module(runnable):
+    if not is_torch_module(unchunked(runnable)):
         used = getattr(runnable, "threads", None) or os.cpu_count() or 1
         return _time(fn, x, warmup, repeats, min_time_s, threads=int(used))
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgeopt.core.canonical import editable, is_program
 from edgeopt.core.errors import DataError
 from edgeopt.core.train import TrainData
 
@@ -51,3 +52,15 @@ def teacher_source(data: Any, model: nn.Module) -> nn.Module:
     ``a or b``: an empty ``nn.Sequential`` is falsy.)"""
     teacher = getattr(data, "teacher", None)
     return model if teacher is None else teacher
+
+
+def editable_model(model: nn.Module, example: torch.Tensor | None, what: str) -> nn.Module:
+    """``model``, or for a loaded TorchScript / torch.export program its canonical copy
+    (traced on ``example``): a program's layers are not modules pruning could find or cut."""
+    if not is_program(model):
+        return model
+    if example is None:
+        kind = "TorchScript" if isinstance(model, torch.jit.ScriptModule) else "torch.export"
+        raise DataError(f"{what}: a loaded {kind} model is traced into editable layers on "
+                        f"example inputs; pass data")
+    return editable(model, example)

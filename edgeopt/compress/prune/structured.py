@@ -27,11 +27,13 @@ from torch import nn
 from edgeopt.compress.distill.finetune import FinetuneOptions, finetune, frozen_teacher, top1
 from edgeopt.compress.prune import _tp
 from edgeopt.compress.prune._common import (
+    editable_model,
     prior_meta,
     set_meta,
     split,
     teacher_source,
 )
+from edgeopt.core.canonical import edited
 from edgeopt.core.config import Config, enum_field
 from edgeopt.core.errors import ConfigError, DataError
 from edgeopt.core.registry import register
@@ -134,6 +136,7 @@ def structured_prune(model: nn.Module, config: StructuredPruneConfig, *, data=No
     _check_data(config, data)
     started = time.perf_counter()
     prior = prior_meta(model)
+    model = editable_model(model, _example(model, data, config), "prune")
     pruned = copy.deepcopy(model).eval()  # the caller's model is not modified
     example = _example(pruned, data, config)
     train, val = data, None
@@ -205,7 +208,8 @@ def structured_prune(model: nn.Module, config: StructuredPruneConfig, *, data=No
         "history": history, "val_samples": 0 if val is None else len(val),
         "seconds": round(time.perf_counter() - started, 2), "config": config.to_dict(),
     }, prior)
-    return kept.eval()
+    # A canonical model's recorded shapes are stale once channels are cut.
+    return edited(kept).eval()
 
 
 def _prune_to_macs(pruner, model: nn.Module, example: torch.Tensor, macs0: int, goal: float,

@@ -28,6 +28,7 @@ from torch import nn
 
 from edgeopt.compress.distill.finetune import FinetuneOptions, finetune, frozen_teacher
 from edgeopt.compress.prune._common import (
+    editable_model,
     layers,
     prior_meta,
     set_meta,
@@ -187,6 +188,7 @@ def magnitude_prune(model: nn.Module, config: MagnitudePruneConfig, *, data=None
         raise DataError("sparsify: finetune needs training data")
     started = time.perf_counter()
     prior = prior_meta(model)
+    model = editable_model(model, None if data is None else data.x[:2], "sparsify")
     sparse = copy.deepcopy(model).eval()  # the caller's model is not modified
     names = [n for n in layers(sparse) if first_match(n, config.ignore) is None]
     if not names:

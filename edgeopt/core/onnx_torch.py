@@ -17,6 +17,7 @@ import re
 import sys
 import types
 
+import numpy as np
 import onnx
 import torch
 import torch.fx as fx
@@ -108,6 +109,45 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     return slim if isinstance(slim, onnx.ModelProto) else model
 
 
+def _decompose_gelu(model: onnx.ModelProto) -> None:
+    """Gelu-20 (the dynamo exporter writes it) as opset-17 ops, which the version converter
+    cannot do and onnx2torch has no converter for: 0.5 x (1 + erf(x / sqrt 2)), or the tanh form."""
+    import math
+
+    nodes = []
+    for k, node in enumerate(model.graph.node):
+        if node.op_type != "Gelu" or node.domain not in ("", "ai.onnx"):
+            nodes.append(node)
+            continue
+        approx = next((onnx.helper.get_attribute_value(a) for a in node.attribute
+                       if a.name == "approximate"), b"none")
+        x, y, p = node.input[0], node.output[0], f"_gelu{k}_"
+        const = {}
+
+        def c(name: str, value: float) -> str:
+            const[p + name] = value
+            return p + name
+
+        mk = onnx.helper.make_node
+        if approx in (b"tanh", "tanh"):
+            inner = [mk("Mul", [x, x], [p + "x2"]), mk("Mul", [p + "x2", x], [p + "x3"]),
+                     mk("Mul", [p + "x3", c("k", 0.044715)], [p + "kx3"]),
+                     mk("Add", [x, p + "kx3"], [p + "s"]),
+                     mk("Mul", [p + "s", c("r", math.sqrt(2 / math.pi))], [p + "rs"]),
+                     mk("Tanh", [p + "rs"], [p + "t"])]
+        else:
+            inner = [mk("Div", [x, c("sqrt2", math.sqrt(2.0))], [p + "d"]),
+                     mk("Erf", [p + "d"], [p + "t"])]
+        nodes += inner + [mk("Add", [p + "t", c("one", 1.0)], [p + "a"]),
+                          mk("Mul", [x, p + "a"], [p + "m"]),
+                          mk("Mul", [p + "m", c("half", 0.5)], [y], name=node.name)]
+        for name, value in const.items():
+            model.graph.initializer.append(
+                numpy_helper.from_array(np.array(value, dtype=np.float32), name))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
 def downgrade(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` at opset ``MAX_OPSET`` when it is newer (the dynamo exporter writes 18-20),
     or as it was when onnx's version converter cannot (ops that are new since then, like
@@ -116,6 +156,8 @@ def downgrade(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
     from onnx import version_converter
 
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    _decompose_gelu(model)
     try:
         return version_converter.convert_version(model, MAX_OPSET)
     except Exception:  # the converter raises RuntimeError/ValidationError per op
@@ -261,9 +303,41 @@ class _StaticReshape(nn.Module):
         return torch.reshape(x, [x.shape[i] if d == 0 else d for i, d in enumerate(self.shape)])
 
 
+class _StaticSlice(nn.Module):
+    """ONNX Slice with constant starts/ends/axes/steps as Python slices: onnx2torch's calls
+    ``.numpy()`` on them at run time, which torch.export's fake tensors refuse."""
+
+    def __init__(self, consts: dict[int, torch.Tensor]) -> None:
+        super().__init__()
+        from onnx2torch.node_converters.slice import _get_slices
+
+        ints = {i: [int(v) for v in t.tolist()] for i, t in consts.items()}
+        axes = torch.tensor(ints[3]) if 3 in ints else None
+        steps = torch.tensor(ints[4]) if 4 in ints else None
+        flip, pos, neg = _get_slices(ints[1], ints[2], axes, steps)
+        self.flip = [int(d) for d in flip]
+        self.pos = [_int_slice(s) for s in pos]
+        self.neg = [s if s is Ellipsis else _int_slice(s) for s in neg]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from onnx2torch.node_converters.slice import _do_slice
+
+        return _do_slice(x, self.flip, self.pos, self.neg)
+
+
+def _int_slice(s: slice) -> slice:
+    def py(v):
+        return None if v is None else int(v)
+
+    return slice(py(s.start), py(s.stop), py(s.step))
+
+
 def _static(op: nn.Module, consts: dict[int, torch.Tensor], n_args: int) -> nn.Module:
-    if type(op).__name__ == "OnnxReshape" and set(consts) == {1} and n_args == 2:
+    name = type(op).__name__
+    if name == "OnnxReshape" and set(consts) == {1} and n_args == 2:
         return _StaticReshape([int(d) for d in consts[1].tolist()])
+    if name == "OnnxSlice" and set(consts) == set(range(1, n_args)):
+        return _StaticSlice(consts)
     return _WithConstants(op, consts, n_args)
 
 

@@ -124,7 +124,7 @@ def _decompose_gelu(model: onnx.ModelProto) -> None:
         x, y, p = node.input[0], node.output[0], f"_gelu{k}_"
         const = {}
 
-        def c(name: str, value: float) -> str:
+        def c(name: str, value: float, const=const, p=p) -> str:
             const[p + name] = value
             return p + name
 

@@ -168,3 +168,19 @@ def test_inspect_an_onnx_file_lists_nodes_ops_and_the_int8_plan(multi_input, cap
     assert "Gemm" in out or "MatMul" in out
     assert "int8 (weights + activations)" in out and "float (passed through)" in out
     assert "ids int64" in out and "ops:" in out
+
+
+def test_readme_graph_path_commands_run(multi_input, tmp_path, capsys):
+    """The README's two commands for any ONNX model, on a multi-input export."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("## Any model a user brings")[1].split("```sh")[1].split("```")[0]
+    f, data, _ = multi_input
+    for line in block.strip().splitlines():
+        argv = line.split("#")[0].split()[1:]
+        argv = [str(f) if a == "model.onnx" else str(data) if a == "inputs.npz" else
+                str(tmp_path / "m") if a == "out/m" else a for a in argv]
+        assert main(argv + (["--no-progress", "--eval-limit", "40"] if argv[0] == "optimize"
+                            else [])) == 0
+    assert (tmp_path / "m" / "manifest.json").is_file()

@@ -28,7 +28,6 @@ from edgeopt.compile.targets import get_target
 from edgeopt.core.canonical import canonical_copy, check_finite, check_input_fits, editable
 from edgeopt.core.data import Dataset, Preprocess, load_dataset
 from edgeopt.core.errors import ConfigError, DataError
-from edgeopt.core.graph import batch_range
 from edgeopt.core.model import ModelHandle, load_model
 from edgeopt.core.registry import apply
 from edgeopt.core.train import TrainData
@@ -177,9 +176,9 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    batches = batch_range(handle.module)
+    batches = handle.batch_range(torch.from_numpy(opts.preprocess(test.x[:1])))
     if batches is not None and batches[0] == batches[1]:
-        log(f"{handle.source} was exported at a static batch of {batches[0]}: every stage "
+        log(f"{handle.source} takes a static batch of {batches[0]} only: every stage "
             f"runs and is timed in batches of {batches[0]}")
     stages = _Stages(test.x, test.y, opts, tuple(dataset.sample_shape), log, batches)
     stages.run("fp32 pytorch", _fast(handle.module), backend="torch", precision="fp32",
@@ -291,7 +290,9 @@ def compress_with_recipe(model, recipe: Recipe, dataset: Dataset, opts: Optimize
     history = []
     # A loaded program (TorchScript, torch.export) is edited as its canonical copy,
     # whose layers are real modules; it is also the distillation teacher.
-    model = editable(model, torch.from_numpy(opts.preprocess(dataset.train.x[:2])))
+    if recipe.steps:
+        model = editable(model, torch.from_numpy(opts.preprocess(dataset.train.x[:2])),
+                         ", ".join(step_key(s) for s in recipe.steps))
     original = model
     for i, cfg in enumerate(recipe.steps):
         data, what = step_data(cfg, dataset, opts.preprocess, teacher=original)

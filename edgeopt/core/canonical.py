@@ -15,7 +15,12 @@ CANONICAL = "edgeopt_canonical"
 
 
 def is_canonical(model) -> bool:
-    return isinstance(model, fx.GraphModule) and model.meta.get(CANONICAL, False)
+    """A canonical GraphModule still in that form: a technique that swapped one of its
+    layers for a container of layers (low-rank factors) made it need tracing again."""
+    if not (isinstance(model, fx.GraphModule) and model.meta.get(CANONICAL, False)):
+        return False
+    return not any(isinstance(model.get_submodule(n.target), nn.Sequential)
+                   for n in model.graph.find_nodes(op="call_module"))
 
 
 def check_finite(model: nn.Module) -> None:
@@ -40,6 +45,22 @@ def check_input_fits(model: nn.Module, example: torch.Tensor) -> None:
         ) from None
 
 
+def probe_batch_range(model: nn.Module, example: torch.Tensor) -> tuple[int, int | None] | None:
+    """``batch_range(model)``; a TorchScript module declares none, so it is run once at
+    batch 2: one traced at batch 1 with its batch fixed fails or answers one row, and is
+    then taken as a static batch of 1."""
+    known = batch_range(model)
+    if known is not None or not isinstance(model, torch.jit.ScriptModule):
+        return known
+    try:
+        with torch.no_grad():
+            out = model(example[:1].expand(2, *example.shape[1:]))
+        takes_two = isinstance(out, torch.Tensor) and out.dim() > 0 and out.shape[0] == 2
+    except Exception:  # whatever the fixed batch breaks
+        takes_two = False
+    return None if takes_two else (1, 1)
+
+
 def canonical_copy(model: nn.Module, example: torch.Tensor | None) -> fx.GraphModule:
     """A canonical deep copy of ``model`` (the user's model is never modified)."""
     if is_canonical(model):
@@ -49,8 +70,9 @@ def canonical_copy(model: nn.Module, example: torch.Tensor | None) -> fx.GraphMo
     check_finite(model)
     check_input_fits(model, example)
     # TorchScript modules cannot be deep-copied; export does not modify them anyway.
+    batches = probe_batch_range(model, example)
     src = model if isinstance(model, torch.jit.ScriptModule) else copy.deepcopy(model)
-    gm = lift(export_program(src, example, batch_range(model)))
+    gm = lift(export_program(src, example, batches))
     gm.meta[CANONICAL] = True
     gm.meta["input_shape"] = list(example.shape[1:])
     return gm
@@ -63,11 +85,22 @@ def is_program(model) -> bool:
         isinstance(model, fx.GraphModule) and hasattr(model, "range_constraints"))
 
 
-def editable(model: nn.Module, example: torch.Tensor | None) -> nn.Module:
+def editable(model: nn.Module, example: torch.Tensor | None,
+             technique: str = "compression") -> nn.Module:
     """The model as every technique can edit it: a loaded program becomes its canonical
     copy (real layers, the program's batch range kept); any other module is returned as
-    it is."""
-    return canonical_copy(model, example) if is_program(model) else model
+    it is. Techniques calibrate and train on batches of their own size, so a copy whose
+    batch stayed fixed (``graph._takes_any_batch``) is refused in one line."""
+    if not is_program(model):
+        return model
+    gm = canonical_copy(model, example)
+    lo, hi = gm.meta.get("batch_range") or (1, None)
+    if lo == hi:
+        form = "TorchScript" if isinstance(model, torch.jit.ScriptModule) else "torch.export"
+        raise ModelLoadError(f"this {form} model takes a static batch of {lo} only, and "
+                             f"{technique} runs it on batches of other sizes; export it "
+                             f"with a dynamic batch (torch.export.Dim)")
+    return gm
 
 
 def edited(gm: nn.Module) -> nn.Module:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import operator
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -126,7 +127,9 @@ def export_program(module: nn.Module, example: torch.Tensor,
         if isinstance(module, torch.jit.ScriptModule):
             from torch._export.converter import TS2EPConverter
 
-            module = TS2EPConverter(module, (example,)).convert().module()
+            with warnings.catch_warnings():  # its notes on unused buffers are not the user's
+                warnings.simplefilter("ignore", UserWarning)
+                module = TS2EPConverter(module, (example,)).convert().module()
         ep = torch.export.export(module, (example,), dynamic_shapes=(dynamic,) if dynamic else None,
                                  strict=False)
     except Exception as exc:  # torch raises many types here; the first line is what matters
@@ -277,26 +280,50 @@ def _is_flatten(node: fx.Node) -> bool:
     first = shape[0].meta.get("val") if isinstance(shape[0], fx.Node) else shape[0]
     rest = list(val.shape[1:])
     return (str(first) == str(val.shape[0]) and all(isinstance(d, int) for d in rest)
-            and shape[1] == math.prod(rest))
+            and shape[1] in (-1, math.prod(rest)))
 
 
-def _reshape(graph: fx.Graph, node: fx.Node, env: dict) -> fx.Node:
+def _reshape(graph: fx.Graph, node: fx.Node, env: dict, static_batch: int | None) -> fx.Node:
     """A ``view`` as the canonical form keeps it. A flatten stays a flatten, not a view
     to the sizes it was traced at, so that pruning channels or running at another batch
     keeps it valid; any other view becomes a reshape, which also takes the non-contiguous
-    (channels-last) tensors a view refuses."""
+    (channels-last) tensors a view refuses. In a static-batch program a leading size
+    equal to the batch is read from the input instead (``_takes_any_batch`` checks it)."""
+    x = env[node.args[0]]
     if _is_flatten(node):
-        new = graph.call_function(aten.flatten.using_ints, (env[node.args[0]], 1))
+        new = graph.call_function(aten.flatten.using_ints, (x, 1))
     else:
-        args = (env[node.args[0]], [env[a] if isinstance(a, fx.Node) else a for a in node.args[1]])
-        new = graph.call_function(aten.reshape.default, args)
+        shape = [env[a] if isinstance(a, fx.Node) else a for a in node.args[1]]
+        val = node.args[0].meta.get("val")
+        if (static_batch is not None and shape and shape[0] == static_batch
+                and isinstance(val, torch.Tensor) and val.dim() and val.shape[0] == static_batch):
+            shape[0] = graph.call_function(aten.sym_size.int, (x, 0))
+        new = graph.call_function(aten.reshape.default, (x, shape))
     new.meta = dict(node.meta)
     return new
+
+
+def _takes_any_batch(gm: fx.GraphModule, shape: list[int]) -> bool:
+    """Whether a graph lifted from a static-batch program computes the same per sample
+    at twice its batch: the batch was then only baked into reshapes the lift made
+    general, and calibration and training may use any batch."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2 * shape[0], *shape[1:], generator=gen)
+    try:
+        with torch.no_grad():
+            whole = gm(x)
+            parts = torch.cat([gm(x[:shape[0]]), gm(x[shape[0]:])])
+    except Exception:  # a size still fixed somewhere: the batch stays static
+        return False
+    return (isinstance(whole, torch.Tensor) and whole.shape == parts.shape
+            and torch.allclose(whole, parts, rtol=1e-4, atol=1e-5))
 
 
 def lift(ep: torch.export.ExportedProgram) -> fx.GraphModule:
     """Turn an exported program into the canonical GraphModule (see module doc)."""
     src = ep.module()
+    batches = batch_range(ep)
+    static = batches[0] if batches and batches[0] == batches[1] else None
     root = nn.Module()
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
@@ -374,7 +401,7 @@ def lift(ep: torch.export.ExportedProgram) -> fx.GraphModule:
                 env[node] = bn_nodes[node.args[0]]
                 continue
         if node.op == "call_function" and node.target is aten.view.default:
-            env[node] = _reshape(graph, node, env)
+            env[node] = _reshape(graph, node, env, static)
             continue
         new = graph.node_copy(node, lookup)
         env[node] = new
@@ -386,11 +413,14 @@ def lift(ep: torch.export.ExportedProgram) -> fx.GraphModule:
         if not node.users:  # only a rewritten flatten read it
             graph.erase_node(node)
     gm = fx.GraphModule(root, graph)
-    gm.meta["batch_range"] = batch_range(ep)
     gm.graph.lint()
     gm.recompile()
     for hook in POST_LIFT:
         hook(gm)
+    gm.meta["batch_range"] = batches
+    shape, _ = _program_input(ep)
+    if static is not None and all(isinstance(d, int) for d in shape) and _takes_any_batch(gm, shape):
+        gm.meta["batch_range"] = DEFAULT_BATCH_RANGE
     return gm
 
 

@@ -33,6 +33,23 @@ class ModelHandle:
     input_shape: list[int] | None = None  # (C, H, W) when the file declares it
     info: dict = field(default_factory=dict)
 
+    def batch_range(self, example: torch.Tensor | None = None) -> tuple[int, int | None] | None:
+        """(min, max) batch the model takes, None for any (see ``core.graph.batch_range``).
+        A .pt2 declares it; a TorchScript module is probed once on ``example``."""
+        if "batch_range" not in self.info and example is not None and self.kind == "torchscript":
+            from edgeopt.core.canonical import probe_batch_range
+
+            self._record_batches(probe_batch_range(self.module, example))
+        found = self.info.get("batch_range")
+        return None if found is None else (found[0], found[1])
+
+    def _record_batches(self, batches: tuple[int, int | None] | None) -> None:
+        # Evaluation and timing then run the model in batches it takes (evaluate.chunked).
+        if batches is not None:
+            self.info["batch_range"] = list(batches)
+            if batches[0] == batches[1]:
+                self.info["static_batch"] = batches[0]
+
     @property
     def name(self) -> str:
         return Path(self.source).stem if self.kind != "factory" else self.source.split(":")[-1]
@@ -54,13 +71,7 @@ def _load_pt2(path: str) -> ModelHandle:
             shape = [int(d) for d in dims] if all(isinstance(d, int) for d in dims) else None
             break
     handle = ModelHandle(ep.module(), path, "pt2", shape)
-    # The program only runs at the batch sizes it was exported for: record them, so
-    # that every stage is evaluated and timed in batches it takes (evaluate.chunked).
-    batches = batch_range(ep)
-    if batches is not None:
-        handle.info["batch_range"] = list(batches)
-        if batches[0] == batches[1]:
-            handle.info["static_batch"] = batches[0]
+    handle._record_batches(batch_range(ep))  # it runs only at the batches it was exported for
     return handle
 
 

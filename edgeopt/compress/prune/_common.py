@@ -63,4 +63,4 @@ def editable_model(model: nn.Module, example: torch.Tensor | None, what: str) ->
         kind = "TorchScript" if isinstance(model, torch.jit.ScriptModule) else "torch.export"
         raise DataError(f"{what}: a loaded {kind} model is traced into editable layers on "
                         f"example inputs; pass data")
-    return editable(model, example)
+    return editable(model, example, what)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.core.errors import ConfigError
-from edgeopt.evaluate.runnable import as_numpy_fn, describe
+from edgeopt.evaluate.runnable import as_numpy_fn, describe, is_torch_module
 
 
 class Chunked:
@@ -55,6 +55,16 @@ def chunked(runnable: Any, batch_range: tuple[int, int | None] | None, *,
     if lo <= 1 and (hi is None or (largest is not None and hi >= largest)):
         return runnable
     return Chunked(runnable, min_batch=lo, max_batch=hi)
+
+
+def program_chunked(runnable: Any, largest: int) -> Any:
+    """A torch.export program (``ep.module()``) run in chunks of the batches it declares,
+    whoever evaluates or times it; any other runnable as it is."""
+    if not is_torch_module(runnable):
+        return runnable
+    from edgeopt.core.graph import batch_range
+
+    return chunked(runnable, batch_range(runnable), largest=largest)
 
 
 def unchunked(runnable: Any) -> Any:

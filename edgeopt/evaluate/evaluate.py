@@ -11,6 +11,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from edgeopt.core.errors import ConfigError, DataError
+from edgeopt.evaluate.chunked import program_chunked
 from edgeopt.evaluate.metrics import agreement, topk_accuracy
 from edgeopt.evaluate.runnable import as_numpy_fn
 
@@ -55,7 +56,7 @@ def evaluate(
     if reference_logits is not None and len(reference_logits) != n:
         raise DataError(f"{n} samples but {len(reference_logits)} reference logits")
 
-    fn = as_numpy_fn(runnable)
+    fn = as_numpy_fn(program_chunked(runnable, batch_size))
     outputs = []
     # disable=None lets tqdm hide the bar when stderr is not a terminal (CI, pipes).
     with tqdm(total=n, desc=desc, unit="sample", disable=None if progress else True) as bar:

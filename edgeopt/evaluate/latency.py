@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.core.errors import ConfigError
-from edgeopt.evaluate.chunked import unchunked
+from edgeopt.evaluate.chunked import program_chunked, unchunked
 from edgeopt.evaluate.runnable import NumpyFn, as_numpy_fn, is_torch_module
 
 
@@ -61,7 +61,7 @@ def measure_latency(
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
 
-    fn = as_numpy_fn(runnable)
+    fn = as_numpy_fn(program_chunked(runnable, batch))
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, *sample_shape), dtype=np.float32)
 

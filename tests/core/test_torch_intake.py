@@ -250,3 +250,16 @@ def test_cli_on_loaded_programs(form, command, files, tmp_path, capsys, one_thre
         return
     assert code == 0, err
     assert (tmp_path / "art" / "model.onnx").is_file()
+
+
+def test_evaluate_and_latency_chunk_a_static_program_by_themselves(files, digits):
+    """``edgeopt evaluate``/``bench`` hand the loaded program straight to evaluate()."""
+    from edgeopt.evaluate import evaluate, measure_latency
+
+    module = load_model(files["static1"]).module
+    test = digits.test.subset(50, seed=0)
+    res = evaluate(module, test.x, test.y, preprocess=Preprocess(), progress=False)
+    ref = evaluate(load_model(files["batch4096"]).module, test.x, test.y,
+                   preprocess=Preprocess(), progress=False)
+    assert res.n == 50 and res.top1 == ref.top1 and res.top1 >= 70
+    assert measure_latency(module, (1, 8, 8), batch=8, warmup=0, repeats=2).batch == 8

@@ -228,6 +228,9 @@ def cmd_compile(args) -> int:
     from edgeopt.recipes import load_recipe
 
     check_output_dir(args.out, args.force)
+    if (Path(args.model).suffix.lower() == ".onnx" and args.weights is None
+            and args.precision in ("auto", "int8") and args.backend == "onnxruntime"):
+        return _compile_graph(args)
     handle = load_model(args.model, weights=args.weights)
     pre = _preprocess(args)
     shape = handle.input_shape or args.input_shape
@@ -257,6 +260,38 @@ def cmd_compile(args) -> int:
                         tune=_tune_config(args))
     print(f"{art.manifest['precision']} {art.manifest['backend']} artifact for "
           f"{art.manifest['target']} written to {art.path}")
+    return 0
+
+
+def _compile_graph(args) -> int:
+    """An ONNX file keeps its graph (the ONNX-graph path): int8 QDQ of the ops that pay,
+    every other op as it was; ``auto`` keeps int8 only when it is faster and close."""
+    from edgeopt.core.errors import ConfigError
+    from edgeopt.evaluate import stage_table
+    from edgeopt.graph_auto import auto_compile_graph
+    from edgeopt.graph_pipeline import optimize_graph
+    from edgeopt.pipeline import OptimizeOptions
+    from edgeopt.recipes import load_recipe
+
+    if not args.data:
+        raise ConfigError(f"--precision {args.precision} needs --data (calibration and, for "
+                          f"auto, the measurement of both candidates)")
+    opts = OptimizeOptions(recipe="int8", target=args.target, preprocess=_preprocess(args),
+                           eval_limit=args.eval_limit or 2000, progress=False)
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    if args.precision == "int8":
+        report = optimize_graph(args.model, args.data, out=args.out, force=args.force,
+                                opts=opts, recipe=load_recipe("int8"), log=log)
+        print(stage_table(report))
+        print(f"int8 onnxruntime artifact for {args.target} written to {args.out}")
+        return 0
+    res = auto_compile_graph(args.model, args.data, out=args.out, force=args.force, opts=opts,
+                             tolerance=args.tolerance if args.tolerance is not None else 0.5,
+                             log=log)
+    print(stage_table(res.report))
+    print(res.why)
+    print(f"{res.precision} onnxruntime artifact for {args.target} (picked by --precision "
+          f"auto) written to {res.path}")
     return 0
 
 

@@ -184,3 +184,22 @@ def test_readme_graph_path_commands_run(multi_input, tmp_path, capsys):
         assert main(argv + (["--no-progress", "--eval-limit", "40"] if argv[0] == "optimize"
                             else [])) == 0
     assert (tmp_path / "m" / "manifest.json").is_file()
+
+
+def test_compile_auto_on_an_onnx_graph_never_keeps_a_slower_or_worse_int8(multi_input, tmp_path,
+                                                                          capsys):
+    f, data, _ = multi_input
+    out = tmp_path / "auto"
+    assert main(["compile", str(f), "--precision", "auto", "--data", str(data), "--out",
+                 str(out), "--eval-limit", "40"]) == 0
+    text = capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    report = json.loads((out / "report.json").read_text())
+    assert manifest["precision"] in ("int8", "fp32")
+    picked = [line for line in text.splitlines() if "picked" in line]
+    assert picked and picked[0].startswith(manifest["precision"])
+    if manifest["precision"] == "int8":
+        by = {s["name"]: s for s in report["stages"]}
+        for b, lat in by["int8 onnxruntime"]["latency"].items():
+            assert lat["p50_ms"] < by["fp32 onnxruntime"]["latency"][b]["p50_ms"]
+    assert not list(tmp_path.glob(".auto*"))  # the candidate folder is gone

@@ -203,3 +203,98 @@ def test_compile_auto_on_an_onnx_graph_never_keeps_a_slower_or_worse_int8(multi_
         for b, lat in by["int8 onnxruntime"]["latency"].items():
             assert lat["p50_ms"] < by["fp32 onnxruntime"]["latency"][b]["p50_ms"]
     assert not list(tmp_path.glob(".auto*"))  # the candidate folder is gone
+
+
+@pytest.mark.parametrize("opset", [11, 13, 21])
+def test_other_opsets_through_the_graph_path(trained_cnn, legacy_onnx, digits, tmp_path, opset):
+    """The same model exported at opsets 11 and 13, and converted up to 21 (torch.onnx's
+    legacy exporter stops at 20)."""
+    from onnx import version_converter
+
+    f = tmp_path / f"cnn{opset}.onnx"
+    if opset <= 17:
+        torch.onnx.export(trained_cnn, (torch.zeros(1, 1, 8, 8),), str(f), dynamo=False,
+                          opset_version=opset, input_names=["input"],
+                          dynamic_axes={"input": {0: "batch"}})
+    else:
+        onnx.save(version_converter.convert_version(onnx.load(str(legacy_onnx)), opset), str(f))
+    assert onnx.load(str(f)).opset_import[0].version == opset
+    report = optimize(str(f), digits, out=tmp_path / "art", options=_opts(eval_limit=60))
+    int8 = report.stages[-1]
+    assert int8.agreement >= 95 and int8.size_bytes < 0.45 * report.stages[0].size_bytes
+
+
+class TinyEncoder(nn.Module):
+    """Gather embeddings, LayerNorm, GELU (Erf), attention with MatMul between activations,
+    Softmax and an additive mask: the op mix of a transformer export."""
+
+    def __init__(self, vocab=64, d=32, classes=4):
+        super().__init__()
+        self.emb, self.pos = nn.Embedding(vocab, d), nn.Parameter(torch.randn(16, d) * 0.1)
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.ff = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, ids, mask):
+        x = self.emb(ids) + self.pos[: ids.shape[1]]
+        q, k, v = self.qkv(self.ln1(x)).chunk(3, -1)
+        att = q @ k.transpose(1, 2) / 32 ** 0.5 + (1.0 - mask[:, None, :]) * -10000.0
+        x = x + self.proj(att.softmax(-1) @ v)
+        x = x + self.ff(self.ln2(x))
+        return self.head(x.mean(1))
+
+
+class TinyGRU(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru, self.fc = nn.GRU(8, 32, batch_first=True), nn.Linear(32, 3)
+
+    def forward(self, x, h):
+        y, h = self.gru(x, h)
+        return self.fc(y[:, -1]), h
+
+
+def _export(module, example, names, outs, axes, path):
+    torch.onnx.export(module.eval(), example, str(path), dynamo=False, opset_version=17,
+                      input_names=names, output_names=outs, dynamic_axes=axes)
+    return path
+
+
+def test_a_transformer_export_with_an_additive_mask(tmp_path):
+    torch.manual_seed(0)
+    f = _export(TinyEncoder(), (torch.zeros(2, 12, dtype=torch.long), torch.ones(2, 12)),
+                ["input_ids", "attention_mask"], ["logits"],
+                {"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}}, tmp_path / "enc.onnx")
+    types = {n.op_type for n in onnx.load(str(f)).graph.node}
+    assert {"Gather", "Softmax", "MatMul"} <= types
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(4, 13, 240)
+    mask = (np.arange(12)[None] < lengths[:, None]).astype(np.float32)
+    np.savez(tmp_path / "text.npz", input_ids=rng.integers(1, 64, (240, 12)) * mask.astype(int),
+             attention_mask=mask)
+    report = optimize(str(f), str(tmp_path / "text.npz"), out=tmp_path / "art",
+                      options=_opts(eval_limit=80))
+    int8 = report.stages[-1]
+    assert report.meta["task"] == "classification" and int8.agreement >= 90
+    assert int8.fidelity["headline"]["cosine_min"] > 0.95
+    assert int8.size_bytes < 0.6 * report.stages[0].size_bytes
+
+
+def test_a_recurrent_model_with_its_state_as_input(tmp_path):
+    torch.manual_seed(0)
+    f = _export(TinyGRU(), (torch.zeros(2, 10, 8), torch.zeros(1, 2, 32)), ["x", "h0"],
+                ["logits", "hn"], {"x": {0: "batch"}, "h0": {1: "batch"}, "logits": {0: "batch"},
+                                   "hn": {1: "batch"}}, tmp_path / "gru.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "seq.npz", x=rng.standard_normal((200, 10, 8)).astype(np.float32),
+             h0=rng.standard_normal((200, 1, 32)).astype(np.float32) * 0.3)
+    report = optimize(str(f), str(tmp_path / "seq.npz"), out=tmp_path / "art",
+                      options=_opts(eval_limit=60))
+    int8 = report.stages[-1]
+    # The GRU itself passes through in float; the head is quantized where it pays.
+    assert set(int8.fidelity["outputs"]) == {"logits", "hn"}
+    assert int8.fidelity["headline"]["sqnr_db_min"] > 20
+    kept = {k["op"] for k in report.meta["compression"]["float_kept"]} | set(
+        report.meta["compression"]["float_ops"])
+    assert "GRU" in kept

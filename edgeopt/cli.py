@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights")
     p.add_argument("--data", required=True)
     p.add_argument("--limit", type=int, help="evaluate on this many test samples")
+    p.add_argument("--reference", help="fp32 model (.onnx or artifact) to compare outputs "
+                                       "with: fidelity without labels")
+    p.add_argument("--task", choices=["classification", "detection", "generic"])
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_preprocess(p)
 
@@ -336,10 +339,41 @@ def _compile_auto(args, model, pre, shape, name: str) -> int:
     return 0
 
 
+def _graph_model(model: str) -> bool:
+    """An ONNX file, or an artifact the ONNX-graph path wrote (it records its task)."""
+    path = Path(model)
+    if path.suffix.lower() == ".onnx":
+        return True
+    if path.is_dir() and (path / "manifest.json").is_file():
+        return "task" in json.loads((path / "manifest.json").read_text())
+    return False
+
+
 def cmd_evaluate(args) -> int:
     from edgeopt.core.data import Preprocess, load_dataset
     from edgeopt.evaluate import evaluate
 
+    if _graph_model(args.model) or args.reference or args.task:
+        from edgeopt.graph_pipeline import evaluate_graph
+
+        res = evaluate_graph(args.model, args.data, reference=args.reference, task=args.task,
+                             preprocess=_preprocess(args) if not Path(args.model).is_dir()
+                             else None, limit=args.limit)
+        if args.json:
+            print(json.dumps(res, default=str))
+        else:
+            parts = [f"top-1 {res['top1']:.2f}%"] if "top1" in res else []
+            head = res.get("fidelity") or {}
+            if "sqnr_db_min" in head:
+                parts.append(f"worst-output SQNR {head['sqnr_db_min']:.1f} dB")
+            if "cosine_min" in head:
+                parts.append(f"cosine min {head['cosine_min']:.4f}")
+            if res.get("agreement") is not None:
+                parts.append(f"argmax agreement {res['agreement']:.2f}%")
+            if "box_f1" in res:
+                parts.append(f"box F1 {res['box_f1']:.3f}")
+            print(f"{args.model}: {', '.join(parts)} on {res['n']} samples ({res['task']})")
+        return 0
     runnable, pre, _ = _runnable(args.model, args.weights)
     if pre is not None:
         pre = Preprocess.from_dict(pre)

@@ -364,6 +364,64 @@ def optimize_graph(model, data, *, out, force: bool, opts, recipe, log: Callable
     return report
 
 
+def evaluate_graph(model, data, *, reference=None, task: str | None = None, preprocess=None,
+                   limit: int | None = None, threads: int | None = None) -> dict:
+    """``edgeopt evaluate`` for any ONNX model or graph artifact: task metrics from labels,
+    and, given a ``reference`` (the fp32 file), fidelity per output without labels."""
+    from edgeopt.core.data import Preprocess
+    from edgeopt.core.inputs import prepare
+    from edgeopt.core.onnx_graph import describe
+
+    def runner(spec, name):
+        if Path(spec).is_dir():
+            pred = load_artifact(spec, threads=threads)
+            names = [o["name"] for o in pred.manifest["outputs"]]
+            return predictor_runner(name, pred, names), pred.manifest
+        graph = onnx.load(str(spec), load_external_data=False)
+        return session_runner(name, str(spec), [o.name for o in describe(graph)[1]],
+                              threads=threads), None
+
+    cand, manifest = runner(model, "model")
+    if manifest is not None:
+        from edgeopt.core.onnx_graph import TensorInfo
+
+        inputs = [TensorInfo(i["name"], i["dtype"], list(i["shape"])) for i in manifest["inputs"]]
+        outputs = [TensorInfo(o["name"], o.get("dtype", "float32"), list(o["shape"]))
+                   for o in manifest["outputs"]]
+        task = task or manifest.get("task")
+        pre = manifest.get("preprocessing") or {}
+        preprocess = preprocess or Preprocess(scale=pre.get("scale", 1.0), mean=pre.get("mean"),
+                                              std=pre.get("std"))
+    else:
+        inputs, outputs = describe(onnx.load(str(model), load_external_data=False))
+    preprocess = preprocess or Preprocess()
+    if task is None:
+        from edgeopt.evaluate.task import default_task
+
+        task = default_task(outputs)
+    dataset = _load_data(data, inputs)
+    test = dataset.test.subset(limit, seed=0)
+    constants = set(test.constants)
+    fixed = static_batch(inputs)
+    feeds = [(to_model_layout(prepare(f, preprocess, inputs=inputs), inputs, constants), b, n)
+             for f, b, n in _batches(test, fixed or 64, fixed)]
+    collect(cand, feeds, outputs)
+    result: dict = {"n": len(test), "task": task}
+    if reference is not None:
+        ref, _ = runner(reference, "reference")
+        collect(ref, feeds, outputs)
+        fidelity, top1, agree, task_metrics = score(cand, ref.outputs, test.y, task, outputs)
+        result.update(fidelity=fidelity["headline"], outputs=fidelity["outputs"],
+                      agreement=agree, **(task_metrics or {}))
+    first = cand.outputs[cand.output_names[0]]
+    if test.y is not None and first.ndim == 2:
+        result["top1"] = float((first.argmax(1) == np.asarray(test.y)).mean() * 100)
+    if reference is None and test.y is None:
+        raise DataError("nothing to score: the data has no labels (y) and no --reference model "
+                        "was given to compare outputs with")
+    return result
+
+
 def _load_data(data, inputs):
     """Model-keyed data (``core.inputs``), or an image dataset (``core.data``: a built-in
     name, IDX or class folders, an x/y .npz) for a single-input model."""

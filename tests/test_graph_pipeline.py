@@ -298,3 +298,19 @@ def test_a_recurrent_model_with_its_state_as_input(tmp_path):
     kept = {k["op"] for k in report.meta["compression"]["float_kept"]} | set(
         report.meta["compression"]["float_ops"])
     assert "GRU" in kept
+
+
+def test_evaluate_any_onnx_model_with_labels_or_against_a_reference(multi_input, legacy_onnx,
+                                                                    tmp_path, capsys):
+    f, data, _ = multi_input
+    art = tmp_path / "art"
+    optimize(str(f), str(data), out=art, options=_opts(eval_limit=40))
+    capsys.readouterr()
+    assert main(["evaluate", str(art), "--data", str(data), "--reference", str(f), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res["outputs"]) == {"logits", "state_out"} and res["fidelity"]["sqnr_db_min"] > 15
+    # No labels and no reference: nothing to score, one line.
+    assert main(["evaluate", str(art), "--data", str(data)]) != 0
+    assert "no labels" in capsys.readouterr().err
+    assert main(["evaluate", str(legacy_onnx), "--data", "digits", "--limit", "50"]) == 0
+    assert "top-1" in capsys.readouterr().out

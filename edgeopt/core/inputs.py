@@ -28,7 +28,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgeopt.core.data import Preprocess, dataset_name
+from edgeopt.core.data import (
+    Preprocess,
+    _labels,  # one label check for image and multi-input data
+    dataset_name,
+)
 from edgeopt.core.errors import ConfigError, DataError
 
 SPLITS = ("train", "test")
@@ -347,18 +351,6 @@ def _check_dynamic_dims(samples: dict[str, np.ndarray], models: dict, where: str
                     f"{where}: input {name!r} has {dim}={size} but input "
                     f"{first[1]!r} has {dim}={first[0]}"
                 )
-
-
-def _labels(y: np.ndarray, where: str) -> np.ndarray:
-    if y.ndim != 1:
-        raise DataError(f"{where}: labels must be 1-D, got shape {y.shape}")
-    if y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0):
-        y = y.astype(np.int64)
-    if y.dtype.kind not in "iu":
-        raise DataError(f"{where}: labels must be integers, got dtype {y.dtype}")
-    if len(y) and y.min() < 0:
-        raise DataError(f"{where}: labels must be >= 0, found {int(y.min())}")
-    return y.astype(np.int64)
 
 
 def _split(split: InputSplit, seed: int, test_fraction: float) -> tuple[InputSplit, InputSplit]:

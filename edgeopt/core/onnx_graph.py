@@ -109,7 +109,30 @@ def _slim(model: onnx.ModelProto) -> onnx.ModelProto:
 
     # onnxslim: shape inference, constant folding (shape chains, If on a constant
     # condition is inlined), dead-code removal. It never changes what an op computes.
-    return onnxslim.slim(model)
+    model = onnxslim.slim(model)
+    return _deterministic_shapes(model)
+
+
+def _deterministic_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace onnxslim's value_info by onnx's own shape inference. onnxslim's symbolic
+    inference writes each tensor up to 9 times, with dim expressions that sympy spells
+    differently from run to run ("floor(2.0*(h - 1)//2 + 1)" or "(h - 1)//2 + 1"): the
+    same file gave files ~130 KB apart. onnx's inference is deterministic; nothing
+    downstream needs the symbolic spellings (the quantizer and the runtime infer again)."""
+    del model.graph.value_info[:]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - without annotations the model is still valid
+        return model
+    seen: set[str] = set()
+    unique = []
+    for v in inferred.graph.value_info:
+        if v.name not in seen:
+            seen.add(v.name)
+            unique.append(v)
+    del inferred.graph.value_info[:]
+    inferred.graph.value_info.extend(unique)
+    return inferred
 
 
 def load_graph(path: str | Path, *, fixed: dict[str, np.ndarray] | None = None,

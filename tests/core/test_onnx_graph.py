@@ -137,3 +137,24 @@ def test_silero_vad_if_folds_to_the_16khz_branch():
     got = _run(model, feed)
     for w, g in zip(want, got):
         assert np.abs(w - g).max() < 1e-5
+
+
+def test_load_graph_is_byte_identical_across_processes(tmp_path):
+    """onnxslim's symbolic shape inference spelled dims differently run to run (and
+    wrote each tensor's value_info several times): yolov8n came out ~130 KB apart."""
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    path = tmp_path / "m.onnx"
+    _export(ShapeNet(), path, 17)
+    script = ("import sys, hashlib; from edgeopt.core.onnx_graph import load_graph; "
+              "b = load_graph(sys.argv[1]).SerializeToString(); "
+              "print(len(b), hashlib.sha256(b).hexdigest())")
+    runs = [subprocess.run([sys.executable, "-c", script, str(path)], check=True,
+                           capture_output=True, text=True).stdout.split()[-2:]
+            for _ in range(2)]
+    assert runs[0] == runs[1]
+    model = load_graph(path)
+    names = [v.name for v in model.graph.value_info]
+    assert len(names) == len(set(names))

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from edgeopt.compress.quantize import onnx_hw
-from edgeopt.compress.quantize.onnx_ptq import OnnxQuantConfig, head_levels, quantize_graph
+from edgeopt.compress.quantize.onnx_ptq import (
+    OnnxQuantConfig,
+    explicit_captures,
+    head_levels,
+    quantize_graph,
+    sensitivity_search,
+    weight_only_int8,
+)
 from edgeopt.core.errors import ConfigError, ExportError, ModelLoadError
 from edgeopt.core.onnx_graph import load_graph, op_histogram
 
@@ -123,8 +131,108 @@ def test_exclude_keeps_the_node_float(tmp_path):
     cfg = OnnxQuantConfig(exclude=(first_conv,), **FAST)
     _, record = quantize_graph(model, _calib((1, 3, 16, 16), 2), cfg, log=lambda *_: None)
     assert record["quantized"]["Conv"] == 2
-    assert record["float_kept"] == [{"node": first_conv, "op": "Conv",
-                                     "reason": f"user: matches exclude pattern {first_conv!r}"}]
+    why = f"user: matches exclude pattern {first_conv!r}"
+    assert record["float_kept"] == [{"node": first_conv, "op": "Conv", "reason": why,
+                                     "weights": "weight-only int8"}]
+    # Its compute stays float; its weights are stored int8 behind Cast * scale.
+    (entry,) = record["weight_only_int8"]
+    assert entry["node"] == first_conv and entry["reason"] == why
+    assert entry["per"] == "channel (axis 0)" and entry["bytes_saved"] > 0
+
+
+def test_weight_only_int8_conv_and_lstm_keep_float_compute(tmp_path):
+    class Rec(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(16, 32, 3, padding=1)
+            self.lstm = nn.LSTM(32, 64, batch_first=True)
+
+        def forward(self, x):
+            y, _ = self.lstm(self.conv(x).transpose(1, 2))
+            return y
+
+    model = _graph(tmp_path, Rec(), (1, 16, 10))
+    q = onnx.ModelProto.FromString(model.SerializeToString())
+    entries = weight_only_int8(q)
+    ops = {e["op"]: e for e in entries}
+    assert set(ops) == {"Conv", "LSTM"}
+    assert len(ops["LSTM"]["weights"]) == 2 and ops["LSTM"]["per"] == "channel (axis 1)"
+    int8 = [v for v in _inits(q).values() if v.dtype == np.int8]
+    assert sorted(v.shape for v in int8) == [(1, 256, 32), (1, 256, 64), (32, 16, 3)]
+    assert not any(v.dtype == np.float32 and v.ndim == 3 for v in _inits(q).values())
+    assert q.ByteSize() < 0.35 * model.ByteSize()
+    assert op_histogram(q)["Conv"] == 1 and op_histogram(q)["LSTM"] == 1  # float ops
+    x = _calib((3, 16, 10), 1)[0]
+    want = onnx_hw.session(model).run(None, x)[0]
+    got = onnx_hw.session(q).run(None, x)[0]
+    assert 10 * np.log10((want**2).sum() / ((want - got) ** 2).sum()) > 35.0
+    # Through quantize_graph: ORT's QDQ leaves the LSTM float; its W and R go int8.
+    _, record = quantize_graph(model, _calib((1, 16, 10), 4), OnnxQuantConfig(**FAST),
+                               log=lambda *_: None)
+    lstm = [e for e in record["weight_only_int8"] if e["op"] == "LSTM"]
+    assert lstm and "no int8 kernel" in lstm[0]["reason"]
+
+
+def _if_reads_relu_model():
+    """x -> Conv -> Relu -> If(batch == 1: Squeeze else Identity), the If's branches
+    reading the Relu output from the enclosing graph (silero-vad's pattern)."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 2, 3)).astype(np.float32), "w")
+    axes = numpy_helper.from_array(np.array([0], np.int64), "axes")
+    one = numpy_helper.from_array(np.array([1], np.int64), "one")
+    zero = numpy_helper.from_array(np.array([0], np.int64), "zero")
+    out = helper.make_tensor_value_info("b", TensorProto.FLOAT, None)
+    then = helper.make_graph([helper.make_node("Squeeze", ["r", "axes"], ["b"])], "t", [], [out])
+    other = helper.make_graph([helper.make_node("Identity", ["r"], ["b"])], "e", [], [out])
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Shape", ["r"], ["s"], name="shape"),
+             helper.make_node("Gather", ["s", "zero"], ["n"], name="gather"),
+             helper.make_node("Equal", ["n", "one"], ["cond1"], name="eq"),
+             helper.make_node("Squeeze", ["cond1", "axes"], ["cond"], name="sq"),
+             helper.make_node("If", ["cond"], ["y"], name="if", then_branch=then,
+                              else_branch=other)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[w, axes, one, zero])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_branch_reading_a_relu_output_keeps_the_relu():
+    model = _if_reads_relu_model()
+    probe = onnx.ModelProto.FromString(model.SerializeToString())
+    assert explicit_captures(probe) == 1
+    assert [n.op_type for n in probe.graph.node][-2:] == ["Identity", "If"]
+    calib = [{"x": np.random.default_rng(i).standard_normal((3, 2, 8)).astype(np.float32)}
+             for i in range(4)]
+    cfg = OnnxQuantConfig(op_types=("Conv", "Relu"), **FAST)
+    q, _ = quantize_graph(model, calib, cfg, log=lambda *_: None)
+    got = onnx_hw.session(q).run(None, calib[0])[0]
+    want = onnx_hw.session(model).run(None, calib[0])[0]
+    assert got.min() >= 0.0  # ORT's QDQ folds the Relu into the Conv: the If still sees it
+    assert 10 * np.log10((want**2).sum() / ((want - got) ** 2).sum()) > 25.0
+
+
+def test_sensitivity_search_keeps_the_worst_nodes_float():
+    class FakeBuilder:
+        candidates = {"a": "Conv", "b": "Add", "c": "Conv", "d": "Relu"}
+
+        def build(self, nodes):
+            return frozenset(nodes)
+
+    # Each node's noise (as a fraction of the signal); "d" costs nothing alone.
+    noise = {"a": 1e-4, "b": 3e-1, "c": 2e-3, "d": 0.0}
+
+    def score(nodes):
+        total = sum(noise[n] for n in nodes)
+        return 120.0 if total == 0 else float(min(120.0, -10 * np.log10(total)))
+
+    nodes, current, db, found = sensitivity_search(
+        FakeBuilder(), set(noise), frozenset(noise), score(set(noise)), score, 30.0, 10.0,
+        log=lambda *_: None)
+    assert [n for n, _, _ in found] == ["b", "c"]  # worst first, until 30 dB is reached
+    assert nodes == {"a", "d"} and current == frozenset({"a", "d"}) and db >= 30.0
 
 
 def test_refusals_are_one_line():

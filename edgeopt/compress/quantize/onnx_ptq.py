@@ -236,7 +236,8 @@ def _weight_axis(node: onnx.NodeProto, w: np.ndarray) -> int | None:
 
 
 def weight_only_int8(q: onnx.ModelProto, *, per_channel: bool = True, min_elems: int = 64,
-                     skip_nodes: frozenset[str] = frozenset()) -> list[dict]:
+                     skip_nodes: frozenset[str] = frozenset(),
+                     weights: frozenset[str] | None = None) -> list[dict]:
     """Store, in place, each float weight initializer of a float-computing weight op
     (Conv/ConvTranspose/Gemm/MatMul left float, LSTM/GRU/RNN W and R) as symmetric int8
     with a Cast * scale that gives the op its float weights back: 4x smaller, the same
@@ -267,6 +268,8 @@ def weight_only_int8(q: onnx.ModelProto, *, per_channel: bool = True, min_elems:
     for name in sorted(slots, key=lambda t: [n.name for n, _ in slots[t]]):
         init = inits.get(name)
         if init is None or name in other or name in graph_inputs:
+            continue
+        if weights is not None and name not in weights:
             continue
         if init.data_type != onnx.TensorProto.FLOAT:
             continue
@@ -515,25 +518,56 @@ def _weight_only_step(current, score, q_ms, fp_ms, kept, cfg, score_of, fp_sess,
             decisions.append(f"weight-only int8 {op} not kept: {t_ms * 1e3:.3f} ms vs "
                              f"{q2 * 1e3:.3f} ms without, {fp2 * 1e3:.3f} ms fp32")
     accuracy = {n for n, why in kept.items() if why.startswith("accuracy")}
-    for allowed in dict.fromkeys([frozenset(ok), frozenset(ok - accuracy)]):
-        trial, entries = variant(frozenset(everything - allowed))
-        if not entries:
-            break
-        t_score = score_of(trial)
-        if t_score < cfg.target_db and t_score < score - cfg.min_gain_db:
-            log(f"  weight-only int8 ({len(entries)} nodes): SQNR {t_score:.1f} dB; not kept")
-            continue
-        fp2, t_ms = onnx_hw.latencies([fp_sess, onnx_hw.session(trial, threads)], feed1,
-                                      repeats=40)
-        for e in entries:
-            e["reason"] = kept.get(e["node"]) or (
-                "LSTM/GRU/RNN: onnxruntime's static QDQ has no int8 kernel for it"
-                if e["op"] in RECURRENT_OPS else "not in op_types")
-        decisions.append(f"weight-only int8 ({len(entries)} nodes): SQNR {t_score:.1f} dB, "
-                         f"{t_ms * 1e3:.3f} ms")
-        log(f"  {decisions[-1]}")
-        return trial, t_score, t_ms, fp2, entries
-    return current, score, q_ms, fp_ms, []
+    allowed = frozenset(ok - accuracy) if accuracy else frozenset(ok)
+    trial, entries = variant(frozenset(everything - allowed))
+    if not entries:
+        return current, score, q_ms, fp_ms, []
+
+    def fine(t_score):
+        return t_score >= cfg.target_db or t_score >= score - cfg.min_gain_db
+
+    # The most weights first: when all of them cost the accuracy target, bisect for the
+    # longest run of the largest tensors that does not (small layers - depthwise 3x3,
+    # first convs - have the fewest weights per scale and lose the most).
+    sizes: dict[str, int] = {}
+    for e in entries:
+        for w in e["weights"]:
+            sizes[w] = sizes.get(w, 0) + e["bytes_saved"] // len(e["weights"])
+    order = sorted(sizes, key=lambda w: -sizes[w])
+    t_score = score_of(trial)
+    if not fine(t_score):
+        lo, hi, best = 0, len(order) - 1, None
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            cand = variant_w(current, cfg, everything - allowed, frozenset(order[:mid + 1]))
+            cs = score_of(cand[0])
+            if fine(cs):
+                best, lo = (cand, cs), mid + 1
+            else:
+                hi = mid - 1
+        if best is None:
+            log(f"  weight-only int8: SQNR {t_score:.1f} dB even for the largest tensor; "
+                "not kept")
+            return current, score, q_ms, fp_ms, []
+        (trial, entries), t_score = best
+        log(f"  weight-only int8: {len(sizes) - sum(len(e['weights']) for e in entries)} "
+            f"small weight tensors stay float for accuracy")
+    fp2, t_ms = onnx_hw.latencies([fp_sess, onnx_hw.session(trial, threads)], feed1,
+                                  repeats=40)
+    for e in entries:
+        e["reason"] = kept.get(e["node"]) or (
+            "LSTM/GRU/RNN: onnxruntime's static QDQ has no int8 kernel for it"
+            if e["op"] in RECURRENT_OPS else "not in op_types")
+    decisions.append(f"weight-only int8 ({len(entries)} nodes): SQNR {t_score:.1f} dB, "
+                     f"{t_ms * 1e3:.3f} ms")
+    log(f"  {decisions[-1]}")
+    return trial, t_score, t_ms, fp2, entries
+
+
+def variant_w(current, cfg, skip, weights):
+    trial = onnx.ModelProto.FromString(current.SerializeToString())
+    return trial, weight_only_int8(trial, per_channel=cfg.per_channel,
+                                   skip_nodes=frozenset(skip), weights=weights)
 
 
 def quantize_graph(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],

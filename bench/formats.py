@@ -236,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
     ap.add_argument("--parallel", action="store_true",
                     help="run the two architectures in two processes side by side")
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="print the tables of earlier --json results (e.g. one per --only run)")
     args = ap.parse_args(argv)
     forms = [f for f in args.forms.split(",") if f]
     recipes = [r for r in args.recipes.split(",") if r]
@@ -250,6 +252,21 @@ def main(argv: list[str] | None = None) -> int:
         args.adaround_iters = args.adaround_iters or 5
     archs = [args.only] if args.only else list(ARCHS)
     started = time.perf_counter()
+    if args.merge:
+        rows, floors, total = [], {}, 0.0
+        for path in args.merge:
+            got = json.loads(Path(path).read_text())
+            for r in got["rows"]:
+                r["checks"] = [(c["check"], c["pass"]) for c in r["checks"]]
+            rows += got["rows"]
+            floors.update(got["floors"])
+            total += got.get("total_s", 0.0)
+            for key in ("threads", "distill_seconds", "adaround_iters", "batch", "tiny"):
+                setattr(args, key, got["args"][key])
+        archs = [a for a in ARCHS if a in floors]
+        recipes = sorted({r["recipe"] for r in rows}, key=RECIPES.index)
+        print(f"merged {', '.join(args.merge)} (each run on its own; total = their sum)")
+        return summarize(rows, floors, forms, recipes, archs, args, total)
     if args.parallel and len(archs) > 1:
         rows, floors = run_parallel(archs, argv or sys.argv[1:])
     else:
@@ -287,6 +304,9 @@ def run(archs, forms, recipes, args) -> tuple[list[dict], dict]:
                                   d / f"{form}-{recipe}")
                     rows.append(row)
                     row["checks"] = checks_for(row, rows, args.batch)
+                    if args.json:  # what is done so far, should a long run be cut short
+                        Path(args.json + ".partial").write_text(json.dumps(
+                            {"rows": rows, "floors": floors}, indent=2, default=str))
                     print(f"  {form:12s} {recipe:20s} {row['top1_fp32']:.2f} -> {row['top1']:.2f}"
                           f"  {row['size']:,} B  ({row['optimize_s']:.0f} s)", flush=True)
     return rows, floors
@@ -363,6 +383,7 @@ def summarize(rows, floors, forms, recipes, archs, args, total) -> int:
         Path(args.json).write_text(json.dumps(
             {"rows": rows, "floors": floors, "total_s": round(total, 1),
              "args": vars(args)}, indent=2, default=str))
+        Path(args.json + ".partial").unlink(missing_ok=True)
     return 1 if (n_fail and args.strict) else 0
 
 if __name__ == "__main__":

@@ -158,3 +158,30 @@ def test_load_graph_is_byte_identical_across_processes(tmp_path):
     model = load_graph(path)
     names = [v.name for v in model.graph.value_info]
     assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("opset,fused", [(11, ["HardSigmoid", "Mul"]), (14, ["HardSwish"])])
+def test_decomposed_hardswish_is_fused(tmp_path, opset, fused):
+    """Paddle's x * Clip(x + 3, 0, 6) / 6 (ppocr-cls) becomes one or two ops."""
+    c = {k: numpy_helper.from_array(np.array(v, np.float32), k)
+         for k, v in {"three": 3.0, "zero": 0.0, "six": 6.0}.items()}
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 2, 1, 1))
+                                .astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["h"], name="conv"),
+             helper.make_node("Add", ["h", "three"], ["a"], name="add"),
+             helper.make_node("Clip", ["a", "zero", "six"], ["c"], name="clip"),
+             helper.make_node("Mul", ["h", "c"], ["m"], name="mul"),
+             helper.make_node("Div", ["m", "six"], ["y"], name="div")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 3, 3])],
+        initializer=[*c.values(), w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 7
+    path = tmp_path / "hs.onnx"
+    onnx.save(model, path)
+    slim = load_graph(path)
+    assert sorted(op_histogram(slim)) == sorted(["Conv", *fused])
+    feed = {"x": (4 * np.random.default_rng(1).standard_normal((2, 2, 3, 3))).astype(np.float32)}
+    (want,), (got,) = _run(path, feed), _run(slim, feed)
+    np.testing.assert_allclose(got, want, atol=1e-5)

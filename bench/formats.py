@@ -356,6 +356,8 @@ def run_parallel(archs, argv) -> tuple[list[dict], dict]:
 
 
 def summarize(rows, floors, forms, recipes, archs, args, total) -> int:
+    for r in rows:  # again over every row: a merged run has the int8 rows prune-distill needs
+        r["checks"] = checks_for(r, rows, args.batch)
     lim = {r["recipe"]: r["n_eval"] for r in rows}
     print(f"\nthreads {args.threads}"
           + (" (one process per architecture, side by side)" if args.parallel and len(archs) > 1

@@ -256,13 +256,15 @@ def main(argv: list[str] | None = None) -> int:
         rows, floors, total = [], {}, 0.0
         for path in args.merge:
             got = json.loads(Path(path).read_text())
-            for r in got["rows"]:
-                r["checks"] = [(c["check"], c["pass"]) for c in r["checks"]]
+            for r in got["rows"]:  # recomputed by summarize
+                r["checks"] = []
             rows += got["rows"]
             floors.update(got["floors"])
             total += got.get("total_s", 0.0)
+            if "args" not in got:
+                print(f"{path}: a partial run (cut short): its finished rows only")
             for key in ("threads", "distill_seconds", "adaround_iters", "batch", "tiny"):
-                setattr(args, key, got["args"][key])
+                setattr(args, key, got.get("args", {}).get(key, getattr(args, key)))
         archs = [a for a in ARCHS if a in floors]
         recipes = sorted({r["recipe"] for r in rows}, key=RECIPES.index)
         print(f"merged {', '.join(args.merge)} (each run on its own; total = their sum)")
@@ -358,7 +360,7 @@ def run_parallel(archs, argv) -> tuple[list[dict], dict]:
 def summarize(rows, floors, forms, recipes, archs, args, total) -> int:
     for r in rows:  # again over every row: a merged run has the int8 rows prune-distill needs
         r["checks"] = checks_for(r, rows, args.batch)
-    lim = {r["recipe"]: r["n_eval"] for r in rows}
+    lim = {f"{r['arch']} {r['recipe']}": r["n_eval"] for r in rows}
     print(f"\nthreads {args.threads}"
           + (" (one process per architecture, side by side)" if args.parallel and len(archs) > 1
              else "")

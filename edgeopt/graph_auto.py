@@ -11,13 +11,12 @@ artifact slower or worse than fp32.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeopt.compile.artifact import check_output_dir
+from edgeopt.compile.artifact import check_output_dir, replace_dir
 from edgeopt.recipes import load_recipe
 
 
@@ -65,11 +64,7 @@ def auto_compile_graph(model, data, *, out, force: bool, opts, tolerance: float 
                                 recipe=load_recipe("int8"), log=log, task=opts.task)
         keep, why = _decide(report, tolerance, min_sqnr_db)
         if keep:
-            backup = out.parent / f".{out.name}.auto-old"
-            if out.exists():
-                os.replace(out, backup)
-            os.replace(tmp, out)
-            shutil.rmtree(backup, ignore_errors=True)
+            replace_dir(tmp, out)
             return GraphAutoResult(out, "int8", f"int8 picked: {why}", report)
         log(f"auto: fp32 picked: {why}")
         optimize_graph(model, data, out=out, force=force, opts=opts,

@@ -31,7 +31,6 @@ from edgeopt.evaluate.latency import Latency
 from edgeopt.evaluate.report import Report, StageResult, write_report
 from edgeopt.evaluate.size import size_on_disk
 from edgeopt.runtime import load as load_artifact
-from edgeopt.runtime import read_manifest
 from edgeopt.version import __version__
 
 MODEL_FILE = "model.onnx"
@@ -356,10 +355,7 @@ def optimize_graph(model, data, *, out, force: bool, opts, recipe, log: Callable
             },
         )
         write_report(report, writer.staging)
-        manifest = read_manifest(writer.staging)
-        writer.write_manifest({k: v for k, v in manifest.items()
-                               if k not in ("format_version", "edgeopt_version", "files",
-                                            "created_at")})
+        writer.refresh_manifest()
         writer.commit()
     return report
 

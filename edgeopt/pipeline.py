@@ -42,7 +42,6 @@ from edgeopt.evaluate import (
 from edgeopt.evaluate.chunked import batch_sizes, chunked
 from edgeopt.recipes import Recipe, load_recipe, step_key
 from edgeopt.runtime import load as load_artifact
-from edgeopt.runtime import read_manifest
 from edgeopt.version import __version__
 
 
@@ -248,13 +247,9 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
         write_report(report, writer.staging)
         _write_plots(info, writer.staging)
         # Rewrite the manifest so that it checksums the reports too.
-        manifest = read_manifest(writer.staging)
-        writer.write_manifest({k: v for k, v in manifest.items() if k not in _GENERATED_FIELDS})
+        writer.refresh_manifest()
         writer.commit()
     return report
-
-
-_GENERATED_FIELDS = ("format_version", "edgeopt_version", "files", "created_at")
 
 
 def step_data(cfg, dataset: Dataset, preprocess: Preprocess,

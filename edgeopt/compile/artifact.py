@@ -75,15 +75,32 @@ class ArtifactWriter:
         self.write_bytes(MANIFEST, json.dumps(manifest, indent=2).encode())
         return manifest
 
+    def refresh_manifest(self) -> dict[str, Any]:
+        """Rewrite the staged manifest with its own fields, so that it also checksums the
+        files written after it (the reports)."""
+        old = json.loads(self.path(MANIFEST).read_text())
+        return self.write_manifest({k: v for k, v in old.items() if k not in _GENERATED})
+
     def commit(self) -> Path:
         """Move the staged folder to its destination (replacing an old one only now)."""
-        backup = None
-        if self.out.exists():
-            backup = self.out.with_name(f".{self.out.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            os.replace(self.out, backup)
-        os.replace(self.staging, self.out)
+        replace_dir(self.staging, self.out)
         self.committed = True
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
         return self.out
+
+
+# What manifest() adds itself, never carried over from an older manifest.
+_GENERATED = ("format_version", "edgeopt_version", "files", "created_at")
+
+
+def replace_dir(src: Path, out: Path) -> Path:
+    """Move folder ``src`` to ``out``; an old ``out`` is set aside first and removed only
+    once the new one is in place."""
+    backup = None
+    if out.exists():
+        backup = out.with_name(f".{out.name}.old")
+        shutil.rmtree(backup, ignore_errors=True)
+        os.replace(out, backup)
+    os.replace(src, out)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+    return out

@@ -28,6 +28,7 @@ from edgeopt.compile.targets import get_target
 from edgeopt.core.errors import ConfigError, DataError
 from edgeopt.core.inputs import batch_axis
 from edgeopt.evaluate.latency import Latency
+from edgeopt.evaluate.metrics import topk_accuracy
 from edgeopt.evaluate.report import Report, StageResult, write_report
 from edgeopt.evaluate.size import size_on_disk
 from edgeopt.runtime import load as load_artifact
@@ -194,13 +195,8 @@ def time_interleaved(runners: list[GraphRunner], feed: dict, *, batch: int, roun
                 t0 = time.perf_counter()
                 r.run(feed)
                 times[r.name].append(time.perf_counter() - t0)
-    out = {}
-    for name, ts in times.items():
-        ms = np.asarray(ts) * 1000.0
-        p50, p90 = np.percentile(ms, [50, 90])
-        out[name] = Latency(batch=batch, p50_ms=float(p50), p90_ms=float(p90),
-                            mean_ms=float(ms.mean()), repeats=len(ts), threads=threads)
-    return out
+    return {name: Latency.from_seconds(ts, batch=batch, threads=threads)
+            for name, ts in times.items()}
 
 
 # --------------------------------------------------------------------------- scoring
@@ -218,7 +214,7 @@ def score(runner: GraphRunner, reference: dict[str, np.ndarray], y, task: str, o
     if task == "classification" and first.ndim == 2:
         agree = per_output[runner.output_names[0]].get("argmax_agreement")
         if y is not None:
-            top1 = float((first.argmax(1) == np.asarray(y)).mean() * 100)
+            top1 = topk_accuracy(first, y, 1)
     if task == "detection":
         from edgeopt.evaluate.detection import box_agreement, decode_yolo
 
@@ -267,9 +263,7 @@ def optimize_graph(model, data, *, out, force: bool, opts, recipe, log: Callable
     y = test.y
 
     def feeds_of(split, size):
-        return [(to_model_layout(prepare(f, opts.preprocess, inputs=inputs), inputs,
-                                 constants), b, n)
-                for f, b, n in _batches(split, size, fixed_batch)]
+        return model_feeds(split, size, fixed_batch, opts.preprocess, inputs)
 
     eval_feeds = feeds_of(test, fixed_batch or 64)
     out_names = [o.name for o in outputs]
@@ -293,7 +287,7 @@ def optimize_graph(model, data, *, out, force: bool, opts, recipe, log: Callable
                      feeds_of(calib_split, fixed_batch or min(q.calib_batch_size, 32))]
             log(f"compress: ONNX-graph int8 with {len(calib_split)} calibration samples")
             t0 = time.perf_counter()
-            qmodel, info = _quantize(graph, calib, q, opts, log, fixed_batch or 1)
+            qmodel, info = _quantize(graph, calib, q, opts, log)
             timings["compress_s"] = round(time.perf_counter() - t0, 2)
             model_bytes, precision = qmodel.SerializeToString(), "int8"
             layer_precision = info.get("layer_precision") or {}
@@ -365,7 +359,6 @@ def evaluate_graph(model, data, *, reference=None, task: str | None = None, prep
     """``edgeopt evaluate`` for any ONNX model or graph artifact: task metrics from labels,
     and, given a ``reference`` (the fp32 file), fidelity per output without labels."""
     from edgeopt.core.data import Preprocess
-    from edgeopt.core.inputs import prepare
     from edgeopt.core.onnx_graph import describe
 
     def runner(spec, name):
@@ -397,10 +390,8 @@ def evaluate_graph(model, data, *, reference=None, task: str | None = None, prep
         task = default_task(outputs)
     dataset = _load_data(data, inputs)
     test = dataset.test.subset(limit, seed=0)
-    constants = set(test.constants)
     fixed = static_batch(inputs)
-    feeds = [(to_model_layout(prepare(f, preprocess, inputs=inputs), inputs, constants), b, n)
-             for f, b, n in _batches(test, fixed or 64, fixed)]
+    feeds = model_feeds(test, fixed or 64, fixed, preprocess, inputs)
     collect(cand, feeds, outputs)
     result: dict = {"n": len(test), "task": task}
     if reference is not None:
@@ -411,7 +402,7 @@ def evaluate_graph(model, data, *, reference=None, task: str | None = None, prep
                       agreement=agree, **(task_metrics or {}))
     first = cand.outputs[cand.output_names[0]]
     if test.y is not None and first.ndim == 2:
-        result["top1"] = float((first.argmax(1) == np.asarray(test.y)).mean() * 100)
+        result["top1"] = topk_accuracy(first, test.y, 1)
     if reference is None and test.y is None:
         raise DataError("nothing to score: the data has no labels (y) and no --reference model "
                         "was given to compare outputs with")
@@ -446,6 +437,17 @@ def _io_dict(info) -> dict:
     return {"name": info.name, "dtype": info.dtype, "shape": list(info.shape)}
 
 
+def model_feeds(split, size: int, fixed: int | None, preprocess, inputs
+                ) -> list[tuple[dict, int, int]]:
+    """(model feed, batch, real samples) of ``split``: chunked (``_batches``), uint8 images
+    preprocessed, each input's samples moved to the model's batch axis."""
+    from edgeopt.core.inputs import prepare
+
+    constants = set(split.constants)
+    return [(to_model_layout(prepare(f, preprocess, inputs=inputs), inputs, constants), b, n)
+            for f, b, n in _batches(split, size, fixed)]
+
+
 def _batches(split, size: int, fixed: int | None) -> list[tuple[dict, int, int]]:
     """(feed, batch, real samples) of ``size`` samples each; a static-batch model gets exactly
     its batch (the last chunk padded by repeating its final sample; collect() drops
@@ -474,7 +476,7 @@ def _first(split, n: int) -> dict:
             np.concatenate([v] * reps)[:n] for k, v in feed.items()}
 
 
-def _quantize(graph, calib, q, opts, log, batch):
+def _quantize(graph, calib, q, opts, log):
     from edgeopt.compress.quantize.onnx_ptq import quantize_graph
 
     cfg = onnx_config(q)
@@ -495,6 +497,6 @@ def onnx_config(q):
               }.get(obs, CalibMethod.PERCENTILE)
     return OnnxQuantConfig(
         calibration=method,
-        percentile=float(getattr(q.activations, "percentile", None) or 99.999),
+        percentile=float(q.activations.percentile),
         activations=ActType.INT8 if q.activations.symmetric else ActType.UINT8,
         per_channel=q.weights.per_channel)

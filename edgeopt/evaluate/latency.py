@@ -31,6 +31,14 @@ class Latency:
     def from_dict(cls, data: dict[str, Any]) -> Latency:
         return cls(**data)
 
+    @classmethod
+    def from_seconds(cls, times: list[float], *, batch: int, threads: int) -> Latency:
+        """Percentiles of per-call wall times given in seconds."""
+        ms = np.asarray(times) * 1000.0
+        p50, p90 = np.percentile(ms, [50, 90])
+        return cls(batch=batch, p50_ms=float(p50), p90_ms=float(p90), mean_ms=float(ms.mean()),
+                   repeats=len(times), threads=threads)
+
 
 def measure_latency(
     runnable: Any,
@@ -91,16 +99,7 @@ def _time(
         t0 = time.perf_counter()
         fn(x)
         times.append(time.perf_counter() - t0)
-    ms = np.asarray(times) * 1000.0
-    p50, p90 = np.percentile(ms, [50, 90])
-    return Latency(
-        batch=len(x),
-        p50_ms=float(p50),
-        p90_ms=float(p90),
-        mean_ms=float(ms.mean()),
-        repeats=len(times),
-        threads=threads,
-    )
+    return Latency.from_seconds(times, batch=len(x), threads=threads)
 
 
 def interleaved_p50s(runnables: dict[str, Any], sample_shape: tuple[int, ...], *, batch: int,

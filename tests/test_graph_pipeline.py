@@ -34,18 +34,10 @@ def digits():
 
 
 @pytest.fixture(scope="module")
-def trained_cnn(digits, make_cnn):
-    model = make_cnn(seed=0, width=16, hidden=256).train()
-    x = torch.from_numpy(Preprocess()(digits.train.x))
-    y = torch.from_numpy(digits.train.y)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(150):
-        idx = torch.randint(0, len(y), (64,), generator=gen)
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-        opt.step()
-    return model.eval()
+def trained_cnn(digits, make_cnn, train_tiny):
+    x = Preprocess()(digits.train.x)
+    return train_tiny(make_cnn(seed=0, width=16, hidden=256), x, digits.train.y, epochs=6,
+                      lr=3e-3)
 
 
 @pytest.fixture(scope="module")

@@ -98,14 +98,20 @@ class Split:
         return len(self.y)
 
     def subset(self, n: int | None, *, seed: int = 0) -> Split:
-        """``n`` samples drawn without replacement; the same seed gives the same draw,
-        and a smaller ``n`` gives a prefix of a larger one."""
-        if n is None or n >= len(self):
-            return self
-        if n < 0:
-            raise ConfigError(f"subset size must be >= 0, got {n}")
-        idx = np.random.default_rng(seed).permutation(len(self))[:n]
-        return Split(self.x[idx], self.y[idx])
+        """``n`` samples drawn without replacement (``subset_indices``)."""
+        idx = subset_indices(len(self), n, seed)
+        return self if idx is None else Split(self.x[idx], self.y[idx])
+
+
+def subset_indices(length: int, n: int | None, seed: int) -> np.ndarray | None:
+    """Indices of ``n`` of ``length`` samples drawn without replacement, or None for all
+    of them; the same seed gives the same draw, and a smaller ``n`` gives a prefix of a
+    larger one (image and multi-input data draw alike)."""
+    if n is None or n >= length:
+        return None
+    if n < 0:
+        raise ConfigError(f"subset size must be >= 0, got {n}")
+    return np.random.default_rng(seed).permutation(length)[:n]
 
 
 @dataclass

@@ -32,6 +32,7 @@ from edgeopt.core.data import (
     Preprocess,
     _labels,  # one label check for image and multi-input data
     dataset_name,
+    subset_indices,
 )
 from edgeopt.core.errors import ConfigError, DataError
 
@@ -79,13 +80,9 @@ class InputSplit:
         return len(next(iter(self.inputs.values())))
 
     def subset(self, n: int | None, *, seed: int = 0) -> InputSplit:
-        """Same draw as ``data.Split.subset``: a smaller ``n`` is a prefix of a larger one."""
-        if n is None or n >= len(self):
-            return self
-        if n < 0:
-            raise ConfigError(f"subset size must be >= 0, got {n}")
-        idx = np.random.default_rng(seed).permutation(len(self))[:n]
-        return self._take(idx)
+        """Same draw as ``data.Split.subset`` (``data.subset_indices``)."""
+        idx = subset_indices(len(self), n, seed)
+        return self if idx is None else self._take(idx)
 
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         """Feeds of ``batch_size`` samples (the last may be short), constants included."""

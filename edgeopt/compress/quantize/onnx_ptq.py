@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 
 from edgeopt.compress.quantize import onnx_hw
+from edgeopt.compress.quantize.onnx_compact import compact_qdq
 from edgeopt.core.config import Config, enum_field, first_match
 from edgeopt.core.errors import ConfigError, DataError, ExportError
 
@@ -697,6 +698,7 @@ def quantize_graph(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
         current, score, q_ms, fp_ms, weight_only = _weight_only_step(
             current, score, q_ms, fp_ms, kept, cfg, score_of, fp_sess, feed1, threads,
             decisions, log)
+    compacted = compact_qdq(current, keep_names=set(op_of))
     # Shape annotations: the runtime infers them again, and on a 0.5 MB model they weigh
     # 5% of the int8 file.
     del current.graph.value_info[:]
@@ -719,6 +721,7 @@ def quantize_graph(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
         "size_bytes": {"fp32": model.ByteSize(), "int8": current.ByteSize()},
         "size_ratio": round(current.ByteSize() / max(model.ByteSize(), 1), 4),
         "decisions": decisions,
+        "compacted": compacted,
     }
     log(f"  int8: {sum(quantized.values())} nodes quantized {dict(quantized)}"
         + (f" (+{len(weight_only)} weight-only int8)" if weight_only else "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,11 @@ from edgeopt.core.errors import ModelLoadError
 from edgeopt.core.graph import batch_range, eval_mode
 
 MODEL_SUFFIXES = (".onnx", ".pt2", ".pt", ".ts")
+
+# torch 2.13 warns, from its own pytree code, on every copy of a loaded .pt2 program
+# (copyreg re-creating a LeafSpec): dozens of lines per optimize that say nothing to a user.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                        category=FutureWarning)
 
 
 @dataclass

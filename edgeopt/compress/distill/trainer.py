@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from edgeopt.compress.distill.finetune import FinetuneOptions, finetune, frozen_teacher
+from edgeopt.compress.train_bn import batchnorm_for_training
 from edgeopt.core.errors import ConfigError, DataError
 from edgeopt.core.model import build_from_factory, load_model
 from edgeopt.core.registry import register
@@ -89,8 +90,10 @@ def _apply(model: nn.Module, config: DistillConfig, *, data=None, progress: bool
             student = build_from_factory(config.student, config.student_kwargs)
         student_name = config.student
     student.train()
-    result = finetune(student, data, config, teacher=frozen_teacher(teacher), progress=progress,
-                      desc="distill")
+    # A student whose BatchNorms were folded (an ONNX export) trains with them put back.
+    with batchnorm_for_training(student, data.x) as train_bn:
+        result = finetune(student, data, config, teacher=frozen_teacher(teacher),
+                          progress=progress, desc="distill")
     student.eval()
     meta = getattr(student, "meta", None)
     if not isinstance(meta, dict):
@@ -101,5 +104,6 @@ def _apply(model: nn.Module, config: DistillConfig, *, data=None, progress: bool
         "student_params": sum(p.numel() for p in student.parameters()),
         "temperature": config.temperature, "alpha": config.alpha if data.has_labels else 1.0,
         "hints": dict(config.hints), "train_samples": len(data), **result.to_dict(),
+        **({"batchnorm_for_training": len(train_bn)} if train_bn else {}),
     }
     return student

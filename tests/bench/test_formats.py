@@ -39,3 +39,7 @@ def test_tiny_run_covers_every_form(tmp_path, one_thread):
     assert by[("onnx", "prune-distill-int8")]["first_stage"] == "fp32 pytorch"
     assert by[("pt2-dyn", "prune-distill-int8")]["macs_after"] < by[
         ("pt2-dyn", "prune-distill-int8")]["macs_before"]
+    # prune vs int8 latency: the two artifacts timed here, interleaved, at 1 and 32.
+    vs = by[("onnx", "prune-distill-int8")]["vs_int8"]
+    assert set(vs) == {"1", "32"} and all(v["ratio"] > 0 for v in vs.values())
+    assert any(c["check"].startswith("b1 ") for c in by[("onnx", "prune-distill-int8")]["checks"])

@@ -167,7 +167,7 @@ def run_one(arch: str, form: str, path: Path, recipe_name: str, floor: dict, dat
     return row
 
 
-def time_against_int8(row: dict, base: dict, out: Path, args) -> None:
+def time_against_int8(row: dict, base: dict, out: Path, sample_shape, args) -> None:
     """p50 of this artifact and the same form's int8 artifact, the medians of interleaved
     rounds (two reports, each timed alone minutes apart, are not comparable to a few %)."""
     import statistics
@@ -180,7 +180,7 @@ def time_against_int8(row: dict, base: dict, out: Path, args) -> None:
     static = row.get("static_batch")
     row["vs_int8"] = {}
     for b in [static] if static else sorted({1, args.batch}):
-        p50s = interleaved_p50s(preds, tuple(row["sample_shape"]), batch=b, rounds=15,
+        p50s = interleaved_p50s(preds, tuple(sample_shape), batch=b, rounds=15,
                                 warmup=3, repeats=max(3, args.repeats // 5 if b == 1 else 3))
         mine, theirs = (statistics.median(p50s[k]) for k in ("mine", "int8"))
         row["vs_int8"][str(b)] = {"p50_ms": mine, "int8_p50_ms": theirs, "ratio": mine / theirs}
@@ -334,11 +334,11 @@ def run(archs, forms, recipes, args) -> tuple[list[dict], dict]:
                     row = run_one(arch, form, files[form], recipe, fl, data, args,
                                   d / f"{form}-{recipe}")
                     row["artifact"] = str(d / f"{form}-{recipe}")
-                    row["sample_shape"] = list(data.sample_shape)
-                    base = next((x for x in rows if x["form"] == form and x["recipe"] == "int8"),
-                                None)
+                    base = next((x for x in rows if x["arch"] == arch and x["form"] == form
+                                 and x["recipe"] == "int8"), None)
                     if recipe == "prune-distill-int8" and base is not None:
-                        time_against_int8(row, base, d / f"{form}-{recipe}", args)
+                        time_against_int8(row, base, d / f"{form}-{recipe}", data.sample_shape,
+                                          args)
                     rows.append(row)
                     row["checks"] = checks_for(row, rows, args.batch)
                     if args.json:  # what is done so far, should a long run be cut short

@@ -60,6 +60,17 @@ def describe(model: onnx.ModelProto) -> tuple[list[TensorInfo], list[TensorInfo]
     return inputs, [_info(v) for v in model.graph.output]
 
 
+def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The bodies of an If/Loop/Scan node (its GRAPH and GRAPHS attributes)."""
+    out = []
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            out.append(a.g)
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            out.extend(a.graphs)
+    return out
+
+
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
     """Op type -> node count of the top-level graph, most frequent first."""
     return dict(collections.Counter(n.op_type for n in model.graph.node).most_common())

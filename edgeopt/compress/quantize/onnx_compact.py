@@ -24,6 +24,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edgeopt.core.onnx_graph import subgraphs
+
 DROP_ZP_CONSUMERS = frozenset({"Conv"})
 
 
@@ -98,7 +100,6 @@ def _reads(graph: onnx.GraphProto) -> set[str]:
     out: set[str] = set()
     for n in graph.node:
         out.update(n.input)
-        for a in n.attribute:
-            for g in (*([a.g] if a.type == onnx.AttributeProto.GRAPH else []), *a.graphs):
-                out |= _reads(g)
+        for g in subgraphs(n):
+            out |= _reads(g)
     return out

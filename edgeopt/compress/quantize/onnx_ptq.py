@@ -27,6 +27,7 @@ from edgeopt.compress.quantize import onnx_hw
 from edgeopt.compress.quantize.onnx_compact import compact_qdq
 from edgeopt.core.config import Config, enum_field, first_match
 from edgeopt.core.errors import ConfigError, DataError, ExportError
+from edgeopt.core.onnx_graph import subgraphs
 
 # Ops whose weights ORT stores as int8 (the size win) and runs as QLinear/Integer kernels.
 WEIGHT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
@@ -151,23 +152,13 @@ def head_levels(model: onnx.ModelProto, levels: int) -> list[list[str]]:
     return result
 
 
-def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
-    out = []
-    for a in node.attribute:
-        if a.type == onnx.AttributeProto.GRAPH:
-            out.append(a.g)
-        elif a.type == onnx.AttributeProto.GRAPHS:
-            out.extend(a.graphs)
-    return out
-
-
 def _captures(graph: onnx.GraphProto) -> set[str]:
     """Names a (sub)graph reads from the enclosing scope: used, not defined in it."""
     defined = {v.name for v in graph.input} | {i.name for i in graph.initializer}
     refs: set[str] = set()
     for node in graph.node:
         refs |= {t for t in node.input if t and t not in defined}
-        for g in _subgraphs(node):
+        for g in subgraphs(node):
             refs |= {t for t in _captures(g) if t not in defined}
         defined.update(node.output)
     return refs
@@ -178,7 +169,7 @@ def _rename_reads(graph: onnx.GraphProto, old: str, new: str) -> None:
         return  # shadowed here
     for node in graph.node:
         node.input[:] = [new if t == old else t for t in node.input]
-        for g in _subgraphs(node):
+        for g in subgraphs(node):
             _rename_reads(g, old, new)
         if old in node.output:
             return  # redefined from here on
@@ -196,7 +187,7 @@ def explicit_captures(model: onnx.ModelProto) -> int:
     alias: dict[str, str] = {}
     nodes: list[onnx.NodeProto] = []
     for node in model.graph.node:
-        subs = _subgraphs(node)
+        subs = subgraphs(node)
         if subs:
             refs = sorted(set().union(*(_captures(g) for g in subs)) & produced)
             for t in refs:
@@ -262,7 +253,7 @@ def weight_only_int8(q: onnx.ModelProto, *, per_channel: bool = True, min_elems:
                 slots[t].append((node, k))
             else:
                 other.add(t)
-        for g in _subgraphs(node):
+        for g in subgraphs(node):
             other |= _captures(g)
     per_axis = per_channel
     taken = {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output}

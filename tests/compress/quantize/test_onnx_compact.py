@@ -9,10 +9,11 @@ import onnx
 import onnxruntime as ort
 import torch
 from onnx import numpy_helper
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 from torch import nn
 
 from edgeopt.compress.quantize.onnx_compact import compact_qdq
+from edgeopt.compress.quantize.onnx_ptq import _Reader  # ORT's calibration protocol over a list
 
 
 class DepthwiseNet(nn.Module):
@@ -29,14 +30,6 @@ class DepthwiseNet(nn.Module):
         y = torch.relu(self.stem(x))
         y = y + self.pw(torch.relu(self.dw(y)))
         return self.head(y.mean(dim=(2, 3)))
-
-
-class _Reader(CalibrationDataReader):
-    def __init__(self, feeds):
-        self._it = iter(feeds)
-
-    def get_next(self):
-        return next(self._it, None)
 
 
 def _qdq(tmp_path) -> onnx.ModelProto:

@@ -214,18 +214,40 @@ def structured_prune(model: nn.Module, config: StructuredPruneConfig, *, data=No
 
 def _prune_to_macs(pruner, model: nn.Module, example: torch.Tensor, macs0: int, goal: float,
                    score) -> int:
-    """Step along the ratio schedule until MACs are at most (1 - goal) of the original."""
+    """Step along the ratio schedule until MACs are at most (1 - goal) of the original.
+
+    Near the target a sub-step's groups are applied one at a time, smallest first, and
+    the step ends at the group that reaches it. A whole sub-step can overshoot by far
+    more than its ratio: ``round_to`` rounds each layer's kept channels down, so one
+    channel under the threshold can halve a 32-channel layer, and in a network whose
+    batch norms were folded into the convs (an ONNX export) these jumps land on
+    costly layers. Groups are disjoint, so applying part of a step leaves the rest of
+    the schedule valid."""
+    target = (1.0 - goal) * macs0
     macs = _tp.count(model, example)[0]
-    while macs > (1.0 - goal) * macs0:
+    while macs > target:
         if pruner.current_step >= pruner.iterative_steps:
             reached = 1 - macs / macs0
             raise ConfigError(f"prune: macs_reduction {goal:.3f} not reachable with a per-layer "
                               f"ratio cap of {pruner.pruning_ratio} (reached {reached:.3f}); "
                               f"raise ratio/max_ratio or ignore fewer layers")
         score()
-        pruner.step()
+        groups = list(pruner.step(interactive=True))
+        near = macs - target < _NEAR * macs0
+        for group in sorted(groups, key=_group_size) if near else groups:
+            group.prune()
+            if near and _tp.count(model, example)[0] <= target:
+                break
         macs = _tp.count(model, example)[0]
     return macs
+
+
+# Within this fraction of the original MACs of the target, sub-steps go group by group.
+_NEAR = 0.1
+
+
+def _group_size(group) -> int:
+    return len(group[0].idxs)
 
 
 def _record(step: int, macs: int, params: int, acc: float | None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from edgeopt.core.data import Preprocess, load_dataset
 from edgeopt.core.errors import ConfigError, DataError
 from edgeopt.core.registry import apply
 from edgeopt.core.train import TrainData
+from edgeopt.zoo.mobilenet import mobilenetv2_small
 from edgeopt.zoo.resnet import resnet_small
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -199,3 +200,24 @@ def test_bad_inputs_fail_with_one_line(resnet, digits, make_cnn):
         message = str(info.value)
         assert text in message, message
         assert "\n" not in message
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_round_to_jumps_do_not_overshoot_the_macs_target(digits, fold):
+    """round_to rounds each layer's kept channels down, so one sub-step can halve a layer
+    (here a whole sub-step lands at 44.5% for a 40% target); near the target a sub-step
+    stops at the group that reaches it. ``fold`` runs it on the network with its batch
+    norms folded into the convs, as an ONNX export gives it."""
+    from torch.fx.experimental.optimization import fuse
+
+    data, x, _ = digits
+    torch.manual_seed(0)
+    model = mobilenetv2_small().eval()
+    if fold:
+        model = fuse(torch.fx.symbolic_trace(model))
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    cfg = StructuredPruneConfig(macs_reduction=0.4, global_pruning=True, round_to=8)
+    pruned = apply(model, cfg, data=data, progress=False)
+    reduction = pruned.meta["edgeopt"]["prune"]["macs_reduction"]
+    assert 0.4 <= reduction <= 0.42
+    assert pruned(x[:3]).shape == (3, 10)

@@ -303,7 +303,7 @@ class _Run:
             cand.size_bytes = sum(f["size"] for f in art.manifest["files"].values())
             if name == "fp16" and self.proxy is not None:
                 from edgeopt.compile.api import prepare
-                from edgeopt.compile.backends.tvm.fp16 import host_fp16_runner
+                from edgeopt.compile.backends.tvm.fp16_host import host_fp16_runner
 
                 # The proxy is the fp16 module itself on this CPU, not an fp32 host build.
                 self.untimed[name] = host_fp16_runner(*prepare(model, self.shape))

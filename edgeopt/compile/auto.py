@@ -203,7 +203,7 @@ def proxy_target(t: Target) -> str:
 
 
 def _emulated_cpu(t: Target) -> str:
-    from edgeopt.compile import emulate
+    from edgeopt import emulate
 
     mcpu = (t.tvm or {}).get("mcpu")
     return mcpu if mcpu in emulate.CPUS else emulate.DEFAULT_CPU
@@ -368,7 +368,7 @@ class _Run:
             return None
         if not self.opts.emulate:
             return None
-        from edgeopt.compile import emulate
+        from edgeopt import emulate
 
         cpu = _emulated_cpu(self.t)
         try:

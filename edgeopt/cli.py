@@ -269,9 +269,9 @@ def cmd_compile(args) -> int:
 def _compile_graph(args) -> int:
     """An ONNX file keeps its graph (the ONNX-graph path): int8 QDQ of the ops that pay,
     every other op as it was; ``auto`` keeps int8 only when it is faster and close."""
+    from edgeopt.auto import auto_compile_graph
     from edgeopt.core.errors import ConfigError
     from edgeopt.evaluate import stage_table
-    from edgeopt.graph_auto import auto_compile_graph
     from edgeopt.graph_pipeline import optimize_graph
     from edgeopt.pipeline import OptimizeOptions
     from edgeopt.recipes import load_recipe
@@ -321,7 +321,7 @@ def _is_float(model, shape) -> bool:
 
 
 def _compile_auto(args, model, pre, shape, name: str) -> int:
-    from edgeopt.compile.auto import AutoOptions, auto_compile
+    from edgeopt.auto import AutoOptions, auto_compile
     from edgeopt.evaluate import stage_table
 
     given = {"tolerance": args.tolerance, "eval_limit": args.eval_limit,

@@ -26,6 +26,8 @@ from edgeopt.compile.api import model_precision, stage
 from edgeopt.compile.artifact import ArtifactWriter, check_output_dir
 from edgeopt.compile.targets import get_target
 from edgeopt.compress import apply
+from edgeopt.compress.prune import compressed_size
+from edgeopt.compress.quantize.mixed import MixedPrecisionConfig
 from edgeopt.core.canonical import canonical_copy, check_finite, check_input_fits, editable
 from edgeopt.core.data import Dataset, Preprocess, load_dataset
 from edgeopt.core.errors import ConfigError, DataError
@@ -40,6 +42,8 @@ from edgeopt.evaluate import (
     write_report,
 )
 from edgeopt.evaluate.chunked import batch_sizes, chunked
+from edgeopt.evaluate.plots import pareto_png
+from edgeopt.graph_pipeline import optimize_graph, wants_graph_path
 from edgeopt.recipes import Recipe, load_recipe, step_key
 from edgeopt.runtime import load as load_artifact
 from edgeopt.version import __version__
@@ -155,7 +159,6 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
     recipe = opts.recipe if isinstance(opts.recipe, Recipe) else load_recipe(opts.recipe)
     recipe = with_budget(recipe, opts.budget)
     get_target(opts.target)
-    from edgeopt.graph_pipeline import optimize_graph, wants_graph_path
 
     if opts.onnx_path not in ("auto", "graph", "torch"):
         raise ConfigError(f"onnx_path must be auto, graph or torch, got {opts.onnx_path!r}")
@@ -222,8 +225,6 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
         timings["compile_s"] = time.perf_counter() - t0
         if isinstance((info or {}).get("sparsify"), dict):
             # Zeros only pay on disk once compressed: say how much, on the real file.
-            from edgeopt.compress.prune import compressed_size
-
             info["sparsify"]["artifact_bytes"] = compressed_size(
                 writer.staging / manifest["model_file"])
         _run_artifact(stages, f"fp32 {backend}", fp32_dir, opts)
@@ -321,7 +322,6 @@ def with_budget(recipe: Recipe, budget: float | None) -> Recipe:
     """``--budget``: the size budget of the recipe's mixed-precision step."""
     if budget is None:
         return recipe
-    from edgeopt.compress.quantize.mixed import MixedPrecisionConfig
 
     if not any(isinstance(s, MixedPrecisionConfig) for s in recipe.steps):
         raise ConfigError(f"--budget applies to a recipe with a mixed_precision step (e.g. "
@@ -352,8 +352,6 @@ def _precision(model) -> str:
 def _write_plots(info: dict | None, out: Path) -> None:
     mixed = (info or {}).get("mixed")
     if mixed and mixed.get("pareto"):
-        from edgeopt.evaluate.plots import pareto_png
-
         pareto_png(mixed["pareto"], out / "pareto.png",
                    title=f"mixed precision candidates ({mixed['scored_on']})",
                    ylabel="simulated top-1 (%)" if "accuracy" in mixed["scored_on"]

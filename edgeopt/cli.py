@@ -224,10 +224,10 @@ def cmd_compress(args) -> int:
 def cmd_compile(args) -> int:
     from edgeopt.compile.api import compile as compile_model
     from edgeopt.compile.artifact import check_output_dir
+    from edgeopt.compress import apply
     from edgeopt.core.data import load_dataset
     from edgeopt.core.errors import ConfigError
     from edgeopt.core.model import load_model
-    from edgeopt.core.registry import apply
     from edgeopt.recipes import load_recipe
 
     check_output_dir(args.out, args.force)

@@ -25,11 +25,11 @@ import torch
 from edgeopt.compile.api import model_precision, stage
 from edgeopt.compile.artifact import ArtifactWriter, check_output_dir
 from edgeopt.compile.targets import get_target
+from edgeopt.compress import apply
 from edgeopt.core.canonical import canonical_copy, check_finite, check_input_fits, editable
 from edgeopt.core.data import Dataset, Preprocess, load_dataset
 from edgeopt.core.errors import ConfigError, DataError
 from edgeopt.core.model import ModelHandle, load_model
-from edgeopt.core.registry import apply
 from edgeopt.core.train import TrainData
 from edgeopt.evaluate import (
     Report,

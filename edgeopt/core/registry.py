@@ -1,7 +1,9 @@
-"""``apply(model, config)``: dispatch on the config's type to its registered handler.
+"""The technique registry: a config type -> the handler that applies it.
 
 A technique adds a config dataclass and registers one handler; nothing here is
-edited for it (DESIGN.md, seam 1).
+edited for it (DESIGN.md, seam 1). ``edgeopt.compress.apply`` dispatches through it:
+it lives there, above core, because only importing the technique packages registers
+their handlers.
 """
 
 from __future__ import annotations
@@ -29,13 +31,3 @@ def handler_for(config: Any) -> Callable[..., Any]:
     known = ", ".join(sorted(c.__name__ for c in _HANDLERS))
     raise ConfigError(f"no technique handles {type(config).__name__} (known configs: {known})")
 
-
-def apply(model: Any, config: Any, *, data: Any = None, progress: bool = True) -> Any:
-    """Apply one compression technique; returns the transformed model.
-
-    Handlers take ``(model, config, *, data, progress)``.
-    """
-    # Importing the technique packages registers their handlers.
-    import edgeopt.compress  # noqa: F401
-
-    return handler_for(config)(model, config, data=data, progress=progress)

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeopt.compress import apply
 from edgeopt.compress.distill.finetune import FinetuneOptions, finetune, frozen_teacher, top1
 from edgeopt.compress.distill.loss import HintLoss, kd_loss
 from edgeopt.compress.distill.trainer import DistillConfig
 from edgeopt.core.data import Preprocess, load_dataset
 from edgeopt.core.errors import ConfigError
-from edgeopt.core.registry import apply
 from edgeopt.core.train import TrainData
 
 

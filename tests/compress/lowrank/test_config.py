@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from edgeopt.compress import apply
 from edgeopt.compress.distill.finetune import FinetuneOptions
 from edgeopt.compress.lowrank import LowRankConfig, factorise
 from edgeopt.core.errors import ConfigError
-from edgeopt.core.registry import apply
 from edgeopt.core.train import TrainData
 
 

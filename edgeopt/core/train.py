@@ -50,9 +50,6 @@ class TrainData:
 
     x: np.ndarray | torch.Tensor
     y: np.ndarray | torch.Tensor | None = None
-    # The model as it was before a recipe's first step: what a distillation step
-    # learns from by default (``teacher: original``). Set by the pipeline.
-    teacher: nn.Module | None = None
 
     def __post_init__(self) -> None:
         x = self.x

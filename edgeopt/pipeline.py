@@ -30,7 +30,6 @@ from edgeopt.core.data import Dataset, Preprocess, load_dataset
 from edgeopt.core.errors import ConfigError, DataError
 from edgeopt.core.model import ModelHandle, load_model
 from edgeopt.core.registry import step_name
-from edgeopt.core.step import StepRecord
 from edgeopt.evaluate import (
     Report,
     StageResult,
@@ -242,7 +241,8 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
                 "edgeopt_version": __version__, "timings_s": timings,
                 "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "preprocessing": opts.preprocess.to_dict(),
-                "compression": _compression(records),
+                # What every step did, in order (StepRecord.to_dict).
+                "compression": {"steps": [r.to_dict() for r in records]} if records else None,
                 **_batch_meta(batches),
             },
         )
@@ -263,11 +263,6 @@ def compress_with_recipe(model, recipe: Recipe, dataset: Dataset, opts: Optimize
     step's record is in ``model.meta["edgeopt"][step name]``."""
     return run_recipe(model, recipe, dataset, opts.preprocess, seed=opts.data_seed,
                       progress=opts.progress, log=log, after_step=after_step).model
-
-
-def _compression(records: list[StepRecord]) -> dict | None:
-    """The report's word on what every step did (``StepRecord.to_dict``), in order."""
-    return {"steps": [r.to_dict() for r in records]} if records else None
 
 
 def _batch_meta(batches: tuple[int, int | None] | None) -> dict:

@@ -26,7 +26,7 @@ from torch import nn
 
 from edgeopt.core.config import Config
 from edgeopt.core.errors import ConfigError
-from edgeopt.core.train import TrainData
+from edgeopt.core.train_data import TrainData
 
 DEFAULT_CALIB_SIZE = 512
 

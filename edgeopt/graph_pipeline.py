@@ -233,7 +233,7 @@ def optimize_graph(model, data, *, out, force: bool, opts, recipe, log: Callable
     """optimize() for an ONNX file on the graph path (see the module doc)."""
     started = time.perf_counter()
     target = get_target(opts.target)
-    backend = opts.backend or recipe.compile.get("backend", "onnxruntime")
+    backend = opts.backend or recipe.compile.backend
     if backend != "onnxruntime":
         raise ConfigError(f"the ONNX-graph path compiles for onnxruntime; backend {backend!r} "
                           f"needs the torch path (recipes with torch techniques take it)")

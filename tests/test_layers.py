@@ -89,7 +89,9 @@ def test_no_import_of_edgeopt_hides_in_a_function_without_a_reason():
     found = []
     for path in sorted((ROOT / "edgeopt").rglob("*.py")):
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-        allowed = DEFERRED.get(module, set())
+        # A package's entry covers its modules (edgeopt.cli is a package of commands).
+        allowed = next((DEFERRED[m] for m in DEFERRED
+                        if module == m or module.startswith(m + ".")), set())
         found += [f"{module}:{line} imports {name}"
                   for name, line in _function_level_imports(path, module)
                   if allowed != "*" and name not in allowed]

@@ -40,8 +40,10 @@ demo: setup data
 test: setup
 	$(PY) -m pytest
 
+# ruff, then the layer contracts of pyproject.toml [tool.importlinter] (docs/architecture.md).
 lint: setup
 	$(VENV)/bin/ruff check edgeopt tests bench
+	$(VENV)/bin/lint-imports
 
 clean:
-	rm -rf out .pytest_cache
+	rm -rf out .pytest_cache .import_linter_cache

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 import edgeopt
-from edgeopt.compile.auto import host_isa_target
+from edgeopt.compile.host import host_isa_target
 from edgeopt.core.data import Preprocess, load_dataset
 from edgeopt.core.errors import ModelLoadError
 from edgeopt.evaluate import evaluate, interleaved_p50s

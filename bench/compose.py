@@ -88,7 +88,8 @@ def run(args, out: Path) -> dict:
              "prune-distill-int8": load(out / "prune-distill-int8", threads=args.threads)}
     shape = tuple(data.sample_shape)
     latency = {b: round_robin_ms(preds, shape, b, args.repeats) for b in (1, 32)}
-    info = reports["prune-distill-int8"].meta["compression"]["steps"][0]["prune"]
+    info = next(s for s in reports["prune-distill-int8"].meta["compression"]["steps"]
+                if s["step"] == "prune")
     return {
         "fp32_top1": fp32.accuracy_top1, "fp32_bytes": fp32.size_bytes,
         "int8_top1": int8_only.accuracy_top1, "int8_bytes": int8_only.size_bytes,

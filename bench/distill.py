@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 
 import edgeopt
+from edgeopt.compress import apply
 from edgeopt.compress.distill.finetune import FinetuneOptions, finetune
 from edgeopt.compress.distill.trainer import DistillConfig
 from edgeopt.core.data import Preprocess, load_dataset
 from edgeopt.core.model import build_from_factory
-from edgeopt.core.registry import apply
 from edgeopt.core.train import TrainData
 from edgeopt.evaluate import evaluate
 from edgeopt.zoo.train import reference_model

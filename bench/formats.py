@@ -161,8 +161,8 @@ def run_one(arch: str, form: str, path: Path, recipe_name: str, floor: dict, dat
         "timings_s": report.meta.get("timings_s"),
     }
     if recipe_name == "prune-distill-int8":
-        steps = (report.meta.get("compression") or {}).get("steps") or [{}]
-        prune = steps[0].get("prune") or {}
+        steps = (report.meta.get("compression") or {}).get("steps") or []
+        prune = next((s for s in steps if s.get("step") == "prune"), {})
         row["macs_before"], row["macs_after"] = prune.get("macs_before"), prune.get("macs_after")
     return row
 

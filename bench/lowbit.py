@@ -155,10 +155,11 @@ class Bench:
                "drop": self.fp32[arch]["top1"] - ev.top1, "agreement": ev.agreement,
                "bytes": size, "ratio": size / self.fp32[arch]["bytes"],
                "compress_s": round(seconds, 1)}
-        if "mixed" in info:
-            row["policy"] = info["mixed"]["policy"]
+        if "mixed_precision" in info:  # each step's record is under its recipe key
+            row["policy"] = info["mixed_precision"]["mixed"]["policy"]
         if "qat" in info:
-            row["qat"] = {k: v for k, v in info["qat"].items() if k != "history"}
+            row["qat"] = {k: v for k, v in info["qat"].items()
+                          if k not in ("history", "step", "technique", "summary")}
         print(f"{arch:18s} {label:42s} {ev.top1:6.2f}% ({row['drop']:+.2f})  "
               f"{size:>9,d} B {row['ratio']:.3f}x  {seconds:6.1f} s", flush=True)
         return row

@@ -28,8 +28,9 @@ from pathlib import Path
 import torch
 
 import edgeopt
+from edgeopt.compress import apply
 from edgeopt.compress.distill.finetune import FinetuneOptions
-from edgeopt.compress.lowrank import LowRankConfig, factorise
+from edgeopt.compress.lowrank import LowRankConfig
 from edgeopt.core.data import Preprocess, load_dataset
 from edgeopt.core.train import TrainData
 from edgeopt.evaluate import evaluate
@@ -100,9 +101,9 @@ class Bench:
         if self.args.tiny:
             cfg = cfg.replace(tucker_iters=2, cp_iters=2)  # a rougher start, same code path
         t0 = time.perf_counter()
-        plain = factorise(self.model, cfg, progress=False)
+        plain = apply(self.model, cfg, progress=False)
         before = self.artifact(plain, f"{method}-before")
-        tuned = factorise(self.model, cfg.replace(finetune=self.options()), data=self.train,
+        tuned = apply(self.model, cfg.replace(finetune=self.options()), data=self.train,
                           progress=not self.args.tiny)
         seconds = time.perf_counter() - t0
         after = self.artifact(tuned, f"{method}-finetuned", latency=True)

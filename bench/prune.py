@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 
 import edgeopt
+from edgeopt.compress import apply
 from edgeopt.compress.distill.finetune import FinetuneOptions
 from edgeopt.core.data import Preprocess, load_dataset
-from edgeopt.core.registry import apply
 from edgeopt.core.train import TrainData
 from edgeopt.evaluate import evaluate
 from edgeopt.evaluate.latency import interleaved_p50s

@@ -7,8 +7,8 @@
 """
 
 from edgeopt import compile, compress, evaluate, runtime  # noqa: A004  (callable packages)
+from edgeopt.compress import apply
 from edgeopt.compress.quantize.spec import Int8Config, Observer, QuantConfig, QuantSpec
-from edgeopt.core.registry import apply
 from edgeopt.version import __version__
 
 __all__ = [

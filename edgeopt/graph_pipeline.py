@@ -24,13 +24,21 @@ import numpy as np
 import onnx
 
 from edgeopt.compile.artifact import ArtifactWriter
+from edgeopt.compile.backends.onnxruntime.runtime import make_session
 from edgeopt.compile.targets import get_target
+from edgeopt.compress.quantize.onnx_ptq import ActType, CalibMethod, OnnxQuantConfig, quantize_graph
+from edgeopt.compress.quantize.spec import Observer, QuantConfig, Scheme
+from edgeopt.core.data import BUILTINS, Dataset, Preprocess, load_dataset
 from edgeopt.core.errors import ConfigError, DataError
-from edgeopt.core.inputs import batch_axis
+from edgeopt.core.inputs import InputDataset, InputSplit, batch_axis, load_inputs, prepare
+from edgeopt.core.onnx_graph import TensorInfo, describe, load_graph
+from edgeopt.evaluate.detection import box_agreement, decode_yolo
+from edgeopt.evaluate.fidelity import compare, summarise
 from edgeopt.evaluate.latency import Latency
 from edgeopt.evaluate.metrics import topk_accuracy
 from edgeopt.evaluate.report import Report, StageResult, write_report
 from edgeopt.evaluate.size import size_on_disk
+from edgeopt.evaluate.task import default_task
 from edgeopt.runtime import load as load_artifact
 from edgeopt.version import __version__
 
@@ -44,8 +52,6 @@ TASKS = ("classification", "detection", "generic")
 def graph_quant_step(recipe):
     """The recipe's one quantize step when the ONNX-graph path can carry the whole
     recipe (8-bit uniform PTQ, no learned rounding), else None (the torch path)."""
-    from edgeopt.compress.quantize.spec import QuantConfig, Scheme
-
     steps = list(recipe.steps)
     if len(steps) != 1 or type(steps[0]) is not QuantConfig:
         return None
@@ -131,8 +137,6 @@ class GraphRunner:
 
 def session_runner(name: str, model: str | bytes, output_names, *, threads: int | None,
                    **kw) -> GraphRunner:
-    from edgeopt.compile.backends.onnxruntime.runtime import make_session
-
     sess = make_session(model, threads)
     names = [o.name for o in sess.get_outputs()]
     bad = [n for n in output_names if n not in names]
@@ -204,8 +208,6 @@ def time_interleaved(runners: list[GraphRunner], feed: dict, *, batch: int, roun
 
 def score(runner: GraphRunner, reference: dict[str, np.ndarray], y, task: str, outputs):
     """(fidelity, top-1, agreement, task metrics) of a stage against the reference."""
-    from edgeopt.evaluate.fidelity import compare, summarise
-
     per_output = compare(reference, runner.outputs)
     fidelity = {"headline": summarise(per_output), "outputs": per_output}
     top1 = agree = None
@@ -216,8 +218,6 @@ def score(runner: GraphRunner, reference: dict[str, np.ndarray], y, task: str, o
         if y is not None:
             top1 = topk_accuracy(first, y, 1)
     if task == "detection":
-        from edgeopt.evaluate.detection import box_agreement, decode_yolo
-
         ref = decode_yolo(reference[runner.output_names[0]])
         got = decode_yolo(first)
         boxes = box_agreement(ref, got, iou=0.5)
@@ -231,12 +231,9 @@ def score(runner: GraphRunner, reference: dict[str, np.ndarray], y, task: str, o
 def optimize_graph(model, data, *, out, force: bool, opts, recipe, log: Callable = print,
                    task: str | None = None) -> Report:
     """optimize() for an ONNX file on the graph path (see the module doc)."""
-    from edgeopt.core.inputs import prepare
-    from edgeopt.core.onnx_graph import describe, load_graph
-
     started = time.perf_counter()
     target = get_target(opts.target)
-    backend = opts.backend or recipe.compile.get("backend", "onnxruntime")
+    backend = opts.backend or recipe.compile.backend
     if backend != "onnxruntime":
         raise ConfigError(f"the ONNX-graph path compiles for onnxruntime; backend {backend!r} "
                           f"needs the torch path (recipes with torch techniques take it)")
@@ -254,8 +251,6 @@ def optimize_graph(model, data, *, out, force: bool, opts, recipe, log: Callable
              if np.asarray(v).ndim == 0}
     graph = load_graph(path, fixed=bound or None)
     if task is None:
-        from edgeopt.evaluate.task import default_task
-
         task = default_task(outputs)
     fixed_batch = static_batch(inputs)
     batch = fixed_batch or opts.batch
@@ -358,9 +353,6 @@ def evaluate_graph(model, data, *, reference=None, task: str | None = None, prep
                    limit: int | None = None, threads: int | None = None) -> dict:
     """``edgeopt evaluate`` for any ONNX model or graph artifact: task metrics from labels,
     and, given a ``reference`` (the fp32 file), fidelity per output without labels."""
-    from edgeopt.core.data import Preprocess
-    from edgeopt.core.onnx_graph import describe
-
     def runner(spec, name):
         if Path(spec).is_dir():
             pred = load_artifact(spec, threads=threads)
@@ -372,8 +364,6 @@ def evaluate_graph(model, data, *, reference=None, task: str | None = None, prep
 
     cand, manifest = runner(model, "model")
     if manifest is not None:
-        from edgeopt.core.onnx_graph import TensorInfo
-
         inputs = [TensorInfo(i["name"], i["dtype"], list(i["shape"])) for i in manifest["inputs"]]
         outputs = [TensorInfo(o["name"], o.get("dtype", "float32"), list(o["shape"]))
                    for o in manifest["outputs"]]
@@ -385,8 +375,6 @@ def evaluate_graph(model, data, *, reference=None, task: str | None = None, prep
         inputs, outputs = describe(onnx.load(str(model), load_external_data=False))
     preprocess = preprocess or Preprocess()
     if task is None:
-        from edgeopt.evaluate.task import default_task
-
         task = default_task(outputs)
     dataset = _load_data(data, inputs)
     test = dataset.test.subset(limit, seed=0)
@@ -412,9 +400,6 @@ def evaluate_graph(model, data, *, reference=None, task: str | None = None, prep
 def _load_data(data, inputs):
     """Model-keyed data (``core.inputs``), or an image dataset (``core.data``: a built-in
     name, IDX or class folders, an x/y .npz) for a single-input model."""
-    from edgeopt.core.data import BUILTINS, Dataset, load_dataset
-    from edgeopt.core.inputs import InputDataset, InputSplit, load_inputs
-
     if isinstance(data, InputDataset):
         return data
     if not isinstance(data, Dataset):
@@ -441,8 +426,6 @@ def model_feeds(split, size: int, fixed: int | None, preprocess, inputs
                 ) -> list[tuple[dict, int, int]]:
     """(model feed, batch, real samples) of ``split``: chunked (``_batches``), uint8 images
     preprocessed, each input's samples moved to the model's batch axis."""
-    from edgeopt.core.inputs import prepare
-
     constants = set(split.constants)
     return [(to_model_layout(prepare(f, preprocess, inputs=inputs), inputs, constants), b, n)
             for f, b, n in _batches(split, size, fixed)]
@@ -477,8 +460,6 @@ def _first(split, n: int) -> dict:
 
 
 def _quantize(graph, calib, q, opts, log):
-    from edgeopt.compress.quantize.onnx_ptq import quantize_graph
-
     cfg = onnx_config(q)
     if not calib:
         raise DataError("no calibration samples: the data's train split is empty")
@@ -489,9 +470,6 @@ def onnx_config(q):
     """The ONNX-graph quantizer's config for a recipe's QuantConfig: the same observer
     (MSE has no ORT calibrator: percentile is its nearest), activation signedness and
     per-channel weights."""
-    from edgeopt.compress.quantize.onnx_ptq import ActType, CalibMethod, OnnxQuantConfig
-    from edgeopt.compress.quantize.spec import Observer
-
     obs = q.activations.observer
     method = {Observer.MINMAX: CalibMethod.MINMAX, Observer.ENTROPY: CalibMethod.ENTROPY
               }.get(obs, CalibMethod.PERCENTILE)

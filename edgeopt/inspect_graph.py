@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edgeopt.compress.quantize.onnx_ptq import WEIGHT_OPS, OnnxQuantConfig
 from edgeopt.core.onnx_graph import describe, load_graph, op_histogram
 
 
@@ -36,8 +37,6 @@ def _shapes(model: onnx.ModelProto) -> dict[str, str]:
 
 def inspect_graph(path: str) -> tuple[list[NodeRow], dict[str, int], dict]:
     """(rows, op histogram, summary) of the ONNX file as the graph path sees it."""
-    from edgeopt.compress.quantize.onnx_ptq import WEIGHT_OPS, OnnxQuantConfig
-
     model = load_graph(path)
     inits = {i.name: int(np.prod(i.dims)) if i.dims else 1 for i in model.graph.initializer}
     # Constant nodes hold weights too in some exporters (Paddle).

@@ -9,7 +9,6 @@ report's columns can be compared directly.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import io
 import os
 import platform
@@ -19,18 +18,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from edgeopt.compile.api import model_precision, stage
 from edgeopt.compile.artifact import ArtifactWriter, check_output_dir
 from edgeopt.compile.targets import get_target
-from edgeopt.core.canonical import canonical_copy, check_finite, check_input_fits, editable
+from edgeopt.core.canonical import canonical_copy, check_finite, check_input_fits
 from edgeopt.core.data import Dataset, Preprocess, load_dataset
 from edgeopt.core.errors import ConfigError, DataError
 from edgeopt.core.model import ModelHandle, load_model
-from edgeopt.core.registry import apply
-from edgeopt.core.train import TrainData
+from edgeopt.core.registry import step_name
 from edgeopt.evaluate import (
     Report,
     StageResult,
@@ -40,7 +39,11 @@ from edgeopt.evaluate import (
     write_report,
 )
 from edgeopt.evaluate.chunked import batch_sizes, chunked
-from edgeopt.recipes import Recipe, load_recipe, step_key
+from edgeopt.evaluate.plots import draw
+from edgeopt.graph_pipeline import optimize_graph, wants_graph_path
+from edgeopt.recipes import Recipe, load_recipe
+from edgeopt.recipes.overrides import with_overrides
+from edgeopt.recipes.run import run_recipe
 from edgeopt.runtime import load as load_artifact
 from edgeopt.version import __version__
 
@@ -56,7 +59,10 @@ class OptimizeOptions:
     latency_repeats: int = 50
     threads: int | None = None
     progress: bool = True
-    budget: float | None = None  # overrides a mixed-precision step's size budget
+    # Run-level step options by name, e.g. {"budget": 0.2, "calib_size": 256}: each is
+    # given to every step of the recipe that takes it (StepConfig.overridable).
+    overrides: dict[str, Any] = field(default_factory=dict)
+    data_seed: int = 0  # draws every step's training or calibration subset
     backend: str | None = None  # overrides the recipe's compile backend (onnxruntime, tvm)
     task: str | None = None  # classification | detection | generic (default: from outputs)
     # ONNX files: "auto" quantizes the graph itself when the recipe allows it (int8 PTQ)
@@ -153,16 +159,15 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
     # Every check a user mistake can fail runs before any work.
     check_output_dir(out, force)
     recipe = opts.recipe if isinstance(opts.recipe, Recipe) else load_recipe(opts.recipe)
-    recipe = with_budget(recipe, opts.budget)
+    recipe = with_overrides(recipe, opts.overrides)
     get_target(opts.target)
-    from edgeopt.graph_pipeline import optimize_graph, wants_graph_path
 
     if opts.onnx_path not in ("auto", "graph", "torch"):
         raise ConfigError(f"onnx_path must be auto, graph or torch, got {opts.onnx_path!r}")
     if opts.onnx_path == "graph" and not wants_graph_path(model, recipe, weights):
         raise ConfigError(f"--onnx-path graph takes an .onnx model and an 8-bit PTQ recipe; "
                           f"recipe {recipe.name} needs the torch path for its "
-                          f"{', '.join(step_key(s) for s in recipe.steps)} step(s)")
+                          f"{', '.join(step_name(s) for s in recipe.steps)} step(s)")
     if opts.onnx_path != "torch" and wants_graph_path(model, recipe, weights):
         return optimize_graph(model, data, out=out, force=force, opts=opts, recipe=recipe,
                               log=log, task=opts.task)
@@ -188,23 +193,23 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
                    size=_torch_file_size(model), notes=f"PyTorch model after the {key} step")
 
     t0 = time.perf_counter()
-    compressed = compress_with_recipe(handle.module, recipe, dataset, opts, log,
-                                      after_step=intermediate)
+    run = run_recipe(handle.module, recipe, dataset, opts.preprocess, seed=opts.data_seed,
+                     progress=opts.progress, log=log, after_step=intermediate)
+    compressed, records = run.model, run.records
     timings["compress_s"] = time.perf_counter() - t0
     precision = _precision(compressed) if recipe.steps else "fp32"
-    info = (_record(compressed) or None) if recipe.steps else None
     # A quantized result is named by its precision ("int8 simulated", "int8 onnxruntime");
     # a float one (pruned, factorised, ...) by its last step and the recipe, so that its
     # artifact is not confused with the unchanged model's "fp32 onnxruntime".
     quantized = precision != "fp32"
     if recipe.steps:
-        last = step_key(recipe.steps[-1])
+        last = records[-1].step
         stages.run(f"{precision} simulated" if quantized else f"after {last}", _fast(compressed),
                    backend="torch", precision=precision, size=_torch_file_size(compressed),
                    notes="fake-quantized PyTorch model" if quantized
                    else f"PyTorch model after the {last} step")
 
-    backend = opts.backend or recipe.compile.get("backend", "onnxruntime")
+    backend = opts.backend or recipe.compile.backend
     t0 = time.perf_counter()
     example = torch.from_numpy(opts.preprocess(test.x[:2]))
     # stage() copies and BN-folds each model itself; the canonical copy records its input shape.
@@ -220,12 +225,8 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
         manifest = stage(compressed if recipe.steps else float_model, writer,
                          recipe=recipe.to_dict(), **lower)
         timings["compile_s"] = time.perf_counter() - t0
-        if isinstance((info or {}).get("sparsify"), dict):
-            # Zeros only pay on disk once compressed: say how much, on the real file.
-            from edgeopt.compress.prune import compressed_size
-
-            info["sparsify"]["artifact_bytes"] = compressed_size(
-                writer.staging / manifest["model_file"])
+        for record in records:  # sizes a step reports are measured on the real file
+            record.on_artifact(writer.staging / manifest["model_file"])
         _run_artifact(stages, f"fp32 {backend}", fp32_dir, opts)
         if recipe.steps:
             _run_artifact(stages, f"{precision if quantized else recipe.name} {backend}",
@@ -240,72 +241,28 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
                 "edgeopt_version": __version__, "timings_s": timings,
                 "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "preprocessing": opts.preprocess.to_dict(),
-                "compression": info,
+                # What every step did, in order (StepRecord.to_dict).
+                "compression": {"steps": [r.to_dict() for r in records]} if records else None,
                 **_batch_meta(batches),
             },
         )
         write_report(report, writer.staging)
-        _write_plots(info, writer.staging)
+        for record in records:
+            for figure in record.figures():
+                draw(figure, writer.staging)
         # Rewrite the manifest so that it checksums the reports too.
         writer.refresh_manifest()
         writer.commit()
     return report
 
 
-def step_data(cfg, dataset: Dataset, preprocess: Preprocess,
-              teacher: torch.nn.Module | None = None) -> tuple[object, str]:
-    """What one compress step is given, and a phrase for the log.
-
-    A step whose config declares ``needs_training_data`` (QAT, fine-tuning) gets
-    labelled ``TrainData`` from the train split (``train_size`` samples, seeded
-    by the config's ``seed``; all of them by default), carrying ``teacher`` (the
-    model before the recipe's first step) for distillation; every other step gets
-    preprocessed calibration inputs, a seeded subset of ``calib_size``.
-    """
-    if getattr(cfg, "needs_training_data", False):
-        train = dataset.train.subset(getattr(cfg, "train_size", None),
-                                     seed=getattr(cfg, "seed", 0))
-        return (TrainData(x=preprocess(train.x), y=train.y, teacher=teacher),
-                f"{len(train)} labelled training")
-    calib = dataset.train.subset(getattr(cfg, "calib_size", 512),
-                                 seed=getattr(cfg, "calib_seed", 0))
-    return preprocess(calib.x), f"{len(calib)} calibration"
-
-
 def compress_with_recipe(model, recipe: Recipe, dataset: Dataset, opts: OptimizeOptions,
                          log: Callable[[str], None] = print,
                          after_step: Callable[[str, object], None] | None = None):
-    """Apply the recipe's steps in order, each on its own seeded train subset.
-
-    Each step's record (``meta["edgeopt"]``) is kept in order under ``steps`` of
-    the final model's record, so the report shows what every step did, not only
-    the last one. ``after_step(key, model)`` sees the model after every step but
-    the last (the pipeline evaluates it as a stage of its own).
-    """
-    history = []
-    # A loaded program (TorchScript, torch.export) is edited as its canonical copy,
-    # whose layers are real modules; it is also the distillation teacher.
-    if recipe.steps:
-        model = editable(model, torch.from_numpy(opts.preprocess(dataset.train.x[:2])),
-                         ", ".join(step_key(s) for s in recipe.steps))
-    original = model
-    for i, cfg in enumerate(recipe.steps):
-        data, what = step_data(cfg, dataset, opts.preprocess, teacher=original)
-        log(f"compress: {type(cfg).__name__} with {what} samples")
-        before = dict(_record(model))
-        model = apply(model, cfg, data=data, progress=opts.progress)
-        # A step's record: what it added to the model's record (a step that copies the
-        # model carries its predecessors' entries along; those are theirs, not its).
-        record = {k: v for k, v in _record(model).items()
-                  if k not in before or not _same(before[k], v)}
-        record.pop("steps", None)
-        key = step_key(cfg)
-        history.append({"step": type(cfg).__name__, "key": key, **record})
-        if after_step is not None and i < len(recipe.steps) - 1:
-            after_step(key, model)
-    if recipe.steps and isinstance(getattr(model, "meta", None), dict):
-        model.meta.setdefault("edgeopt", {})["steps"] = history
-    return model
+    """The recipe's compressed model (``recipes.run.run_recipe`` with ``opts``); each
+    step's record is in ``model.meta["edgeopt"][step name]``."""
+    return run_recipe(model, recipe, dataset, opts.preprocess, seed=opts.data_seed,
+                      progress=opts.progress, log=log, after_step=after_step).model
 
 
 def _batch_meta(batches: tuple[int, int | None] | None) -> dict:
@@ -317,47 +274,10 @@ def _batch_meta(batches: tuple[int, int | None] | None) -> dict:
     return {"batch_range": list(batches)}
 
 
-def with_budget(recipe: Recipe, budget: float | None) -> Recipe:
-    """``--budget``: the size budget of the recipe's mixed-precision step."""
-    if budget is None:
-        return recipe
-    from edgeopt.compress.quantize.mixed import MixedPrecisionConfig
-
-    if not any(isinstance(s, MixedPrecisionConfig) for s in recipe.steps):
-        raise ConfigError(f"--budget applies to a recipe with a mixed_precision step (e.g. "
-                          f"mixed); recipe {recipe.name} has none")
-    steps = [s.replace(budget=budget, avg_bits=None) if isinstance(s, MixedPrecisionConfig)
-             else s for s in recipe.steps]
-    return dataclasses.replace(recipe, steps=steps)
-
-
-def _record(model) -> dict:
-    """What the compression steps recorded on ``model`` (``meta["edgeopt"]``), or {}."""
-    return (getattr(model, "meta", None) or {}).get("edgeopt") or {}
-
-
-def _same(a, b) -> bool:
-    try:
-        return bool(a == b)
-    except (TypeError, ValueError, RuntimeError):  # arrays and tensors compare elementwise
-        return False
-
-
 def _precision(model) -> str:
     """The precision label of a compressed model; a plain module (pruned, factorised,
     distilled) computes in fp32."""
     return model_precision(model)[0] if isinstance(model, torch.fx.GraphModule) else "fp32"
-
-
-def _write_plots(info: dict | None, out: Path) -> None:
-    mixed = (info or {}).get("mixed")
-    if mixed and mixed.get("pareto"):
-        from edgeopt.evaluate.plots import pareto_png
-
-        pareto_png(mixed["pareto"], out / "pareto.png",
-                   title=f"mixed precision candidates ({mixed['scored_on']})",
-                   ylabel="simulated top-1 (%)" if "accuracy" in mixed["scored_on"]
-                   else "agreement with fp32 (%)")
 
 
 def _run_artifact(stages: _Stages, name: str, path: Path, opts: OptimizeOptions) -> None:

@@ -247,6 +247,33 @@ def case_unknown_recipe_option(tmp_path, fac, make_cnn):
             ["'bitz'", "valid:", "weights", "activations"])
 
 
+def case_unknown_step(tmp_path, fac, make_cnn):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nsteps:\n  - quantise: {}\n")
+    # The valid names come from the registry: every technique's own registration.
+    return ([f"{fac}:tiny_cnn", "--data", "digits", "--recipe", str(recipe)],
+            ["unknown step 'quantise'", "valid:", "cluster", "quantize", "sparsify"])
+
+
+def case_unknown_compile_key(tmp_path, fac, make_cnn):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nsteps: []\ncompile: {backnd: tvm}\n")
+    return ([f"{fac}:tiny_cnn", "--data", "digits", "--recipe", str(recipe)],
+            ["compile:", "unknown option 'backnd'", "valid: backend"])
+
+
+def case_unknown_compile_backend(tmp_path, fac, make_cnn):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nsteps: []\ncompile: {backend: tflite}\n")
+    return ([f"{fac}:tiny_cnn", "--data", "digits", "--recipe", str(recipe)],
+            ["'tflite'", "onnxruntime", "tvm"])
+
+
+def case_calib_size_without_calibrating_step(tmp_path, fac, make_cnn):
+    return ([f"{fac}:tiny_cnn", "--data", "digits", "--recipe", "sparse", "--calib-size", "64"],
+            ["--calib-size applies", "quantize", "sparse has none"])
+
+
 def case_unknown_target(tmp_path, fac, make_cnn):
     return ([f"{fac}:tiny_cnn", "--data", "digits", "--target", "riscv", "--eval-limit", "16"],
             ["riscv", "x86_64"])
@@ -269,6 +296,8 @@ BAD_INPUT = [
     case_bits_out_of_range, case_budget_without_mixed_step,
     case_missing_model, case_corrupt_model, case_empty_calibration, case_onnx_shape_mismatch,
     case_pt2_shape_mismatch, case_unknown_recipe, case_unknown_recipe_option,
+    case_unknown_step, case_unknown_compile_key, case_unknown_compile_backend,
+    case_calib_size_without_calibrating_step,
     case_factory_shape_mismatch,
     case_nan_weights,
     case_unknown_target,

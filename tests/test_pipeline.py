@@ -123,10 +123,10 @@ def test_mixed_recipe_writes_policy_and_pareto_plot(trained, digits, tmp_path):
     recipe.steps = [step.replace(base=step.base.replace(calib_size=128), eval_samples=200,
                                  sensitivity_samples=64, pareto_points=3)]
     opts = OptimizeOptions(recipe=recipe, eval_limit=100, batch=4, latency_repeats=2,
-                           progress=False, budget=0.3)
+                           progress=False, overrides={"budget": 0.3})
     report = optimize(trained, digits, out=tmp_path / "art", options=opts, log=lambda m: None)
     art = tmp_path / "art"
-    info = report.meta["compression"]["mixed"]
+    info = report.meta["compression"]["steps"][0]["mixed"]
     assert report.stages[-1].precision == "mixed"
     assert report.stages[-1].size_bytes == info["bytes"] <= info["budget_bytes"]
     assert info["budget_bytes"] == int(0.3 * info["fp32_bytes"])
@@ -135,7 +135,7 @@ def test_mixed_recipe_writes_policy_and_pareto_plot(trained, digits, tmp_path):
     assert "pareto.png" in json.dumps(manifest["files"])
     md = (art / "report.md").read_text()
     assert "Mixed precision, budget 0.3x" in md and "| head.0 |" in md
-    assert [s["step"] for s in report.meta["compression"]["steps"]] == ["MixedPrecisionConfig"]
+    assert [s["step"] for s in report.meta["compression"]["steps"]] == ["mixed_precision"]
     load(art)  # checksums verify, plot included
 
 
@@ -154,9 +154,9 @@ def test_every_step_of_a_composed_recipe_is_a_stage(trained, digits, tmp_path):
     assert after.backend == "torch" and after.precision == "fp32" and after.size_bytes > 0
     assert after.latency[1].p50_ms > 0 and 0 <= after.accuracy_top1 <= 100
     steps = report.meta["compression"]["steps"]
-    assert [s["key"] for s in steps] == ["distill", "quantize"]
-    assert steps[0]["distill"]["teacher"] == "original model"
-    assert steps[0]["distill"]["steps"] == 3 and steps[0]["distill"]["train_samples"] == 256
+    assert [s["step"] for s in steps] == ["distill", "quantize"]
+    assert steps[0]["teacher"] == "original model"
+    assert steps[0]["steps"] == 3 and steps[0]["train_samples"] == 256
     assert "after distill" in (tmp_path / "art" / "report.md").read_text()
 
 
@@ -177,7 +177,7 @@ def test_prune_distill_int8_recipe_reports_every_stage(trained, digits, tmp_path
     # Pruning removed whole channels: the model file shrinks, before any quantization.
     assert by["after prune"].size_bytes < 0.7 * by["fp32 pytorch"].size_bytes
     assert by["int8 onnxruntime"].size_bytes < 0.5 * by["fp32 onnxruntime"].size_bytes
-    info = report.meta["compression"]["steps"][0]["prune"]
+    info = report.meta["compression"]["steps"][0]
     assert info["macs_after"] <= 0.5 * info["macs_before"]
     md = (tmp_path / "art" / "report.md").read_text()
     assert "after prune" in md and "after distill" in md
@@ -203,7 +203,8 @@ def test_a_recipe_ending_in_a_float_model_names_its_stages_by_step(trained, digi
     # Each step says what it did, once: the distill record does not repeat the pruning.
     assert md.count("MACs ") == 1 and "distilled from the original model" in md
     steps = report.meta["compression"]["steps"]
-    assert "prune" in steps[0] and "prune" not in steps[1] and "distill" in steps[1]
+    assert [s["step"] for s in steps] == ["prune", "distill"]
+    assert "macs_after" in steps[0] and "macs_after" not in steps[1]
 
 
 def test_sparse_recipe_reports_sparsity_and_compressed_size(trained, digits, tmp_path):
@@ -214,7 +215,7 @@ def test_sparse_recipe_reports_sparsity_and_compressed_size(trained, digits, tmp
     opts = OptimizeOptions(recipe=recipe, eval_limit=100, batch=4, latency_repeats=2,
                            progress=False)
     report = optimize(trained, digits, out=tmp_path / "art", options=opts, log=lambda m: None)
-    info = report.meta["compression"]["sparsify"]
+    info = report.meta["compression"]["steps"][0]
     assert info["sparsity"] == pytest.approx(0.7, abs=0.01)
     art = info["artifact_bytes"]
     assert art["raw"] == (tmp_path / "art" / "model.onnx").stat().st_size > art["compressed"]

@@ -19,6 +19,7 @@ from edgeopt.compress.fold_bn import fold_batchnorm
 from edgeopt.core.canonical import canonical_copy, is_canonical
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.graph import leaf_modules
+from edgeopt.runtime import load as load_artifact
 
 # backend name -> its export module, imported on first use: TVM is an optional extra
 # and takes a second to import.
@@ -47,9 +48,7 @@ class Artifact:
     manifest: dict[str, Any]
 
     def load(self, *, threads: int | None = None):
-        from edgeopt.runtime import load
-
-        return load(self.path, threads=threads)
+        return load_artifact(self.path, threads=threads)
 
 
 def model_precision(gm: fx.GraphModule) -> tuple[str, dict[str, str]]:

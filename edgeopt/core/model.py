@@ -18,8 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edgeopt.core.canonical import probe_batch_range
 from edgeopt.core.errors import ModelLoadError
 from edgeopt.core.graph import batch_range, eval_mode
+from edgeopt.core.onnx_import import load_onnx
 
 MODEL_SUFFIXES = (".onnx", ".pt2", ".pt", ".ts")
 
@@ -43,8 +45,6 @@ class ModelHandle:
         """(min, max) batch the model takes, None for any (see ``core.graph.batch_range``).
         A .pt2 declares it; a TorchScript module is probed once on ``example``."""
         if "batch_range" not in self.info and example is not None and self.kind == "torchscript":
-            from edgeopt.core.canonical import probe_batch_range
-
             self._record_batches(probe_batch_range(self.module, example))
         found = self.info.get("batch_range")
         return None if found is None else (found[0], found[1])
@@ -149,8 +149,6 @@ def load_model(spec: str | nn.Module, *, weights: str | None = None) -> ModelHan
         if weights is not None:
             raise ModelLoadError(f"--weights applies to pkg.module:factory models, not {suffix} files")
         if suffix == ".onnx":
-            from edgeopt.core.onnx_import import load_onnx
-
             module, shape = load_onnx(spec)
             return ModelHandle(module, spec, "onnx", shape)
         if suffix == ".pt2":

@@ -19,6 +19,11 @@ def register_size_model(fn: Callable[[fx.GraphModule], int]) -> None:
     _MEASURES.append(fn)
 
 
+def size_model() -> Callable[[fx.GraphModule], int] | None:
+    """The registered measure (what a step's context carries), or None."""
+    return _MEASURES[-1] if _MEASURES else None
+
+
 def artifact_bytes(gm: fx.GraphModule) -> int | None:
     """Bytes of the model file compile would write for ``gm``; None if no backend
     registered a measure (then callers fall back to an estimate)."""

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from edgeopt.core.data import Dataset, Preprocess, Split, load_dataset
 from edgeopt.core.errors import ConfigError
 from edgeopt.evaluate.evaluate import EvalResult, evaluate
 
@@ -21,8 +22,6 @@ def evaluate_on(runnable, data, *, metrics: Sequence[str] = ("top1", "top5"), pr
     predictions the ``agreement`` metric compares against. ``preprocess``
     defaults to the data-loading default (uint8 pixels / 255).
     """
-    from edgeopt.core.data import Dataset, Preprocess, Split, load_dataset
-
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ConfigError(f"unknown metric {unknown[0]!r} (valid: {', '.join(METRICS)})")

@@ -62,6 +62,7 @@ def program_chunked(runnable: Any, largest: int) -> Any:
     whoever evaluates or times it; any other runnable as it is."""
     if not is_torch_module(runnable):
         return runnable
+    # core.graph imports torch: evaluating a Predictor or a numpy callable must not need it.
     from edgeopt.core.graph import batch_range
 
     return chunked(runnable, batch_range(runnable), largest=largest)

@@ -60,3 +60,14 @@ def pareto_png(points: list[dict], path: str | Path, *, title: str = "",
     path = Path(path)
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+_DRAW = {"pareto": pareto_png}
+
+
+def draw(figure, out_dir: str | Path) -> Path:
+    """Draw a step's ``core.step.Figure`` into ``out_dir``; returns the file written."""
+    if figure.kind not in _DRAW:
+        raise ValueError(f"no drawing for figure kind {figure.kind!r} (known: {', '.join(_DRAW)})")
+    return _DRAW[figure.kind](figure.points, Path(out_dir) / figure.file, title=figure.title,
+                              ylabel=figure.ylabel or "top-1 accuracy (%)")

@@ -13,7 +13,10 @@ from typing import Any
 
 from edgeopt.core.errors import ArtifactError
 from edgeopt.evaluate.latency import Latency
-from edgeopt.evaluate.size import human_bytes
+from edgeopt.evaluate.table import TEXT_COLUMNS, stage_table, summary_lines, table_cells
+
+__all__ = ["Report", "StageResult", "compression_lines", "stage_table", "summary_lines",
+           "to_html", "to_markdown", "write_report"]
 
 FORMAT_VERSION = 1
 
@@ -82,112 +85,6 @@ class Report:
             raise ArtifactError(f"malformed report: {type(exc).__name__}: {exc}") from None
 
 
-# --------------------------------------------------------------------------- table
-
-
-def _num(value: float | None, fmt: str = ".2f") -> str:
-    return "-" if value is None else format(value, fmt)
-
-
-def _times(ratio: float | None) -> str:
-    return "-" if ratio is None else f"{ratio:.1f}x"
-
-
-def _ratio(base: float | None, value: float | None) -> float | None:
-    """How many times ``value`` goes into ``base``: >1 means smaller/faster than the base."""
-    if base is None or value is None or value <= 0:
-        return None
-    return base / value
-
-
-def _speed_batch(report: Report) -> int | None:
-    """Batch size for the speed ratio: the largest the first stage was timed at."""
-    if not report.stages or not report.stages[0].latency:
-        return None
-    return max(report.stages[0].latency)
-
-
-def _p50(stage: StageResult, batch: int | None) -> float | None:
-    lat = stage.latency.get(batch) if batch is not None else None
-    return lat.p50_ms if lat is not None else None
-
-
-def _table(report: Report) -> tuple[list[str], list[list[str]]]:
-    """Header and string cells shared by the text, markdown and html tables."""
-    batches = sorted({b for s in report.stages for b in s.latency})
-    speed_batch = _speed_batch(report)
-    header = ["stage", "backend", "precision", "top-1", "top-5", "agree"]
-    # Fidelity columns only when some stage was compared label-free (any model), and
-    # the box F1 only for detectors: a classifier's table stays as it was.
-    fid = any(s.fidelity for s in report.stages)
-    box = any((s.task_metrics or {}).get("box_f1") is not None for s in report.stages)
-    header += ["SQNR dB", "cos min"] if fid else []
-    header += ["box F1"] if box else []
-    header += ["size"]
-    for b in batches:
-        header += [f"p50@{b} ms", f"p90@{b} ms"]
-    header += ["size x", f"speed x@{speed_batch}" if speed_batch else "speed x"]
-
-    base = report.stages[0] if report.stages else None
-    rows = []
-    for s in report.stages:
-        size = "-" if s.size_bytes is None else human_bytes(s.size_bytes)
-        row = [s.name, s.backend, s.precision]
-        row += [_num(s.accuracy_top1), _num(s.accuracy_top5), _num(s.agreement)]
-        head = (s.fidelity or {}).get("headline") or {}
-        row += [_num(head.get("sqnr_db_min"), ".1f"), _num(head.get("cosine_min"), ".4f")] if fid else []
-        row += [_num((s.task_metrics or {}).get("box_f1"), ".3f")] if box else []
-        row += [size]
-        for b in batches:
-            lat = s.latency.get(b)
-            row += ["-", "-"] if lat is None else [_num(lat.p50_ms), _num(lat.p90_ms)]
-        row.append(_times(_ratio(base.size_bytes, s.size_bytes)))
-        row.append(_times(_ratio(_p50(base, speed_batch), _p50(s, speed_batch))))
-        rows.append(row)
-    return header, rows
-
-
-_TEXT_COLUMNS = 3  # stage, backend, precision: left-aligned; the numbers align right
-
-
-def stage_table(report: Report) -> str:
-    """Aligned plain-text table, safe for terminals and logs alike."""
-    header, rows = _table(report)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        out = [
-            c.ljust(w) if i < _TEXT_COLUMNS else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths))
-        ]
-        return "  ".join(out).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(header), rule, *(line(r) for r in rows)])
-
-
-def summary_lines(report: Report) -> list[str]:
-    """One line per stage after the first, comparing it with the first."""
-    if len(report.stages) < 2:
-        return []
-    base, batch = report.stages[0], _speed_batch(report)
-    lines = []
-    for s in report.stages[1:]:
-        parts = []
-        size_x = _ratio(base.size_bytes, s.size_bytes)
-        if size_x is not None:
-            parts.append(f"{size_x:.1f}x smaller" if size_x >= 1 else f"{1 / size_x:.1f}x larger")
-        speed_x = _ratio(_p50(base, batch), _p50(s, batch))
-        if speed_x is not None:
-            word = f"{speed_x:.1f}x faster" if speed_x >= 1 else f"{1 / speed_x:.1f}x slower"
-            parts.append(f"{word} at batch {batch}")
-        if base.accuracy_top1 is not None and s.accuracy_top1 is not None:
-            parts.append(f"{s.accuracy_top1 - base.accuracy_top1:+.2f} points top-1")
-        if parts:
-            lines.append(f"{s.name}: {', '.join(parts)} vs {base.name}")
-    return lines
-
-
 # --------------------------------------------------------------------------- files
 
 
@@ -199,83 +96,28 @@ _DETAIL_META = ("compression",)  # shown in its own section, not as an environme
 
 
 def compression_lines(info: dict[str, Any] | None) -> list[str]:
-    """Markdown lines saying what each compression step did (policy, splits, QAT...)."""
+    """Markdown lines saying what each compression step did: its technique and the
+    phrases its record gave (``StepRecord.to_dict``: ``summary`` and ``report_lines``)."""
     if not info:
         return []
     lines = []
     for step in info.get("steps") or [info]:
         what = step.get("technique", step.get("step", "?"))
-        extra = []
-        if step.get("split"):
-            extra.append("split " + ", ".join(
-                f"{k} (+{v['channels_added']} ch)"
-                for k, v in step["split"].items()))
-        if step.get("pairs"):
-            extra.append(f"{len(step['pairs'])} layer pairs equalized")
-        if step.get("adaround"):
-            extra.append(f"learned rounding on {len(step['adaround'])} layers")
-        if step.get("qat"):
-            q = step["qat"]
-            extra.append(f"{q.get('steps')} training steps in {q.get('seconds', 0):.0f} s")
-        extra += _beyond_quantization(step)
-        lines.append(f"- {what}" + (f": {'; '.join(extra)}" if extra else ""))
-        mixed = step.get("mixed")
-        if mixed:
-            lines += ["", f"Mixed precision, {mixed['target']}: "
-                      f"{mixed['bytes']:,} B = {mixed['ratio']:.3f}x fp32, "
-                      f"{mixed['avg_bits']:.2f} bits per weight on average.", "",
-                      "| layer | weight bits |", "|---|---:|",
-                      *(f"| {n} | {b} |" for n, b in mixed["policy"].items()), "",
-                      "![accuracy against size of the candidate policies](pareto.png)", ""]
+        summary = step.get("summary") or []
+        if isinstance(summary, str):
+            summary = [summary]
+        lines.append(f"- {what}" + (f": {'; '.join(summary)}" if summary else ""))
+        lines += step.get("report_lines") or []
     return lines
 
 
-def _finetuned(record: dict[str, Any]) -> str:
-    ft = record.get("finetune")
-    if not isinstance(ft, dict) or not ft.get("steps"):
-        return ""
-    return f", then {ft['steps']} fine-tuning steps in {ft.get('seconds', 0):.0f} s"
-
-
-def _beyond_quantization(step: dict[str, Any]) -> list[str]:
-    """Phrases for pruning, sparsity, clustering, low-rank and distillation records."""
-    out = []
-    if isinstance(p := step.get("prune"), dict):
-        out.append(f"MACs {p['macs_before']:,} -> {p['macs_after']:,} "
-                   f"(-{1 - p['macs_after'] / max(1, p['macs_before']):.1%}), params "
-                   f"{p['params_before']:,} -> {p['params_after']:,}; channels "
-                   + ", ".join(f"{n} {a}->{b}" for n, (a, b) in p.get("channels", {}).items()
-                               if a != b))
-    if isinstance(sp := step.get("sparsify"), dict):
-        text = f"{sp.get('sparsity', 0):.1%} of prunable weights are zero"
-        if isinstance(art := sp.get("artifact_bytes"), dict):
-            text += (f"; artifact {art['raw']:,} B raw, {art['compressed']:,} B zlib-compressed"
-                     " (dense kernels: no speed-up)")
-        out.append(text + _finetuned(sp))
-    if isinstance(c := step.get("cluster"), dict):
-        ks = sorted({v["clusters"] for v in c.get("layers", {}).values()})
-        out.append(f"{len(c.get('layers', {}))} layers clustered to "
-                   f"{'/'.join(map(str, ks)) or '-'} shared values "
-                   f"({c.get('fraction_clustered', 0):.0%} of weights)" + _finetuned(c))
-    if isinstance(lr := step.get("lowrank"), dict):
-        out.append(f"params {lr['params_before']:,} -> {lr['params_after']:,} "
-                   f"(-{lr.get('param_reduction', 0):.1%}); ranks "
-                   + ", ".join(f"{n} {v.get('ranks')}" for n, v in lr.get("layers", {}).items())
-                   + _finetuned(lr))
-    if isinstance(d := step.get("distill"), dict):
-        out.append(f"distilled from the {d.get('teacher')} into the {d.get('student')} "
-                   f"(T={d.get('temperature')}, alpha={d.get('alpha')}): {d.get('steps')} "
-                   f"steps in {d.get('seconds', 0):.0f} s")
-    return out
-
-
 def to_markdown(report: Report) -> str:
-    header, rows = _table(report)
+    header, rows = table_cells(report)
 
     def row(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-    align = ["---" if i < _TEXT_COLUMNS else "---:" for i in range(len(header))]
+    align = ["---" if i < TEXT_COLUMNS else "---:" for i in range(len(header))]
     lines = [
         f"# edgeopt report: {report.model}",
         "",
@@ -313,12 +155,12 @@ _CSS = (
 def to_html(report: Report) -> str:
     """A single self-contained page: inline CSS, no scripts, no external assets."""
     esc = html.escape
-    header, rows = _table(report)
+    header, rows = table_cells(report)
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = "".join(
         "<tr>"
         + "".join(
-            f'<td class="n">{esc(c)}</td>' if i >= _TEXT_COLUMNS else f"<td>{esc(c)}</td>"
+            f'<td class="n">{esc(c)}</td>' if i >= TEXT_COLUMNS else f"<td>{esc(c)}</td>"
             for i, c in enumerate(r)
         )
         + "</tr>\n"

@@ -43,6 +43,8 @@ def as_numpy_fn(runnable: Any) -> NumpyFn:
 
 
 def _torch_fn(module: Any) -> NumpyFn:
+    # Only a torch module gets here: torch (and core.graph, which imports it) is imported
+    # for it alone, so that evaluating a Predictor never needs torch (is_torch_module).
     import torch
 
     from edgeopt.core.graph import eval_mode

@@ -7,8 +7,9 @@ steps:
   - quantize: {weights: {bits: 8}, activations: {observer: percentile}}
 compile: {backend: onnxruntime}
 ```
-A step's key names a config class (``STEP_CONFIGS``); its mapping is that
-config's fields, validated by ``Config.from_dict``.
+A step's key is the name its technique registered (``core.registry``); its
+mapping is that config's fields, validated by ``Config.from_dict``. The
+``compile`` mapping is a ``CompileSection``, validated the same way.
 """
 
 from __future__ import annotations
@@ -20,31 +21,25 @@ from typing import Any
 
 import yaml
 
-from edgeopt.compress.cluster import ClusterConfig
-from edgeopt.compress.distill.trainer import DistillConfig
-from edgeopt.compress.lowrank import LowRankConfig
-from edgeopt.compress.prune import MagnitudePruneConfig, StructuredPruneConfig
-from edgeopt.compress.quantize.equalize import EqualizeConfig
-from edgeopt.compress.quantize.mixed import MixedPrecisionConfig
-from edgeopt.compress.quantize.qat import QATConfig
-from edgeopt.compress.quantize.spec import QuantConfig
-from edgeopt.compress.quantize.tensor_split import SplitConfig
+import edgeopt.compress  # noqa: F401  (registers every technique's step)
+from edgeopt.compile.api import BACKENDS
 from edgeopt.core.config import Config
 from edgeopt.core.errors import ConfigError
+from edgeopt.core.registry import step_config, step_name
 
 BUILTIN_DIR = Path(__file__).parent
-STEP_CONFIGS: dict[str, type[Config]] = {
-    "quantize": QuantConfig,
-    "mixed_precision": MixedPrecisionConfig,
-    "equalize": EqualizeConfig,
-    "split_channels": SplitConfig,
-    "qat": QATConfig,
-    "distill": DistillConfig,
-    "prune": StructuredPruneConfig,
-    "sparsify": MagnitudePruneConfig,
-    "cluster": ClusterConfig,
-    "lowrank": LowRankConfig,
-}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompileSection(Config):
+    """A recipe's ``compile:`` mapping: how its artifact is built."""
+
+    backend: str = "onnxruntime"
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"compile.backend: unknown backend {self.backend!r} "
+                              f"(valid: {', '.join(BACKENDS)})")
 
 
 @dataclass
@@ -52,23 +47,13 @@ class Recipe:
     name: str
     description: str
     steps: list[Config] = field(default_factory=list)
-    compile: dict[str, Any] = field(default_factory=dict)
+    compile: CompileSection = field(default_factory=CompileSection)
     source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        steps = []
-        for cfg in self.steps:
-            steps.append({step_key(cfg): cfg.to_dict()})
+        steps = [{step_name(cfg): cfg.to_dict()} for cfg in self.steps]
         return {"name": self.name, "description": self.description, "steps": steps,
-                "compile": dict(self.compile)}
-
-
-def step_key(cfg: Config) -> str:
-    """The recipe key of a step's config (its exact class; configs may subclass others)."""
-    for key, cls in STEP_CONFIGS.items():
-        if type(cfg) is cls:
-            return key
-    return next(k for k, cls in STEP_CONFIGS.items() if isinstance(cfg, cls))
+                "compile": self.compile.to_dict()}
 
 
 def builtin_recipes() -> dict[str, Path]:
@@ -88,15 +73,16 @@ def parse_recipe(data: Any, source: str) -> Recipe:
             raise ConfigError(f"recipe {source}: step {i + 1} must be one mapping like "
                               f"'quantize: {{...}}'")
         (kind, options), = step.items()
-        if kind not in STEP_CONFIGS:
-            raise ConfigError(f"recipe {source}: unknown step {kind!r} "
-                              f"(valid: {', '.join(STEP_CONFIGS)})")
-        steps.append(STEP_CONFIGS[kind].from_dict(options or {}))
+        steps.append(step_config(kind, f"recipe {source}: ").from_dict(options or {}))
+    try:
+        section = CompileSection.from_dict(data.get("compile") or {})
+    except ConfigError as exc:
+        raise ConfigError(f"recipe {source}: compile: {exc}") from None
     return Recipe(
         name=str(data.get("name") or Path(source).stem),
         description=str(data.get("description", "")),
         steps=steps,
-        compile=dict(data.get("compile") or {}),
+        compile=section,
         source=source,
     )
 

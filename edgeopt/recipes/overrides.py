@@ -1,5 +1,10 @@
-"""Command-line overrides of a recipe's training: one budget and one checkpoint folder
-for every step that trains (QAT, distillation, a technique's fine-tuning).
+"""Command-line overrides of a recipe.
+
+``with_overrides``: run-level step options (``--budget``, ``--calib-size``), each
+given to every step whose config lists it in ``StepConfig.overridable``.
+
+``with_training``: one budget and one checkpoint folder for every step that
+trains (QAT, distillation, a technique's fine-tuning).
 
 A step trains when its config is a ``TrainOptions`` (``qat``, ``distill``) or
 carries one as ``finetune`` (pruning, clustering, low-rank). Each gets its own
@@ -11,10 +16,30 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from edgeopt.core.errors import ConfigError
+from edgeopt.core.registry import step_name, steps_taking
 from edgeopt.core.train import TrainOptions
-from edgeopt.recipes import Recipe, step_key
+from edgeopt.recipes import Recipe
+
+
+def with_overrides(recipe: Recipe, options: dict[str, Any]) -> Recipe:
+    """``recipe`` with each option (None: not given) set on every step that takes it;
+    an option no step of the recipe takes is a one-line ``ConfigError``."""
+    steps = list(recipe.steps)
+    for option, value in options.items():
+        if value is None:
+            continue
+        takers = [i for i, s in enumerate(steps) if option in type(s).overridable]
+        if not takers:
+            flag = "--" + option.replace("_", "-")
+            raise ConfigError(f"{flag} applies to a recipe with a step that takes it "
+                              f"({', '.join(steps_taking(option)) or 'none'}); recipe "
+                              f"{recipe.name} has none")
+        for i in takers:
+            steps[i] = steps[i].override(option, value)
+    return dataclasses.replace(recipe, steps=steps)
 
 
 def _budget(opts: TrainOptions, epochs: float | None, seconds: float | None) -> TrainOptions:
@@ -41,7 +66,7 @@ def with_training(recipe: Recipe, *, epochs: float | None = None, seconds: float
 
     steps, trains = [], False
     for i, cfg in enumerate(recipe.steps):
-        name = f"step{i}-{step_key(cfg)}"
+        name = f"step{i}-{step_name(cfg)}"
         if isinstance(cfg, TrainOptions):
             cfg, trains = override(cfg, name), True
         elif isinstance(getattr(cfg, "finetune", None), TrainOptions):

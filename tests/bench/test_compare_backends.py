@@ -13,7 +13,7 @@ pytest.importorskip("tvm", reason="Apache TVM is not installed (pip install 'edg
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench import compare_backends  # noqa: E402
-from edgeopt.compile.auto import host_isa_target  # noqa: E402
+from edgeopt.compile.host import host_isa_target  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -278,7 +278,7 @@ def test_prune_distill_int8_of_the_onnx_form(tmp_path, trained_cnn, digits, one_
     ]}, "test")
     report, stages = _optimize(path, digits, tmp_path / "art", recipe)
     assert list(stages)[:3] == ["fp32 pytorch", "after prune", "after distill"]
-    info = report.meta["compression"]["steps"][0]["prune"]
+    info = report.meta["compression"]["steps"][0]
     assert info["macs_after"] <= 0.55 * info["macs_before"]
     assert stages["int8 onnxruntime"].size_bytes < 0.25 * stages["fp32 onnxruntime"].size_bytes
     assert stages["int8 onnxruntime"].agreement >= 70

@@ -102,3 +102,32 @@ def test_write_report(tmp_path):
     assert "<td>int8</td>" in page
     assert "&lt;fat&gt;" in page and "<fat>" not in page
     assert "src=" not in page and "href=" not in page and "http" not in page
+
+
+def test_compression_section_says_what_each_records_summary_says(tmp_path):
+    """The report names no technique: each step's lines are its record's own
+    (StepRecord.summary and report_lines), and a JSON-loaded report renders the same."""
+    from edgeopt.core.step import StepRecord
+    from edgeopt.evaluate.report import compression_lines, to_markdown
+
+    class Made(StepRecord):
+        def summary(self):
+            return [f"{self.details['n']} things made", "all of them round"]
+
+        def report_lines(self):
+            return ["", "| thing | size |", "|---|---:|", "| a | 1 |", ""]
+
+    made = Made("thing making", {"n": 3}, step="make")
+    plain = StepRecord("nothing much", step="noop")
+    report = make_report()
+    report.meta["compression"] = {"steps": [made.to_dict(), plain.to_dict()]}
+    lines = compression_lines(report.meta["compression"])
+    assert lines[0] == "- thing making: 3 things made; all of them round"
+    assert lines[1:6] == ["", "| thing | size |", "|---|---:|", "| a | 1 |", ""]
+    assert lines[6] == "- nothing much"
+    write_report(report, tmp_path)
+    again = Report.from_dict(json.loads((tmp_path / "report.json").read_text()))
+    assert "## Compression\n\n- thing making: 3 things made" in to_markdown(again)
+    # A record that is not a list of steps (the ONNX-graph path's) is one line.
+    assert compression_lines({"technique": "int8 (onnx_ptq)", "float_kept": []}) == [
+        "- int8 (onnx_ptq)"]

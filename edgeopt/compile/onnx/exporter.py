@@ -132,7 +132,16 @@ def _bias(b: GraphBuilder, layer: nn.Module) -> list[str]:
         # No zero-point input: it defaults to 0, and would cost 4 bytes per channel.
         return [b.op("DequantizeLinear", [b.const(_np(q, np.int32), dedupe=False),
                                           b.const(_np(scale), dedupe=False)], axis=0)]
-    return [b.const(_np(layer.bias), dedupe=False)]
+    return [_float_tensor(b, layer.bias)]
+
+
+def _float_tensor(b: GraphBuilder, t: torch.Tensor) -> str:
+    """A float parameter as the layer stores it: an fp16 one stays fp16 in the file, with
+    a Cast to float32 that ONNX Runtime folds when it loads the model (the graph computes
+    in fp32, as the layer's forward does); anything else is a float32 initializer."""
+    if t.dtype == torch.float16:
+        return b.op("Cast", [b.const(_np(t, np.float16), dedupe=False)], to=TensorProto.FLOAT)
+    return b.const(_np(t), dedupe=False)
 
 
 def _clustered_weight(b: GraphBuilder, layer: nn.Module, storage: WeightStorage) -> str:
@@ -151,7 +160,7 @@ def _weight(b: GraphBuilder, layer: nn.Module, storage: WeightStorage) -> str:
         return _dq_weight(b, layer, storage)
     if isinstance(layer, CLUSTERED_LAYERS):
         return _clustered_weight(b, layer, storage)
-    return b.const(_np(layer.weight), dedupe=False)
+    return _float_tensor(b, layer.weight)
 
 
 def _conv(b: GraphBuilder, layer: nn.Conv2d, x: str, storage: WeightStorage) -> str:

@@ -27,15 +27,21 @@ import torch.fx as fx
 from torch import nn
 
 from edgeopt.compress.cluster.modules import CLUSTERED_LAYERS, clustered
-from edgeopt.compress.distill.finetune import FinetuneOptions, finetune, frozen_teacher
+from edgeopt.compress.distill.finetune import (
+    FinetuneOptions,
+    finetune,
+    finetune_phrase,
+    frozen_teacher,
+)
 from edgeopt.compress.fold_bn import fold_batchnorm
 from edgeopt.compress.quantize.fake_quant import QUANT_LAYERS
 from edgeopt.core.calib import calibration_batches
 from edgeopt.core.canonical import canonical_copy
-from edgeopt.core.config import Config, enum_field, first_match, warn_unmatched
+from edgeopt.core.config import enum_field, first_match, warn_unmatched
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.graph import leaf_modules
 from edgeopt.core.registry import register
+from edgeopt.core.step import StepConfig, StepContext, StepRecord, StepResult
 from edgeopt.core.train import TrainData
 
 MAX_CLUSTERS = 256  # codes are stored in at most 8 bits
@@ -48,7 +54,7 @@ class ClusterInit(str, Enum):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ClusterConfig(Config):
+class ClusterConfig(StepConfig):
     """Share ``clusters`` values per layer (codes of log2(clusters) bits + a float table).
 
     ``layers`` overrides the count by glob on the layer name (first match wins;
@@ -65,7 +71,7 @@ class ClusterConfig(Config):
     init: ClusterInit = ClusterInit.LINEAR
     iters: int = 50  # Lloyd iterations at most (1-D k-means converges in a few dozen)
     min_weights: int = 256
-    seed: int = 0  # k-means++ sampling
+    seed: int = 0  # k-means++ sampling only (the training subset has the run's data seed)
     finetune: FinetuneOptions | None = None
     train_biases: bool = True
 
@@ -202,9 +208,19 @@ def _finetune(gm: fx.GraphModule, teacher_src: nn.Module, data: TrainData,
     return {**result.to_dict(), "train_samples": len(data), "distill": options.distill}
 
 
-@register(ClusterConfig)
-def cluster_weights(model, config: ClusterConfig, *, data=None, progress: bool = True):
-    train = _train_data(data)
+class ClusterRecord(StepRecord):
+    def summary(self) -> list[str]:
+        c = self.details
+        ks = sorted({v["clusters"] for v in c.get("layers", {}).values()})
+        return [f"{len(c.get('layers', {}))} layers clustered to "
+                f"{'/'.join(map(str, ks)) or '-'} shared values "
+                f"({c.get('fraction_clustered', 0):.0%} of weights)"
+                + finetune_phrase(c.get("finetune"))]
+
+
+@register(ClusterConfig, step="cluster")
+def cluster_weights(model, config: ClusterConfig, ctx: StepContext) -> StepResult:
+    train, progress = _train_data(ctx.data), ctx.progress
     if config.finetune is not None and train is None:
         raise ConfigError("cluster.finetune needs training data (pass data=..., or set "
                           "finetune: null)")
@@ -223,9 +239,10 @@ def cluster_weights(model, config: ClusterConfig, *, data=None, progress: bool =
         tuned = _finetune(gm, before, train, config, progress)
     total = sum(m.weight.numel() for _, m in leaf_modules(gm))
     clustered_n = sum(info["weights"] for info in layers.values())
-    meta = copy.deepcopy(gm.meta.get("edgeopt") or {})
-    meta.setdefault("precision", {name: "fp32" for name, _ in leaf_modules(gm)})
-    meta["cluster"] = {
+    # Every layer still computes in float: the precision compile reads.
+    gm.meta.setdefault("edgeopt", {}).setdefault(
+        "precision", {name: "fp32" for name, _ in leaf_modules(gm)})
+    details = {
         "layers": layers,
         "skipped": skipped,
         "weights_clustered": clustered_n,
@@ -235,7 +252,6 @@ def cluster_weights(model, config: ClusterConfig, *, data=None, progress: bool =
         "finetune": tuned,
         "config": config.to_dict(),
     }
-    gm.meta["edgeopt"] = meta
-    return gm.eval()
+    return StepResult(gm.eval(), ClusterRecord("weight clustering", details))
 
 

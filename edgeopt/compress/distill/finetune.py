@@ -124,3 +124,10 @@ def top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 5
     finally:
         model.train(was)
     return 100.0 * correct / max(1, len(x))
+
+
+def finetune_phrase(tuned: dict | None) -> str:
+    """", then N fine-tuning steps in S s" for a technique's report line, or ""."""
+    if not isinstance(tuned, dict) or not tuned.get("steps"):
+        return ""
+    return f", then {tuned['steps']} fine-tuning steps in {tuned.get('seconds', 0):.0f} s"

@@ -29,11 +29,12 @@ from edgeopt.compress.train_bn import batchnorm_for_training
 from edgeopt.core.errors import ConfigError, DataError
 from edgeopt.core.model import build_from_factory, load_model
 from edgeopt.core.registry import register
-from edgeopt.core.train import TrainData, as_train_data
+from edgeopt.core.step import DataKind, DataNeed, StepConfig, StepContext, StepRecord, StepResult
+from edgeopt.core.train import as_train_data
 
 
 @dataclass(frozen=True, kw_only=True)
-class DistillConfig(FinetuneOptions):
+class DistillConfig(FinetuneOptions, StepConfig):
     """Knowledge distillation (Hinton et al. 2015; FitNets hints).
 
     ``teacher``: ``original`` (the model before the recipe's first step; the
@@ -51,6 +52,9 @@ class DistillConfig(FinetuneOptions):
     student: str | None = None
     student_kwargs: dict[str, Any] = field(default_factory=dict)
 
+    def data_need(self) -> DataNeed:
+        return DataNeed(DataKind.TRAINING, size=self.train_size)
+
     def __post_init__(self) -> None:
         if self.steps is None and self.epochs is None and self.max_seconds is None:
             object.__setattr__(self, "epochs", 1.0)
@@ -62,24 +66,33 @@ class DistillConfig(FinetuneOptions):
             raise ConfigError(f"distill.student must be pkg.module:factory, got {self.student!r}")
 
 
-def _teacher(model: nn.Module, config: DistillConfig, data: TrainData) -> tuple[nn.Module, str]:
+def _teacher(model: nn.Module, config: DistillConfig,
+             ctx: StepContext) -> tuple[nn.Module, str]:
     if config.teacher == "input":
         return model, "incoming model"
     if config.teacher == "original":
-        if data.teacher is not None:
-            return data.teacher, "original model"
+        if ctx.teacher is not None:
+            return ctx.teacher, "original model"
         return model, "incoming model"
     handle = load_model(config.teacher, weights=config.teacher_weights)
     return handle.module, handle.source
 
 
-@register(DistillConfig)
-def _apply(model: nn.Module, config: DistillConfig, *, data=None, progress: bool = True):
+class DistillRecord(StepRecord):
+    def summary(self) -> list[str]:
+        d = self.details
+        return [f"distilled from the {d.get('teacher')} into the {d.get('student')} "
+                f"(T={d.get('temperature')}, alpha={d.get('alpha')}): {d.get('steps')} "
+                f"steps in {d.get('seconds', 0):.0f} s"]
+
+
+@register(DistillConfig, step="distill")
+def distill(model: nn.Module, config: DistillConfig, ctx: StepContext) -> StepResult:
     # Unlabelled inputs train on soft targets alone (alpha = 1).
-    data = as_train_data(data, "distill")
+    data, progress = as_train_data(ctx.data, "distill"), ctx.progress
     if data is None:
         raise DataError("distillation needs training inputs (TrainData, or an array of inputs)")
-    teacher, teacher_name = _teacher(model, config, data)
+    teacher, teacher_name = _teacher(model, config, ctx)
     if config.student is None:
         student, student_name = copy.deepcopy(model), "incoming model"
     else:
@@ -95,15 +108,11 @@ def _apply(model: nn.Module, config: DistillConfig, *, data=None, progress: bool
         result = finetune(student, data, config, teacher=frozen_teacher(teacher),
                           progress=progress, desc="distill")
     student.eval()
-    meta = getattr(student, "meta", None)
-    if not isinstance(meta, dict):
-        meta = {}
-        student.meta = meta
-    meta.setdefault("edgeopt", {})["distill"] = {
+    details = {
         "teacher": teacher_name, "student": student_name,
         "student_params": sum(p.numel() for p in student.parameters()),
         "temperature": config.temperature, "alpha": config.alpha if data.has_labels else 1.0,
         "hints": dict(config.hints), "train_samples": len(data), **result.to_dict(),
         **({"batchnorm_for_training": len(train_bn)} if train_bn else {}),
     }
-    return student
+    return StepResult(student, DistillRecord("distillation", details))

@@ -25,21 +25,27 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from edgeopt.compress.distill.finetune import FinetuneOptions, finetune, frozen_teacher
+from edgeopt.compress.distill.finetune import (
+    FinetuneOptions,
+    finetune,
+    finetune_phrase,
+    frozen_teacher,
+)
 from edgeopt.compress.lowrank import ranks as R
 from edgeopt.compress.lowrank.ranks import ConvMethod
 from edgeopt.compress.lowrank.svd import split_linear, split_pointwise
 from edgeopt.compress.lowrank.tucker import cp, tucker2
-from edgeopt.core.config import Config, enum_field
+from edgeopt.core.config import enum_field
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.registry import register
+from edgeopt.core.step import DataKind, DataNeed, StepConfig, StepContext, StepRecord, StepResult
 from edgeopt.core.train import TrainData
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
-class LowRankConfig(Config):
+class LowRankConfig(StepConfig):
     """Low-rank factorisation of Linear and Conv2d layers, then optional fine-tuning.
 
     Set one of ``energy`` (keep the smallest rank holding this fraction of each
@@ -83,14 +89,9 @@ class LowRankConfig(Config):
             if getattr(self, name) < 1:
                 raise ConfigError(f"lowrank.{name} must be >= 1, got {getattr(self, name)}")
 
-    # The pipeline subsets the training set by these (pipeline.step_data).
-    @property
-    def train_size(self) -> int | None:
-        return self.finetune.train_size if self.finetune else None
-
-    @property
-    def seed(self) -> int:
-        return self.finetune.seed if self.finetune else 0
+    def data_need(self) -> DataNeed:
+        return DataNeed(DataKind.TRAINING,
+                        size=self.finetune.train_size if self.finetune else None)
 
 
 def matches(name: str, pattern: str) -> bool:
@@ -156,14 +157,23 @@ def _check_data(data: Any) -> TrainData:
     raise ConfigError(f"lowrank.finetune needs training data (TrainData(x, y)); got {got}")
 
 
-@register(LowRankConfig)
-def factorise(model: nn.Module, config: LowRankConfig, *, data=None, progress: bool = True):
+class LowRankRecord(StepRecord):
+    def summary(self) -> list[str]:
+        lr = self.details
+        ranks = ", ".join(f"{n} {v.get('ranks')}" for n, v in lr.get("layers", {}).items())
+        return [f"params {lr['params_before']:,} -> {lr['params_after']:,} "
+                f"(-{lr.get('param_reduction', 0):.1%}); ranks {ranks}"
+                + finetune_phrase(lr.get("finetune"))]
+
+
+@register(LowRankConfig, step="lowrank")
+def factorise(model: nn.Module, config: LowRankConfig, ctx: StepContext) -> StepResult:
     """A factorised copy of ``model`` (the caller's model is not modified)."""
+    data, progress = ctx.data, ctx.progress
     if config.finetune is not None:
         data = _check_data(data)
     started = time.perf_counter()
     out = copy.deepcopy(model)
-    meta = copy.deepcopy(getattr(model, "meta", {}).get("edgeopt", {}))
     params_before = sum(p.numel() for p in model.parameters())
     chosen, explicit = _plan(out, config)
     layers: dict[str, dict[str, Any]] = {}
@@ -195,6 +205,4 @@ def factorise(model: nn.Module, config: LowRankConfig, *, data=None, progress: b
                           desc="lowrank finetune")
         info["finetune"] = {**result.to_dict(), "train_samples": len(data),
                             "distill": config.finetune.distill}
-    meta["lowrank"] = info
-    out.meta = {**getattr(out, "meta", {}), "edgeopt": meta}
-    return out.eval()
+    return StepResult(out.eval(), LowRankRecord("low-rank factorisation", info))

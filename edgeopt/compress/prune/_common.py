@@ -1,15 +1,13 @@
-"""What both pruning styles share: data coercion, name patterns, the record they leave."""
+"""What both pruning styles share: data coercion, name patterns, the teacher."""
 
 from __future__ import annotations
-
-import copy
-from typing import Any
 
 import torch
 from torch import nn
 
 from edgeopt.core.canonical import editable, is_program
 from edgeopt.core.errors import DataError
+from edgeopt.core.step import StepContext
 from edgeopt.core.train import TrainData
 
 LAYERS = (nn.Conv2d, nn.Linear)
@@ -32,26 +30,11 @@ def layers(model: nn.Module) -> dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules() if isinstance(m, LAYERS)}
 
 
-def prior_meta(model: nn.Module) -> dict[str, Any]:
-    """The record earlier steps left (``meta["edgeopt"]``), copied so it is not shared."""
-    meta = getattr(model, "meta", None)
-    return copy.deepcopy(meta.get("edgeopt", {})) if isinstance(meta, dict) else {}
-
-
-def set_meta(model: nn.Module, key: str, record: dict[str, Any], prior: dict[str, Any]) -> None:
-    meta = getattr(model, "meta", None)
-    if not isinstance(meta, dict):
-        meta = {}
-        model.meta = meta
-    meta["edgeopt"] = {**prior, key: record}
-
-
-def teacher_source(data: Any, model: nn.Module) -> nn.Module:
-    """The model to distil from: the pipeline's recipe-start model when the data carries
-    one (``TrainData.teacher``), else the model as it was before this step. (Not
-    ``a or b``: an empty ``nn.Sequential`` is falsy.)"""
-    teacher = getattr(data, "teacher", None)
-    return model if teacher is None else teacher
+def teacher_source(ctx: StepContext, model: nn.Module) -> nn.Module:
+    """The model to distil from: the pipeline's recipe-start model when the context
+    carries one (``StepContext.teacher``), else the model as it was before this step.
+    (Not ``a or b``: an empty ``nn.Sequential`` is falsy.)"""
+    return model if ctx.teacher is None else ctx.teacher
 
 
 def editable_model(model: nn.Module, example: torch.Tensor | None, what: str) -> nn.Module:

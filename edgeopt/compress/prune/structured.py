@@ -26,17 +26,12 @@ from torch import nn
 
 from edgeopt.compress.distill.finetune import FinetuneOptions, finetune, frozen_teacher, top1
 from edgeopt.compress.prune import _tp
-from edgeopt.compress.prune._common import (
-    editable_model,
-    prior_meta,
-    set_meta,
-    split,
-    teacher_source,
-)
+from edgeopt.compress.prune._common import editable_model, split, teacher_source
 from edgeopt.core.canonical import edited
-from edgeopt.core.config import Config, enum_field
+from edgeopt.core.config import enum_field
 from edgeopt.core.errors import ConfigError, DataError
 from edgeopt.core.registry import register
+from edgeopt.core.step import StepConfig, StepContext, StepRecord, StepResult
 from edgeopt.core.train import TrainData, as_train_data
 
 
@@ -53,7 +48,7 @@ def _in_open_unit(name: str, value: float | None) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class StructuredPruneConfig(Config):
+class StructuredPruneConfig(StepConfig):
     """Remove output channels by importance; optionally fine-tune after each round."""
 
     needs_training_data: ClassVar[bool] = True
@@ -129,13 +124,21 @@ def _check_data(config: StructuredPruneConfig, data: TrainData | None) -> None:
         raise DataError("prune: finetune needs training data")
 
 
-@register(StructuredPruneConfig)
-def structured_prune(model: nn.Module, config: StructuredPruneConfig, *, data=None,
-                     progress: bool = True) -> nn.Module:
-    data = as_train_data(data, "prune")
+class PruneRecord(StepRecord):
+    def summary(self) -> list[str]:
+        p = self.details
+        cut = ", ".join(f"{n} {a}->{b}" for n, (a, b) in p.get("channels", {}).items() if a != b)
+        return [f"MACs {p['macs_before']:,} -> {p['macs_after']:,} "
+                f"(-{1 - p['macs_after'] / max(1, p['macs_before']):.1%}), params "
+                f"{p['params_before']:,} -> {p['params_after']:,}; channels {cut}"]
+
+
+@register(StructuredPruneConfig, step="prune")
+def structured_prune(model: nn.Module, config: StructuredPruneConfig,
+                     ctx: StepContext) -> StepResult:
+    data, progress = as_train_data(ctx.data, "prune"), ctx.progress
     _check_data(config, data)
     started = time.perf_counter()
-    prior = prior_meta(model)
     model = editable_model(model, _example(model, data, config), "prune")
     pruned = copy.deepcopy(model).eval()  # the caller's model is not modified
     example = _example(pruned, data, config)
@@ -162,7 +165,7 @@ def structured_prune(model: nn.Module, config: StructuredPruneConfig, *, data=No
     floor = config.min_accuracy
     if config.max_drop is not None:
         floor = acc0 - config.max_drop
-    teacher_src = teacher_source(data, model)
+    teacher_src = teacher_source(ctx, model)
     teacher = frozen_teacher(teacher_src) if config.finetune is not None else None
 
     history: list[dict[str, Any]] = [_record(0, macs0, params0, acc0)]
@@ -199,7 +202,7 @@ def structured_prune(model: nn.Module, config: StructuredPruneConfig, *, data=No
 
     macs1, params1 = _tp.count(kept, example)
     after = _tp.out_channels(kept)
-    set_meta(kept, "prune", {
+    details = {
         "macs_before": macs0, "macs_after": macs1, "params_before": params0,
         "params_after": params1, "macs_reduction": round(1 - macs1 / macs0, 4),
         "channels": {n: [channels_before[n], after[n]] for n in after},
@@ -207,9 +210,9 @@ def structured_prune(model: nn.Module, config: StructuredPruneConfig, *, data=No
         "steps_kept": sum(1 for h in history[1:] if h.get("kept", True)),
         "history": history, "val_samples": 0 if val is None else len(val),
         "seconds": round(time.perf_counter() - started, 2), "config": config.to_dict(),
-    }, prior)
+    }
     # A canonical model's recorded shapes are stale once channels are cut.
-    return edited(kept).eval()
+    return StepResult(edited(kept).eval(), PruneRecord("structured pruning", details))
 
 
 def _prune_to_macs(pruner, model: nn.Module, example: torch.Tensor, macs0: int, goal: float,

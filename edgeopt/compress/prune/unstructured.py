@@ -26,17 +26,17 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from edgeopt.compress.distill.finetune import FinetuneOptions, finetune, frozen_teacher
-from edgeopt.compress.prune._common import (
-    editable_model,
-    layers,
-    prior_meta,
-    set_meta,
-    teacher_source,
+from edgeopt.compress.distill.finetune import (
+    FinetuneOptions,
+    finetune,
+    finetune_phrase,
+    frozen_teacher,
 )
-from edgeopt.core.config import Config, enum_field, first_match
+from edgeopt.compress.prune._common import editable_model, layers, teacher_source
+from edgeopt.core.config import enum_field, first_match
 from edgeopt.core.errors import ConfigError, DataError
 from edgeopt.core.registry import register
+from edgeopt.core.step import StepConfig, StepContext, StepRecord, StepResult
 from edgeopt.core.train import as_train_data, steps_per_epoch
 
 
@@ -46,7 +46,7 @@ class Scope(str, Enum):
 
 
 @dataclass(frozen=True, kw_only=True)
-class MagnitudePruneConfig(Config):
+class MagnitudePruneConfig(StepConfig):
     """Zero the smallest weights, gradually during fine-tuning or at once without it."""
 
     needs_training_data: ClassVar[bool] = True
@@ -180,14 +180,27 @@ def _total_steps(options: FinetuneOptions, n: int) -> int | None:
     return min(limits) if limits else None
 
 
-@register(MagnitudePruneConfig)
-def magnitude_prune(model: nn.Module, config: MagnitudePruneConfig, *, data=None,
-                    progress: bool = True) -> nn.Module:
-    data = as_train_data(data, "sparsify")
+class SparsifyRecord(StepRecord):
+    """Zeros only pay on disk once compressed: ``on_artifact`` measures the real file."""
+
+    def summary(self) -> list[str]:
+        text = f"{self.details.get('sparsity', 0):.1%} of prunable weights are zero"
+        if isinstance(art := self.details.get("artifact_bytes"), dict):
+            text += (f"; artifact {art['raw']:,} B raw, {art['compressed']:,} B "
+                     "zlib-compressed (dense kernels: no speed-up)")
+        return [text + finetune_phrase(self.details.get("finetune"))]
+
+    def on_artifact(self, model_file: Path) -> None:
+        self.details["artifact_bytes"] = compressed_size(model_file)
+
+
+@register(MagnitudePruneConfig, step="sparsify")
+def magnitude_prune(model: nn.Module, config: MagnitudePruneConfig,
+                    ctx: StepContext) -> StepResult:
+    data, progress = as_train_data(ctx.data, "sparsify"), ctx.progress
     if config.finetune is not None and data is None:
         raise DataError("sparsify: finetune needs training data")
     started = time.perf_counter()
-    prior = prior_meta(model)
     model = editable_model(model, None if data is None else data.x[:2], "sparsify")
     sparse = copy.deepcopy(model).eval()  # the caller's model is not modified
     names = [n for n in layers(sparse) if first_match(n, config.ignore) is None]
@@ -202,16 +215,16 @@ def magnitude_prune(model: nn.Module, config: MagnitudePruneConfig, *, data=None
         opts = config.finetune
         masks = GradualMasks(sparse, names, config, _total_steps(opts, len(data)),
                              opts.max_seconds)
-        teacher_src = teacher_source(data, model)
+        teacher_src = teacher_source(ctx, model)
         teacher = frozen_teacher(teacher_src) if opts.distill else None
         tuned = finetune(sparse, data, opts, teacher=teacher,
                          after_step=masks, progress=progress, desc="sparsify").to_dict()
         tuned["schedule_sparsity_at_end"] = round(masks.sparsity, 4)
     masks.finish()
     sparse.eval()
-    set_meta(sparse, "sparsify", {
+    details = {
         **sparsity_report(sparse, names), "scope": config.scope.value, "finetune": tuned,
         "speedup": "none: dense kernels multiply the zeros; the gain is compressed size",
         "seconds": round(time.perf_counter() - started, 2), "config": config.to_dict(),
-    }, prior)
-    return sparse
+    }
+    return StepResult(sparse, SparsifyRecord("unstructured pruning", details))

@@ -28,17 +28,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from enum import Enum
+from typing import ClassVar
 
 import torch
 import torch.fx as fx
 from torch import nn
 
 from edgeopt.compress.fold_bn import fold_batchnorm
+from edgeopt.compress.quantize.absorb import absorb_high_biases
 from edgeopt.core.calib import calibration_batches
 from edgeopt.core.canonical import canonical_copy
-from edgeopt.core.config import Config, enum_field
+from edgeopt.core.config import enum_field
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.registry import register
+from edgeopt.core.step import DataKind, DataNeed, StepConfig, StepContext, StepRecord, StepResult
 
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
@@ -51,7 +54,7 @@ class Relu6Mode(str, Enum):
 
 
 @dataclass(frozen=True, kw_only=True)
-class EqualizeConfig(Config):
+class EqualizeConfig(StepConfig):
     """Cross-layer equalization of consecutive layer pairs, then high-bias absorption."""
 
     iterations: int = 100  # sweeps over all pairs (chains need several to settle)
@@ -63,6 +66,16 @@ class EqualizeConfig(Config):
     calib_size: int = 512
     calib_seed: int = 0
     calib_batch_size: int = 64
+
+    overridable: ClassVar[tuple[str, ...]] = ("calib_size",)
+
+    def data_need(self) -> DataNeed:
+        return DataNeed(DataKind.CALIBRATION, size=self.calib_size, seed=self.calib_seed)
+
+    def override(self, option: str, value) -> EqualizeConfig:
+        if option != "calib_size":
+            return super().override(option, value)
+        return self.replace(calib_size=value)
 
     def __post_init__(self) -> None:
         enum_field(self, "relu6", Relu6Mode, "equalize.relu6")
@@ -187,82 +200,6 @@ def _equalize(gm: fx.GraphModule, pairs: list[Pair], iterations: int, tolerance:
     return iterations, False, moved
 
 
-def _preact_stats(gm: fx.GraphModule, names: list[str], batches) -> dict:
-    """Per-channel mean and std of each named layer's output (its pre-activation)."""
-    acc: dict[str, list] = {}
-
-    def hook_for(name):
-        def hook(_m, _i, out):
-            y = out.detach().double()
-            y = y.transpose(0, 1).reshape(y.shape[1], -1)
-            s = acc.setdefault(name, [0, 0.0, 0.0])
-            s[0] += y.shape[1]
-            s[1] = s[1] + y.sum(1)
-            s[2] = s[2] + (y * y).sum(1)
-
-        return hook
-
-    handles = [gm.get_submodule(n).register_forward_hook(hook_for(n)) for n in names]
-    try:
-        with torch.no_grad():
-            for x in batches:
-                gm(x)
-    finally:
-        for h in handles:
-            h.remove()
-    stats = {}
-    for name, (n, s1, s2) in acc.items():
-        mean = s1 / n
-        std = (s2 / n - mean * mean).clamp_min(0).sqrt()
-        stats[name] = (mean.float(), std.float())
-    return stats
-
-
-def _is_padded(layer: nn.Module) -> bool:
-    if isinstance(layer, nn.Linear):
-        return False
-    return any(k > 1 for k in layer.kernel_size) and any(p != 0 for p in layer.padding)
-
-
-def _absorb(gm, pairs: list[Pair], batches, config: EqualizeConfig):
-    absorbed, skipped = {}, []
-    todo = []
-    for p in pairs:
-        if p.act is None or p.act.target is not aten.relu.default:
-            continue
-        if _is_padded(gm.get_submodule(p.second)) and not config.absorb_padded:
-            skipped.append({"pair": [p.first, p.second],
-                            "reason": "zero-padded consumer (absorb_padded: false)"})
-            continue
-        todo.append(p)
-    # Absorbing A -> B shifts B's input by -c and B's bias by +W_B c: B's output (and so
-    # the statistics of a following pair) is unchanged, so one statistics pass serves all.
-    stats = _preact_stats(gm, sorted({p.first for p in todo}), batches)
-    with torch.no_grad():
-        for p in todo:
-            a, b = gm.get_submodule(p.first), gm.get_submodule(p.second)
-            mean, std = stats[p.first]
-            c = (mean - config.absorb_sigma * std).clamp_min(0)
-            if not bool((c > 0).any()):
-                continue
-            if a.bias is None:
-                a.bias = nn.Parameter(torch.zeros_like(c))
-            a.bias.sub_(c)
-            if isinstance(b, nn.Linear):
-                shift = b.weight @ c
-            else:
-                g = b.groups
-                out, in_per_group = b.weight.shape[:2]
-                w = b.weight.reshape(g, out // g, in_per_group, -1).sum(-1)
-                shift = torch.einsum("goi,gi->go", w, c.reshape(g, in_per_group)).reshape(out)
-            if b.bias is None:
-                b.bias = nn.Parameter(torch.zeros_like(shift))
-            b.bias.add_(shift)
-            absorbed[p.first] = {"into": p.second, "channels": int((c > 0).sum()),
-                                 "mean_shift": float(c.mean())}
-    return absorbed, skipped
-
-
 def _range_spread(gm, pairs: list[Pair]) -> float:
     """Worst max/min ratio of per-channel ranges over the first layers (for the report)."""
     worst = 1.0
@@ -274,10 +211,16 @@ def _range_spread(gm, pairs: list[Pair]) -> float:
     return worst
 
 
-@register(EqualizeConfig)
-def equalize(model, config: EqualizeConfig, *, data=None, progress: bool = True):
+class EqualizeRecord(StepRecord):
+    def summary(self) -> list[str]:
+        return [f"{len(self.details['pairs'])} layer pairs equalized"]
+
+
+@register(EqualizeConfig, step="equalize")
+def equalize(model, config: EqualizeConfig, ctx: StepContext) -> StepResult:
     """Equalize ``model`` (a float model); returns a BN-folded canonical GraphModule."""
     batches = None
+    data = ctx.inputs()
     if data is not None:
         batches = calibration_batches(data, size=config.calib_size, seed=config.calib_seed,
                                       batch_size=config.calib_batch_size)
@@ -299,14 +242,13 @@ def equalize(model, config: EqualizeConfig, *, data=None, progress: bool = True)
         if batches is None:
             skipped.append({"pair": None, "reason": "bias absorption needs calibration data"})
         else:
-            absorbed, more = _absorb(gm, pairs, batches, config)
+            absorbed, more = absorb_high_biases(gm, pairs, batches, config)
             skipped += more
     log.info("equalize: %d pairs, %d sweeps (%s), channel range spread %.1f -> %.1f, "
              "%d ReLU6 replaced, %d biases absorbed", len(pairs), sweeps,
              "converged" if converged else "not converged", spread_before,
              _range_spread(gm, pairs), len(replaced), len(absorbed))
-    gm.meta["edgeopt"] = {
-        "technique": "equalize",
+    details = {
         "pairs": [[p.first, p.second, p.act_kind] for p in pairs],
         "sweeps": sweeps,
         "converged": converged,
@@ -317,4 +259,4 @@ def equalize(model, config: EqualizeConfig, *, data=None, progress: bool = True)
         "folded_bn": folded,
         "config": config.to_dict(),
     }
-    return gm.eval()
+    return StepResult(gm.eval(), EqualizeRecord("equalize", details))

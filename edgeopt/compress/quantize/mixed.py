@@ -30,22 +30,24 @@ from tqdm import tqdm
 
 from edgeopt.compress.fold_bn import fold_batchnorm
 from edgeopt.compress.quantize.fake_quant import QUANT_LAYERS
+from edgeopt.compress.quantize.knapsack import allocate
+from edgeopt.compress.quantize.mixed_record import MixedRecord
 from edgeopt.compress.quantize.ptq import quantize_ptq
 from edgeopt.compress.quantize.spec import QuantConfig, QuantSpec
 from edgeopt.core.canonical import canonical_copy
-from edgeopt.core.config import Config
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.graph import leaf_modules
 from edgeopt.core.registry import register
-from edgeopt.core.sizing import artifact_bytes
+from edgeopt.core.step import StepConfig, StepContext, StepResult
 
 
 @dataclass(frozen=True, kw_only=True)
-class MixedPrecisionConfig(Config):
+class MixedPrecisionConfig(StepConfig):
     """Weight widths per layer, chosen automatically; give ``budget`` (fraction of
     the fp32 size) or ``avg_bits`` (mean bits per weight)."""
 
     needs_training_data: ClassVar[bool] = True  # labels score the Pareto points if present
+    overridable: ClassVar[tuple[str, ...]] = ("budget", "calib_size")
 
     base: QuantConfig = field(default_factory=QuantConfig)
     candidates: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
@@ -70,6 +72,15 @@ class MixedPrecisionConfig(Config):
         if self.avg_bits is not None and not 2.0 <= self.avg_bits <= 8.0:
             raise ConfigError(f"avg_bits must be in [2, 8], got {self.avg_bits}")
 
+    def override(self, option: str, value) -> MixedPrecisionConfig:
+        """``budget`` replaces the recipe's size target (budget or avg_bits);
+        ``calib_size`` is the base quantization's."""
+        if option == "budget":
+            return self.replace(budget=value, avg_bits=None)
+        if option == "calib_size":
+            return self.replace(base=self.base.override(option, value))
+        return super().override(option, value)
+
 
 # ----------------------------------------------------------------- size model
 def layer_bytes(layer: torch.nn.Module, bits: int, per_channel: bool) -> int:
@@ -83,45 +94,6 @@ def layer_bytes(layer: torch.nn.Module, bits: int, per_channel: bool) -> int:
 
 def fp32_bytes(gm: fx.GraphModule) -> int:
     return 4 * sum(p.numel() for p in gm.parameters())
-
-
-# ----------------------------------------------------------------- allocation
-def allocate(costs: dict[str, dict[int, float]], sizes: dict[str, dict[int, int]],
-             budget_bytes: float, unit: int = 16) -> dict[str, int] | None:
-    """Bits per layer minimising the summed cost with total size <= budget (None if
-    no choice fits). Sizes are rounded up to ``unit`` bytes, so a found policy
-    always fits the real budget."""
-    names = list(costs)
-    cap = int(budget_bytes // unit)
-    if cap < 0:
-        return None
-    inf = float("inf")
-    best = np.full(cap + 1, inf)
-    best[0] = 0.0
-    choice: list[np.ndarray] = []
-    for name in names:
-        new = np.full(cap + 1, inf)
-        pick = np.full(cap + 1, -1, dtype=np.int64)
-        for bits, cost in costs[name].items():
-            w = math.ceil(sizes[name][bits] / unit)
-            if w > cap:
-                continue
-            cand = np.full(cap + 1, inf)
-            cand[w:] = best[: cap + 1 - w] + cost
-            better = cand < new
-            new[better] = cand[better]
-            pick[better] = bits
-        best = new
-        choice.append(pick)
-    end = int(np.argmin(best))
-    if not np.isfinite(best[end]):
-        return None
-    policy: dict[str, int] = {}
-    for name, pick in zip(reversed(names), reversed(choice)):
-        bits = int(pick[end])
-        policy[name] = bits
-        end -= math.ceil(sizes[name][bits] / unit)
-    return dict(reversed(list(policy.items())))
 
 
 # ----------------------------------------------------------------- sensitivity
@@ -185,13 +157,15 @@ def _split_data(data, config: MixedPrecisionConfig):
     return calib, x[torch.from_numpy(held)], labels
 
 
-@register(MixedPrecisionConfig)
-def quantize_mixed(model, config: MixedPrecisionConfig, *, data=None, progress: bool = True):
-    calib, held_x, held_y = _split_data(data, config)
+@register(MixedPrecisionConfig, step="mixed_precision")
+def quantize_mixed(model, config: MixedPrecisionConfig, ctx: StepContext) -> StepResult:
+    progress = ctx.progress
+    calib, held_x, held_y = _split_data(ctx.data, config)
+    calib_ctx = dataclasses.replace(ctx, calibration=calib, train=None)
     base8 = dataclasses.replace(config.base, weights=dataclasses.replace(config.base.weights,
                                                                          bits=8),
                                 adaround=None, bias_correction=False)
-    q8 = quantize_ptq(model, base8, data=calib, progress=progress)
+    q8 = quantize_ptq(model, base8, calib_ctx).model
     float_gm = canonical_copy(model, calib[:2])
     fold_batchnorm(float_gm)
     with torch.no_grad():
@@ -202,7 +176,8 @@ def quantize_mixed(model, config: MixedPrecisionConfig, *, data=None, progress: 
 
     layers = leaf_modules(q8, QUANT_LAYERS)
     originals = {n: m.w_spec for n, m in layers}
-    fp32 = artifact_bytes(float_gm) or fp32_bytes(float_gm)
+    size_of = ctx.size_model
+    fp32 = (size_of and size_of(float_gm)) or fp32_bytes(float_gm)
     if config.avg_bits is not None:
         # A constraint on the weights' bits only: sizes are weight bits / 8.
         sizes = {n: {b: m.weight.numel() * b / 8 for b in config.candidates} for n, m in layers}
@@ -218,12 +193,12 @@ def quantize_mixed(model, config: MixedPrecisionConfig, *, data=None, progress: 
         def measure(policy):
             _apply_policy(q8, policy, originals)
             try:
-                return artifact_bytes(q8)
+                return size_of(q8)
             finally:
                 _restore(q8, originals)
 
-        if artifact_bytes(float_gm) is None:
-            measure = None  # no backend loaded: the per-layer estimate alone
+        if size_of is None:
+            measure = None  # no backend measures: the per-layer estimate alone
         else:
             sizes = _measured_sizes(sizes, measure)
 
@@ -243,9 +218,8 @@ def quantize_mixed(model, config: MixedPrecisionConfig, *, data=None, progress: 
         config.base,
         layers={**{_escape(n): {"bits": b} for n, b in policy.items()}, **config.base.layers},
     )
-    gm = quantize_ptq(model, final_cfg, data=calib, progress=progress)
-    gm.meta["edgeopt"]["technique"] = "mixed precision ptq"
-    gm.meta["edgeopt"]["mixed"] = {
+    final = quantize_ptq(model, final_cfg, calib_ctx)
+    mixed = {
         "target": what, "budget_bytes": int(budget_bytes), "policy": policy,
         "fp32_bytes": int(fp32), "bytes": int(size), "ratio": size / fp32,
         "avg_bits": sum(m.weight.numel() * policy[n] for n, m in layers)
@@ -255,7 +229,8 @@ def quantize_mixed(model, config: MixedPrecisionConfig, *, data=None, progress: 
         "scored_on": f"{held_x.shape[0]} held-out samples, "
                      + ("top-1 accuracy" if held_y is not None else "agreement with fp32"),
     }
-    return gm
+    record = MixedRecord("mixed precision ptq", {**final.record.details, "mixed": mixed})
+    return StepResult(final.model, record)
 
 
 def _measured_sizes(sizes: dict[str, dict[int, float]], measure) -> dict[str, dict[int, float]]:

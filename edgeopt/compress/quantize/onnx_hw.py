@@ -17,6 +17,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from edgeopt.core.inputs import batch_axis
+from edgeopt.core.onnx_graph import describe
+
 
 def session(model: onnx.ModelProto | bytes, threads: int = 1) -> ort.InferenceSession:
     so = ort.SessionOptions()
@@ -31,9 +34,6 @@ def batch_one(feed: dict[str, np.ndarray], model: onnx.ModelProto) -> dict[str, 
     """The first sample of a calibration batch: each input is sliced to 1 along its batch
     axis (its first dynamic dim: axis 1 for silero's state [2, N, 128]); fully fixed
     inputs are kept as given."""
-    from edgeopt.core.inputs import batch_axis
-    from edgeopt.core.onnx_graph import describe
-
     axes = {}
     for info in describe(model)[0]:
         if any(not isinstance(d, int) for d in info.shape):

@@ -30,6 +30,7 @@ from edgeopt.core.calib import calibration_batches
 from edgeopt.core.canonical import canonical_copy
 from edgeopt.core.graph import leaf_modules
 from edgeopt.core.registry import register
+from edgeopt.core.step import StepContext, StepRecord, StepResult
 
 
 def _swap_layers(gm: fx.GraphModule, config: QuantConfig) -> dict[str, str]:
@@ -93,11 +94,18 @@ def _set_bias_scales(gm: fx.GraphModule) -> None:
             layer.bias_scale = (act.scale * layer.w_scale).detach().clone()
 
 
-@register(QuantConfig)
-def quantize_ptq(model, config: QuantConfig, *, data=None, progress: bool = True):
+class QuantRecord(StepRecord):
+    def summary(self) -> list[str]:
+        rounding = self.details.get("adaround")
+        return [f"learned rounding on {len(rounding)} layers"] if rounding else []
+
+
+@register(QuantConfig, step="quantize")
+def quantize_ptq(model, config: QuantConfig, ctx: StepContext) -> StepResult:
+    progress = ctx.progress
     batches = calibration_batches(
-        data, size=config.calib_size, seed=config.calib_seed, batch_size=config.calib_batch_size
-    )
+        ctx.inputs(), size=config.calib_size, seed=config.calib_seed,
+        batch_size=config.calib_batch_size)
     gm = canonical_copy(model, batches[0])
     folded = fold_batchnorm(gm) if config.fold_bn else []
     float_model = copy.deepcopy(gm)
@@ -120,8 +128,10 @@ def quantize_ptq(model, config: QuantConfig, *, data=None, progress: bool = True
     if config.bias_correction:
         names = [name for name, m in leaf_modules(gm, QUANT_LAYERS)]
         corrected = correct_bias(gm, float_model, names, batches, progress=progress)
-    gm.meta["edgeopt"] = {
-        "technique": "ptq",
+    # The per-layer precision is the model's state (compile reads it); the copy keeps
+    # the records earlier steps left.
+    gm.meta.setdefault("edgeopt", {})["precision"] = precision
+    details = {
         "precision": precision,
         "folded_bn": folded,
         "bias_correction": corrected,
@@ -129,5 +139,5 @@ def quantize_ptq(model, config: QuantConfig, *, data=None, progress: bool = True
         "config": config.to_dict(),
     }
     if rounding is not None:
-        gm.meta["edgeopt"]["adaround"] = rounding
-    return gm.eval()
+        details["adaround"] = rounding
+    return StepResult(gm.eval(), QuantRecord("ptq", details))

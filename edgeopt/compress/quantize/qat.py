@@ -37,6 +37,7 @@ from edgeopt.compress.quantize.fake_quant import QUANT_LAYERS, ActQuant, Mode
 from edgeopt.compress.quantize.ptq import _set_bias_scales
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.registry import register
+from edgeopt.core.step import DataKind, DataNeed, StepConfig, StepContext, StepRecord, StepResult
 from edgeopt.core.train import TrainData, TrainOptions, fit
 
 # Smallest scale kept after a step: a scale at zero divides by zero in the op.
@@ -44,7 +45,7 @@ MIN_SCALE = 1e-8
 
 
 @dataclass(frozen=True, kw_only=True)
-class QATConfig(TrainOptions):
+class QATConfig(TrainOptions, StepConfig):
     """Fine-tune a quantized model on labelled training data (cross-entropy).
 
     The budget (``steps``/``epochs``/``max_seconds``) defaults to one epoch.
@@ -57,6 +58,10 @@ class QATConfig(TrainOptions):
     learn_scales: bool = True
     scale_lr: float | None = None
     train_size: int | None = None
+
+    def data_need(self) -> DataNeed:
+        # ``seed`` orders the training; the subset is drawn with the run's data seed.
+        return DataNeed(DataKind.TRAINING, size=self.train_size)
 
     def __post_init__(self) -> None:
         if self.steps is None and self.epochs is None and self.max_seconds is None:
@@ -111,14 +116,19 @@ def _check_data(data) -> TrainData:
                       f"TrainData(x, y)); got {got}")
 
 
-@register(QATConfig)
-def quantization_aware_training(model, config: QATConfig, *, data=None, progress: bool = True):
-    data = _check_data(data)
+class QATRecord(StepRecord):
+    def summary(self) -> list[str]:
+        return [f"{self.details.get('steps')} training steps in "
+                f"{self.details.get('seconds', 0):.0f} s"]
+
+
+@register(QATConfig, step="qat")
+def quantization_aware_training(model, config: QATConfig, ctx: StepContext) -> StepResult:
+    data, progress = _check_data(ctx.data), ctx.progress
     layers = [m for m in model.modules() if isinstance(m, QUANT_LAYERS)]
     if not layers:
         raise ConfigError("qat needs a quantized model: put a quantize step before qat")
-    gm = copy.deepcopy(model)  # the caller's model is not modified
-    meta = copy.deepcopy(getattr(model, "meta", {}).get("edgeopt", {}))
+    gm = copy.deepcopy(model)  # the caller's model (and its meta) is not modified
     scales, quantizers = _scales(gm) if config.learn_scales else ([], {})
     weights = [p for p in gm.parameters() if p.requires_grad]
     groups = [
@@ -142,12 +152,11 @@ def quantization_aware_training(model, config: QATConfig, *, data=None, progress
             _untie(scales, quantizers)
     with torch.no_grad():
         _set_bias_scales(gm)
-    meta["qat"] = {
+    details = {
         **result.to_dict(),
         "seconds": round(time.perf_counter() - started, 2),
         "train_samples": len(data),
         "learn_scales": config.learn_scales,
         "config": config.to_dict(),
     }
-    gm.meta["edgeopt"] = meta
-    return gm.eval()
+    return StepResult(gm.eval(), QATRecord("qat", details))

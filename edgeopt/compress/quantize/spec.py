@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 from edgeopt.core.config import Config, enum_value, first_match, warn_unmatched
 from edgeopt.core.errors import ConfigError
+from edgeopt.core.step import DataKind, DataNeed, StepConfig
 
 
 class Observer(str, Enum):
@@ -127,7 +128,7 @@ class AdaRoundConfig(Config):
 
 
 @dataclass(frozen=True, kw_only=True)
-class QuantConfig(Config):
+class QuantConfig(StepConfig):
     """Post-training quantization of weights and activations.
 
     ``layers`` overrides the global specs by glob on the layer's qualified name;
@@ -146,6 +147,16 @@ class QuantConfig(Config):
     calib_seed: int = 0
     calib_batch_size: int = 64
     histogram_bins: int = 2048
+
+    overridable: ClassVar[tuple[str, ...]] = ("calib_size",)
+
+    def data_need(self) -> DataNeed:
+        return DataNeed(DataKind.CALIBRATION, size=self.calib_size, seed=self.calib_seed)
+
+    def override(self, option: str, value: Any) -> QuantConfig:
+        if option != "calib_size":
+            return super().override(option, value)
+        return self.replace(calib_size=value)
 
     def __post_init__(self) -> None:
         if self.calib_size < 1:

@@ -29,10 +29,11 @@ from torch import nn
 from edgeopt.compress.fold_bn import fold_batchnorm
 from edgeopt.core.calib import calibration_batches
 from edgeopt.core.canonical import canonical_copy
-from edgeopt.core.config import Config, first_match
+from edgeopt.core.config import first_match
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.graph import leaf_modules
 from edgeopt.core.registry import register
+from edgeopt.core.step import StepConfig, StepContext, StepRecord, StepResult
 
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
@@ -46,7 +47,7 @@ ELEMENTWISE = {
 
 
 @dataclass(frozen=True, kw_only=True)
-class SplitConfig(Config):
+class SplitConfig(StepConfig):
     """Split the input channels that hold a layer's weight outliers."""
 
     # How the weights will be quantized: per-tensor looks at the whole tensor's range,
@@ -164,10 +165,19 @@ def _split_layer(gm, name: str, prod_name: str, config: SplitConfig) -> dict | N
     }
 
 
-@register(SplitConfig)
-def split_channels(model, config: SplitConfig, *, data=None, progress: bool = True):
+class SplitRecord(StepRecord):
+    def summary(self) -> list[str]:
+        split = self.details["split"]
+        if not split:
+            return []
+        return ["split " + ", ".join(f"{k} (+{v['channels_added']} ch)" for k, v in split.items())]
+
+
+@register(SplitConfig, step="split_channels")
+def split_channels(model, config: SplitConfig, ctx: StepContext) -> StepResult:
     """Split outlier channels of ``model``; returns a BN-folded canonical GraphModule."""
     example = None
+    data = ctx.inputs()
     if data is not None:
         example = calibration_batches(data, size=2, batch_size=2)[0]
     gm = canonical_copy(model, example)
@@ -198,11 +208,6 @@ def split_channels(model, config: SplitConfig, *, data=None, progress: bool = Tr
                  info["reason"])
     gm.graph.lint()
     gm.recompile()
-    gm.meta["edgeopt"] = {
-        "technique": "split_channels",
-        "split": split,
-        "skipped": skipped,
-        "folded_bn": folded,
-        "config": config.to_dict(),
-    }
-    return gm.eval()
+    details = {"split": split, "skipped": skipped, "folded_bn": folded,
+               "config": config.to_dict()}
+    return StepResult(gm.eval(), SplitRecord("split_channels", details))

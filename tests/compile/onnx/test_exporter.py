@@ -105,3 +105,46 @@ def test_reference_architectures_run_only_integer_kernels(factory, tmp_path):
     n_convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     assert ops.count("QLinearConv") == n_convs, ops
     assert not FLOAT_COMPUTE & set(ops), f"float fallback in {ops}"
+
+
+def _store_half(gm: torch.fx.GraphModule) -> int:
+    """Store every conv/linear weight as fp16, widened in forward (as a technique would)."""
+    import torch.nn.functional as F
+
+    n = 0
+    for mod in gm.modules():
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
+            mod.weight = torch.nn.Parameter(mod.weight.detach().half(), requires_grad=False)
+            if isinstance(mod, torch.nn.Conv2d):
+                mod.forward = lambda x, m=mod: m._conv_forward(x, m.weight.float(), m.bias)
+            else:
+                mod.forward = lambda x, m=mod: F.linear(x, m.weight.float(), m.bias)
+            n += 1
+    return n
+
+
+def test_an_fp16_stored_weight_is_an_fp16_initializer_and_a_cast(ptq_cnn, calib):
+    """The exporter lowers what a layer stores, not its class: fp16 weights stay fp16 in
+    the file (half their fp32 bytes) and a Cast widens them, so ORT computes in fp32."""
+    gm, shape = prepare(ptq_cnn, [1, 8, 8])
+    fp32 = export_onnx(gm, shape)
+    layers = _store_half(gm)
+    half = export_onnx(gm, shape)
+    inits = {t.name: t for t in half.graph.initializer}
+    casts = [n for n in half.graph.node if n.op_type == "Cast"]
+    assert len(casts) == layers == 3
+    assert all(inits[c.input[0]].data_type == onnx.TensorProto.FLOAT16 for c in casts)
+    assert all(c.attribute[0].i == onnx.TensorProto.FLOAT for c in casts)
+    weight_bytes = {onnx.TensorProto.FLOAT16: 0, onnx.TensorProto.FLOAT: 0}
+    for t in half.graph.initializer:
+        weight_bytes[t.data_type] = weight_bytes.get(t.data_type, 0) + len(t.raw_data)
+    n_weights = sum(m.weight.numel() for m in gm.modules() if hasattr(m, "weight")
+                    and m.weight is not None and m.weight.dtype == torch.float16)
+    assert weight_bytes[onnx.TensorProto.FLOAT16] == 2 * n_weights
+    # Two bytes saved per weight, less a Cast node (~30 bytes) per layer.
+    assert 2 * n_weights - 40 * layers <= fp32.ByteSize() - half.ByteSize() <= 2 * n_weights
+    with torch.no_grad():
+        same_math, original = gm(calib).numpy(), ptq_cnn(calib).numpy()
+    got = _run(half, calib)
+    assert np.abs(got - same_math).max() < 1e-5
+    assert np.abs(got - original).max() < 1e-2

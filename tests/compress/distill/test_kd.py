@@ -9,12 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeopt.compress import apply, run_step
 from edgeopt.compress.distill.finetune import FinetuneOptions, finetune, frozen_teacher, top1
 from edgeopt.compress.distill.loss import HintLoss, kd_loss
 from edgeopt.compress.distill.trainer import DistillConfig
 from edgeopt.core.data import Preprocess, load_dataset
 from edgeopt.core.errors import ConfigError
-from edgeopt.core.registry import apply
+from edgeopt.core.step import StepContext
 from edgeopt.core.train import TrainData
 
 
@@ -76,12 +77,18 @@ def test_distilled_student_learns_from_teacher_without_labels(digits_data, train
     assert info["alpha"] == 1.0 and info["steps"] == 150 and info["teacher"] == "incoming model"
 
 
-def test_original_teacher_comes_from_the_training_data(digits_data, train_tiny, make_cnn):
+def test_original_teacher_comes_from_the_step_context(digits_data, train_tiny, make_cnn):
     train, _ = digits_data
     original = make_cnn(seed=0, width=8)
-    data = TrainData(x=train.x[:128], y=train.y[:128], teacher=original)
-    out = apply(make_cnn(seed=3, width=8), DistillConfig(steps=2), data=data, progress=False)
-    assert out.meta["edgeopt"]["distill"]["teacher"] == "original model"
+    ctx = StepContext(train=TrainData(x=train.x[:128], y=train.y[:128]), teacher=original,
+                      progress=False)
+    out = run_step(make_cnn(seed=3, width=8), DistillConfig(steps=2), ctx)
+    assert out.record.details["teacher"] == "original model"
+    assert out.model.meta["edgeopt"]["distill"]["teacher"] == "original model"
+    # Without a context teacher, "original" is the incoming model.
+    alone = apply(make_cnn(seed=3, width=8), DistillConfig(steps=2), data=ctx.train,
+                  progress=False)
+    assert alone.meta["edgeopt"]["distill"]["teacher"] == "incoming model"
 
 
 def test_teacher_outputs_must_match_the_student(make_cnn):

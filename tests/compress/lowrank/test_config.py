@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from edgeopt.compress import apply
 from edgeopt.compress.distill.finetune import FinetuneOptions
-from edgeopt.compress.lowrank import LowRankConfig, factorise
+from edgeopt.compress.lowrank import LowRankConfig
 from edgeopt.core.errors import ConfigError
-from edgeopt.core.registry import apply
 from edgeopt.core.train import TrainData
 
 
@@ -39,18 +39,18 @@ def test_bad_values_are_one_line(kwargs, line):
 
 def test_rank_too_large_names_layer_shape_and_max():
     with pytest.raises(ConfigError) as err:
-        factorise(_net(), LowRankConfig(ranks={"2": [8, 40]}), progress=False)
+        apply(_net(), LowRankConfig(ranks={"2": [8, 40]}), progress=False)
     assert str(err.value) == ("lowrank.ranks['2']: rank 40 out of range for layer 2 (tucker2, "
                               "shape [32, 16, 3, 3]): valid 1..32 (max ranks [16, 32])")
     with pytest.raises(ConfigError, match=r"layer 6 \(svd, shape \[10, 32\]\): valid 1\.\.10"):
-        factorise(_net(), LowRankConfig(ranks={"6": 11}), progress=False)
+        apply(_net(), LowRankConfig(ranks={"6": 11}), progress=False)
 
 
 @pytest.mark.parametrize("kwargs, kind", [({"ranks": {"head.*": 4}}, "ranks"),
                                           ({"energy": 0.9, "skip": ["nothing"]}, "skip")])
 def test_pattern_matching_no_layer(kwargs, kind):
     with pytest.raises(ConfigError) as err:
-        factorise(_net(), LowRankConfig(**kwargs), progress=False)
+        apply(_net(), LowRankConfig(**kwargs), progress=False)
     line = str(err.value)
     assert "\n" not in line
     assert line.startswith(f"lowrank.{kind}: pattern ") and "matches no factorisable layer" in line
@@ -72,7 +72,7 @@ def test_container_pattern_skip_and_untouched_original():
 def test_meta_record_and_existing_meta_kept():
     net = _net()
     net.meta = {"edgeopt": {"prune": {"sparsity": 0.5}}}
-    got = factorise(net, LowRankConfig(energy=0.8), progress=False)
+    got = apply(net, LowRankConfig(energy=0.8), progress=False)
     meta = got.meta["edgeopt"]
     assert meta["prune"] == {"sparsity": 0.5}
     info = meta["lowrank"]
@@ -100,10 +100,10 @@ def test_finetune_distils_and_is_recorded():
     data = TrainData(x=torch.randn(64, 3, 8, 8, generator=g),
                      y=torch.randint(0, 10, (64,), generator=g))
     cfg = LowRankConfig(param_reduction=0.4, finetune=FinetuneOptions(steps=3, batch_size=16))
-    got = factorise(net, cfg, data=data, progress=False)
+    got = apply(net, cfg, data=data, progress=False)
     ft = got.meta["edgeopt"]["lowrank"]["finetune"]
     assert ft["steps"] == 3 and ft["distill"] is True and ft["train_samples"] == 64
     assert got.meta["edgeopt"]["lowrank"]["param_reduction"] >= 0.4
     assert not got.training
     with pytest.raises(ConfigError, match=r"^lowrank.finetune needs training data .*got nothing$"):
-        factorise(net, cfg, progress=False)
+        apply(net, cfg, progress=False)

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 import edgeopt
-from edgeopt.compress.lowrank import LowRankConfig, factorise
+from edgeopt.compress import apply
+from edgeopt.compress.lowrank import LowRankConfig
 from edgeopt.compress.lowrank.svd import split_linear, split_pointwise
 from edgeopt.compress.lowrank.tucker import cp, tucker2
 
@@ -117,7 +118,7 @@ def test_export_round_trip_through_ort(net, conv, tmp_path):
     cfg = LowRankConfig(conv=conv, ranks={"conv1": [3, 6] if conv == "tucker2" else 6,
                                           "conv2": [8, 8] if conv == "tucker2" else 8,
                                           "pw": 8, "fc": 6})
-    model = factorise(net, cfg, progress=False)
+    model = apply(net, cfg, progress=False)
     assert isinstance(model.dw, nn.Conv2d)  # depthwise: left alone
     assert isinstance(model.conv1[0], nn.Sequential) and isinstance(model.conv1[1], nn.BatchNorm2d)
     assert len(model.conv2) == (3 if conv == "tucker2" else 4)
@@ -130,7 +131,7 @@ def test_export_round_trip_through_ort(net, conv, tmp_path):
 
 
 def test_full_ranks_reproduce_the_whole_model(net):
-    full = factorise(net, LowRankConfig(ranks={"conv1": [3, 16], "conv2": [16, 16],
+    full = apply(net, LowRankConfig(ranks={"conv1": [3, 16], "conv2": [16, 16],
                                                "pw": 16, "fc": 10}), progress=False)
     x = torch.randn(4, 3, 8, 8)
     with torch.no_grad():

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 import edgeopt.compress.lowrank  # noqa: F401  (registers the handler)
-from edgeopt.compress.lowrank import LowRankConfig, factorise
+from edgeopt.compress import apply
+from edgeopt.compress.lowrank import LowRankConfig
 from edgeopt.compress.lowrank.ranks import ConvMethod, candidate, energy_rank, meet_budget
 from edgeopt.core.errors import ConfigError
 
@@ -30,7 +31,7 @@ def test_energy_picks_rank_of_constructed_linear():
     with torch.no_grad():
         layer.weight.copy_(_with_singular_values(10, 12, [4, 2, 1, 1]))
     model = nn.Sequential(layer)
-    got = factorise(model, LowRankConfig(ranks={}, energy=0.9), progress=False)
+    got = apply(model, LowRankConfig(ranks={}, energy=0.9), progress=False)
     info = got.meta["edgeopt"]["lowrank"]["layers"]["0"]
     assert info["ranks"] == [2]
     assert info["energy_kept"][0] == pytest.approx(20 / 22, abs=1e-6)
@@ -57,7 +58,7 @@ def test_param_formula_matches_module(module, conv, ranks):
     bias = out if module.bias is not None else 0
     assert c.params() == expected + bias
     spec = ranks[0] if len(ranks) == 1 else list(ranks)
-    got = factorise(nn.Sequential(module), LowRankConfig(conv=conv, ranks={"0": spec}),
+    got = apply(nn.Sequential(module), LowRankConfig(conv=conv, ranks={"0": spec}),
                     progress=False)
     assert sum(p.numel() for p in got.parameters()) == c.params()
 
@@ -75,7 +76,7 @@ def test_budget_is_met_and_spends_on_the_flat_spectrum():
         steep.weight.copy_(_with_singular_values(32, 32, [2.0 ** -i for i in range(32)]))
         flat.weight.copy_(_with_singular_values(32, 32, [1.0] * 32, seed=1))
     model = nn.Sequential(steep, flat)
-    got = factorise(model, LowRankConfig(param_reduction=0.4), progress=False)
+    got = apply(model, LowRankConfig(param_reduction=0.4), progress=False)
     info = got.meta["edgeopt"]["lowrank"]
     before = 2 * 32 * 32
     assert info["params_before"] == before
@@ -97,7 +98,7 @@ def test_budget_floor_is_reported():
 def test_budget_that_cannot_be_met_through_the_config():
     model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))  # 20 + 8 params; rank 1: 12 + 8
     with pytest.raises(ConfigError) as err:
-        factorise(model, LowRankConfig(param_reduction=0.9), progress=False)
+        apply(model, LowRankConfig(param_reduction=0.9), progress=False)
     line = str(err.value)
     assert "\n" not in line and "best reachable is 20 parameters, -28.6% (target 2)" in line
 
@@ -107,7 +108,7 @@ def test_cp_budget_splits_the_big_layer_first():
     model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 64, 3, padding=1),
                           nn.Conv2d(64, 64, 3, padding=1))
     total = sum(p.numel() for p in model.parameters())
-    got = factorise(model, LowRankConfig(conv="cp", param_reduction=0.5), progress=False)
+    got = apply(model, LowRankConfig(conv="cp", param_reduction=0.5), progress=False)
     info = got.meta["edgeopt"]["lowrank"]
     # Splitting the 64x64 conv alone (its full-rank CP is already 4x smaller) meets 50%:
     # the smaller convs keep their weights.

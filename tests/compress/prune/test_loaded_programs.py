@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from edgeopt.compress import apply
 from edgeopt.compress.prune import MagnitudePruneConfig, StructuredPruneConfig
 from edgeopt.core.canonical import is_canonical
 from edgeopt.core.errors import DataError
-from edgeopt.core.registry import apply
 
 
 def _forms(model, x):

@@ -10,11 +10,11 @@ from torch import nn
 
 import edgeopt
 import edgeopt.compress.prune  # noqa: F401  (registers the handlers)
+from edgeopt.compress import apply
 from edgeopt.compress.distill.finetune import FinetuneOptions
 from edgeopt.compress.prune import StructuredPruneConfig
 from edgeopt.core.data import Preprocess, load_dataset
 from edgeopt.core.errors import ConfigError, DataError
-from edgeopt.core.registry import apply
 from edgeopt.core.train import TrainData
 from edgeopt.zoo.mobilenet import mobilenetv2_small
 from edgeopt.zoo.resnet import resnet_small

@@ -11,12 +11,12 @@ from torch import nn
 
 import edgeopt
 import edgeopt.compress.prune  # noqa: F401  (registers the handlers)
+from edgeopt.compress import apply
 from edgeopt.compress.distill.finetune import FinetuneOptions, finetune
 from edgeopt.compress.prune import MagnitudePruneConfig, compressed_size, polynomial_sparsity
 from edgeopt.compress.prune.unstructured import GradualMasks, Scope, magnitude_masks
 from edgeopt.core.data import Preprocess, load_dataset
 from edgeopt.core.errors import ConfigError, DataError
-from edgeopt.core.registry import apply
 from edgeopt.core.train import TrainData
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -79,7 +79,7 @@ def test_weights_lie_on_the_grid_one_step_from_nearest(ptq_cnn, data, bits, per_
 def test_layer_reconstruction_beats_nearest(cnn, data, bits):
     calib, _ = data
     ada = apply(cnn, _config(bits), data=calib, progress=False)
-    report = ada.meta["edgeopt"]["adaround"]
+    report = ada.meta["edgeopt"]["quantize"]["adaround"]
     assert set(report) == set(_layers(ada))
     for name, r in report.items():
         assert r["mse_adaround"] <= r["mse_nearest"], name
@@ -99,7 +99,7 @@ def test_model_output_error_is_lower_than_plain_ptq(cnn, data):
         err_plain = float((plain(held_out) - ref).pow(2).mean())
         err_ada = float((ada(held_out) - ref).pow(2).mean())
     assert err_ada < 0.8 * err_plain
-    assert "adaround" not in plain.meta["edgeopt"]
+    assert "adaround" not in plain.meta["edgeopt"]["quantize"]
 
 
 def test_pow2_rounding_picks_a_neighbouring_power(cnn, data):
@@ -118,7 +118,7 @@ def test_pow2_rounding_picks_a_neighbouring_power(cnn, data):
         ref_pos = torch.searchsorted(levels, ref.int_weight().flatten())
         assert int((pos - ref_pos).abs().max()) <= 1
         assert bool((ints * ref.int_weight() >= 0).all())
-    report = ada.meta["edgeopt"]["adaround"]
+    report = ada.meta["edgeopt"]["quantize"]["adaround"]
     assert sum(r["mse_adaround"] for r in report.values()) < sum(
         r["mse_nearest"] for r in report.values()
     )

@@ -76,7 +76,7 @@ def test_relu_network_function_is_unchanged(data):
     eq = apply(model, EqualizeConfig(bias_absorption=False), data=data, progress=False)
     with torch.no_grad():
         assert _rel_diff(model(data), eq(data)) < 1e-5
-    meta = eq.meta["edgeopt"]
+    meta = eq.meta["edgeopt"]["equalize"]
     # the stem also feeds the residual add, and project reaches fc through it: not paired
     assert [p[:2] for p in meta["pairs"]] == [["expand.0", "dw.0"], ["dw.0", "project.0"]]
     assert meta["converged"] and meta["folded_bn"]
@@ -86,7 +86,7 @@ def test_paired_ranges_become_equal(data):
     model = tiny_mobile()
     cfg = EqualizeConfig(bias_absorption=False, tolerance=1e-6)
     eq = apply(model, cfg, data=data, progress=False)
-    pairs = eq.meta["edgeopt"]["pairs"]
+    pairs = eq.meta["edgeopt"]["equalize"]["pairs"]
     spread = []
     for first, second, _ in pairs:
         r1 = out_ranges(eq.get_submodule(first))
@@ -105,7 +105,7 @@ def test_high_bias_absorption(data):
     model = tiny_mobile(high_bias=True)
     plain = apply(model, EqualizeConfig(bias_absorption=False), data=data, progress=False)
     eq = apply(model, EqualizeConfig(), data=data, progress=False)
-    meta = eq.meta["edgeopt"]
+    meta = eq.meta["edgeopt"]["equalize"]
     # dw -> project is 1x1: absorbed; expand -> the padded 3x3 depthwise is not.
     assert set(meta["absorbed"]) == {"dw.0"}
     assert [s["pair"] for s in meta["skipped"]] == [["expand.0", "dw.0"]]
@@ -130,7 +130,7 @@ def test_absorbing_into_padded_layers_is_inexact_at_borders(data):
     model = tiny_mobile(high_bias=True)
     exact = apply(model, EqualizeConfig(), data=data, progress=False)
     padded = apply(model, EqualizeConfig(absorb_padded=True), data=data, progress=False)
-    assert "expand.0" in padded.meta["edgeopt"]["absorbed"]
+    assert "expand.0" in padded.meta["edgeopt"]["equalize"]["absorbed"]
     with torch.no_grad():
         assert _rel_diff(model(data), padded(data)) > _rel_diff(model(data), exact(data))
 
@@ -138,17 +138,17 @@ def test_absorbing_into_padded_layers_is_inexact_at_borders(data):
 def test_relu6_replace_or_skip(data):
     model = tiny_mobile(act=nn.ReLU6)
     skip = apply(model, EqualizeConfig(relu6="skip"), data=data, progress=False)
-    assert skip.meta["edgeopt"]["pairs"] == []
-    assert len(skip.meta["edgeopt"]["skipped"]) == 2
+    assert skip.meta["edgeopt"]["equalize"]["pairs"] == []
+    assert len(skip.meta["edgeopt"]["equalize"]["skipped"]) == 2
     with torch.no_grad():
         assert _rel_diff(model(data), skip(data)) < 1e-6
 
     rep = apply(model, EqualizeConfig(bias_absorption=False), data=data, progress=False)
-    assert len(rep.meta["edgeopt"]["relu6_replaced"]) == 2
+    assert len(rep.meta["edgeopt"]["equalize"]["relu6_replaced"]) == 2
     targets = [n.target for n in rep.graph.nodes if n.op == "call_function"]
     assert targets.count(aten.relu.default) == 2
     assert targets.count(aten.hardtanh.default) == 1  # the stem's, outside any pair
-    assert [p[2] for p in rep.meta["edgeopt"]["pairs"]] == ["relu6"] * 2
+    assert [p[2] for p in rep.meta["edgeopt"]["equalize"]["pairs"]] == ["relu6"] * 2
 
 
 def test_equalized_model_quantizes_better_per_tensor(data):

@@ -47,7 +47,7 @@ def test_mixed_meets_the_budget_with_the_chosen_widths(make_cnn, data):
                                base=QuantConfig(calib_size=128), eval_samples=200,
                                pareto_points=4)
     gm = apply(model, cfg, data=data, progress=False)
-    info = gm.meta["edgeopt"]["mixed"]
+    info = gm.meta["edgeopt"]["mixed_precision"]["mixed"]
     assert info["bytes"] <= info["budget_bytes"]
     assert artifact_bytes(gm) == info["bytes"]  # the real ONNX file, overhead included
     bits = {n: m.w_spec.bits for n, m in leaf_modules(gm, QUANT_LAYERS)}

@@ -18,7 +18,7 @@ def test_int8_ptq_is_close_to_float(ptq_cnn, calib):
     layers = [m for m in q.modules() if isinstance(m, (QuantConv2d, QuantLinear))]
     assert len(layers) == 3
     assert q.meta["edgeopt"]["precision"] == {"conv1": "w8a8", "conv2": "w8a8", "fc": "w8a8"}
-    assert q.meta["edgeopt"]["folded_bn"] == ["bn1", "bn2"]
+    assert q.meta["edgeopt"]["quantize"]["folded_bn"] == ["bn1", "bn2"]
 
 
 def test_user_model_is_not_modified(ptq_cnn, calib):
@@ -79,7 +79,7 @@ def test_calibration_is_seeded(ptq_cnn):
 def test_calibration_from_an_iterable_of_numpy_batches(ptq_cnn, calib):
     batches = (calib[i:i + 16].numpy() for i in range(0, 96, 16))
     q = apply(ptq_cnn, Int8Config(calib_size=40), data=batches)
-    assert q.meta["edgeopt"]["calib_samples"] == 40
+    assert q.meta["edgeopt"]["quantize"]["calib_samples"] == 40
 
 
 def test_bias_correction_reduces_output_bias(ptq_cnn, calib):

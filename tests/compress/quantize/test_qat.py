@@ -216,19 +216,3 @@ def test_config_defaults_and_round_trip():
     assert again == cfg.replace(steps=30, optimizer="sgd")
     with pytest.raises(ConfigError):
         QATConfig(steps=10, scale_lr=0)
-
-
-def test_pipeline_gives_qat_labelled_training_data(ptq_cnn):
-    from edgeopt.core.data import Dataset, Split
-    from edgeopt.pipeline import step_data
-
-    rng = np.random.default_rng(0)
-    split = Split(rng.integers(0, 255, (50, 1, 8, 8), dtype=np.uint8), rng.integers(0, 5, 50))
-    ds = Dataset(name="toy", train=split, test=split, num_classes=5)
-    data, _ = step_data(QATConfig(train_size=30), ds, Preprocess())
-    assert isinstance(data, TrainData) and len(data) == 30 and data.y.dtype == torch.int64
-    data, _ = step_data(QATConfig(), ds, Preprocess())
-    assert len(data) == 50
-    calib, _ = step_data(QuantConfig(calib_size=20), ds, Preprocess())
-    assert isinstance(calib, np.ndarray) and calib.shape == (20, 1, 8, 8)
-    assert calib.dtype == np.float32 and calib.max() <= 1.0

@@ -64,7 +64,7 @@ def test_function_is_unchanged(split, data):
 
 def test_planted_outlier_is_split_and_the_range_shrinks(split):
     model, gm = split
-    info = gm.meta["edgeopt"]["split"]
+    info = gm.meta["edgeopt"]["split_channels"]["split"]
     assert set(info) == {"conv2"}
     conv2 = info["conv2"]
     assert conv2["producer"] == "conv1"
@@ -79,20 +79,20 @@ def test_planted_outlier_is_split_and_the_range_shrinks(split):
     assert float(gm.get_submodule("conv2").weight.detach().abs().max()) == pytest.approx(
         conv2["range_after"])
     assert conv2["range_before"] == pytest.approx(float(model.conv2.weight.detach().abs().max()))
-    skipped = gm.meta["edgeopt"]["skipped"]
+    skipped = gm.meta["edgeopt"]["split_channels"]["skipped"]
     assert "depthwise" in skipped["dw"]["reason"]
     assert "2 nodes" in skipped["conv4"]["reason"]
 
 
 def test_budget_limits_the_channels_added(data):
     gm = apply(split_net(), SplitConfig(expand_ratio=0.1), data=data, progress=False)
-    assert gm.meta["edgeopt"]["split"]["conv2"]["channels_added"] == 1
+    assert gm.meta["edgeopt"]["split_channels"]["split"]["conv2"]["channels_added"] == 1
 
 
 def test_per_channel_mode_looks_at_the_worst_row(data):
     model = split_net()
     gm = apply(model, SplitConfig(per_channel=True, expand_ratio=0.5), data=data, progress=False)
-    conv2 = gm.meta["edgeopt"]["split"]["conv2"]
+    conv2 = gm.meta["edgeopt"]["split_channels"]["split"]["conv2"]
     assert conv2["channels"][0] == 5
     assert conv2["ratio_after"] < conv2["ratio_before"]
     assert conv2["ratio_before"] == pytest.approx(outlier_ratio(model.conv2.weight, 99.0, True))
@@ -145,7 +145,7 @@ def test_nothing_to_split_leaves_the_model_alone(data):
     torch.manual_seed(0)
     model = SplitNet().eval()
     gm = apply(model, SplitConfig(threshold=50.0), data=data, progress=False)
-    assert gm.meta["edgeopt"]["split"] == {}
+    assert gm.meta["edgeopt"]["split_channels"]["split"] == {}
     assert gm.get_submodule("conv2").in_channels == 8
 
 

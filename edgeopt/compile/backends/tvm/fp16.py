@@ -7,8 +7,8 @@ function keeps its float32 signature (one cast in, one cast out), so the runtime
 the manifest's input/output dtypes are those of an fp32 artifact.
 
 No GPU is needed to see what the conversion does to the numbers:
-``fp16_reference_check`` builds the very same converted relax module for this
-machine's CPU and compares its logits with PyTorch fp32. Weights and every tensor
+``fp16_host.fp16_reference_check`` builds the very same converted relax module
+for this machine's CPU and compares its logits with PyTorch fp32. Weights and every tensor
 between kernels are rounded to fp16 exactly as on the GPU; what differs is the
 summation order of the fp32 accumulators (and, inside a fused kernel, LLVM may keep
 an intermediate in float where the GPU rounds it to fp16).
@@ -21,19 +21,12 @@ a GPU inspect that source and compile it with nvcc ahead of time.
 
 from __future__ import annotations
 
-import platform
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass
 
-import numpy as np
-import torch
 import tvm
 from tvm import relax
-from tvm.runtime.vm import VirtualMachine
 
-from edgeopt.compile.targets import get_target
-from edgeopt.core.errors import ConfigError, ExportError
+from edgeopt.core.errors import ExportError
 
 # The accumulator of fp16 convolutions and matmuls. float32, as cuDNN, TensorRT and
 # PyTorch autocast do by default: an fp16 sum keeps 11 significant bits, so a dot
@@ -41,9 +34,6 @@ from edgeopt.core.errors import ConfigError, ExportError
 # 65504. The cost is small: the operands (and the memory traffic, what bounds an edge
 # GPU such as Orin's) are still fp16; only the multiply-add runs in fp32.
 ACCUMULATE = "float32"
-
-# The CPU build that stands in for the GPU in fp16_reference_check.
-_HOST_TARGET = {"x86_64": "x86_64-baseline", "aarch64": "aarch64"}
 
 
 def _clip_as_min_max(mod: tvm.IRModule) -> tvm.IRModule:
@@ -121,51 +111,3 @@ def nvcc_ptx(source: str, arch: str) -> str:
                               f"{(tail or ['no output'])[0]}") from None
     return bytes(ptx).decode()
 
-
-def host_fp16_runner(gm: torch.fx.GraphModule,
-                     input_shape: list[int]) -> Callable[[np.ndarray], np.ndarray]:
-    """The fp16-converted module of a canonical float model, built for this CPU:
-    preprocessed float32 batch -> float32 logits."""
-    # export imports this module for to_fp16, so its names are imported at call time.
-    from edgeopt.compile.backends.tvm.export import build, relax_module
-
-    if platform.machine() not in _HOST_TARGET:
-        raise ConfigError(f"no CPU target to run fp16 TVM builds on {platform.machine()}")
-    mod, _ = relax_module(gm, input_shape, precision="fp16")
-    vm = VirtualMachine(build(mod, get_target(_HOST_TARGET[platform.machine()])), tvm.cpu(0))
-    main = vm["main"]
-
-    def run(x: np.ndarray) -> np.ndarray:
-        out = main(tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32)))
-        return (out if hasattr(out, "numpy") else out[0]).numpy()
-
-    return run
-
-
-@dataclass(frozen=True)
-class Fp16Check:
-    """The fp16 module (on this CPU) against PyTorch fp32, on the same inputs."""
-
-    n: int
-    max_abs_diff: float  # largest |fp16 logit - fp32 logit|
-    max_abs_logit: float  # the fp32 logits' scale, to read the difference against
-    agreement: float  # fraction of inputs whose top-1 class is the same
-
-
-def fp16_reference_check(model, input_shape: list[int] | None, x) -> Fp16Check:
-    """Build ``model``'s fp16 conversion for this CPU, run it on ``x`` (a preprocessed
-    N,C,H,W batch) and compare with the float model in PyTorch."""
-    # compile.api sits above the backends and imports them; deferred for the same reason.
-    from edgeopt.compile.api import model_precision, prepare
-
-    gm, shape = prepare(model, input_shape)
-    actual, _ = model_precision(gm)
-    if actual != "fp32":
-        raise ConfigError(f"fp16 converts a float model; this model is {actual}")
-    x = torch.as_tensor(np.asarray(x, dtype=np.float32))
-    with torch.no_grad():
-        ref = gm(x).numpy()
-    got = host_fp16_runner(gm, shape)(x.numpy())
-    return Fp16Check(n=len(ref), max_abs_diff=float(np.abs(got - ref).max()),
-                     max_abs_logit=float(np.abs(ref).max()),
-                     agreement=float((got.argmax(1) == ref.argmax(1)).mean()))

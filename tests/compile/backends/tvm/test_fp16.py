@@ -18,12 +18,8 @@ from edgeopt import Int8Config, apply  # noqa: E402
 from edgeopt.cli import main  # noqa: E402
 from edgeopt.compile.api import prepare  # noqa: E402
 from edgeopt.compile.backends.tvm.export import build, relax_module  # noqa: E402
-from edgeopt.compile.backends.tvm.fp16 import (  # noqa: E402
-    constant_bytes,
-    cuda_source,
-    fp16_reference_check,
-    nvcc_ptx,
-)
+from edgeopt.compile.backends.tvm.fp16 import constant_bytes, cuda_source, nvcc_ptx  # noqa: E402
+from edgeopt.compile.backends.tvm.fp16_host import fp16_reference_check  # noqa: E402
 from edgeopt.compile.backends.tvm.runtime import set_threads  # noqa: E402
 from edgeopt.compile.targets import get_target  # noqa: E402
 from edgeopt.core.errors import ConfigError  # noqa: E402

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import edgeopt
+from edgeopt.compress import apply
 from edgeopt.compress.cluster import ClusterConfig
-from edgeopt.core.registry import apply
 
 pytest.importorskip("tvm")
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import edgeopt
-from edgeopt.compile import emulate
+from edgeopt import emulate
 from edgeopt.compile.targets import get_target
 from edgeopt.core.data import load_dataset
 from edgeopt.core.errors import EdgeoptError

@@ -1,7 +1,7 @@
 """Run an artifact folder on inputs from an .npy file and write the outputs to an .npy.
 
 This file is executed by the *aarch64* Python of the emulated root (see
-``edgeopt.compile.emulate``), which has numpy, onnxruntime and optionally TVM's runtime,
+``edgeopt.emulate``), which has numpy, onnxruntime and optionally TVM's runtime,
 but no torch and not the host's x86 venv. So it imports nothing from edgeopt at the top.
 
 By default it runs the artifact through edgeopt's own deployment code,
@@ -12,7 +12,7 @@ aarch64 proves the very code users deploy (and that promise). The heavy package
 stubs. ``--standalone`` instead uses the copies below, which need nothing of edgeopt: for
 a device with only this file, or to tell an edgeopt runtime bug from a backend one.
 
-    python3 emulated_runner.py ARTIFACT_DIR INPUTS.npy OUTPUTS.npy [--threads N] [--standalone]
+    python3 runner.py ARTIFACT_DIR INPUTS.npy OUTPUTS.npy [--threads N] [--standalone]
 
 Prints one JSON line (platform, backend, runtime version, seconds) on success; exits 2 with
 one line on stderr when the artifact is refused.
@@ -108,7 +108,8 @@ def run_edgeopt(folder: str, threads: int, x):
     except (OSError, ValueError) as exc:
         fail(f"{folder}: no readable manifest.json ({exc})")
     # Packages whose __init__ pulls in torch or a compiler: empty stubs with the real path,
-    # so that only the modules the runtime itself imports are executed.
+    # so that only the modules the runtime itself imports are executed. Hence the imports
+    # below sit in this function, after the stubs (and this file is run, never imported).
     for name in ("edgeopt", "edgeopt.compile", "edgeopt.compile.backends",
                  f"edgeopt.compile.backends.{backend}"):
         mod = types.ModuleType(name)

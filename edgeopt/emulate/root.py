@@ -1,10 +1,6 @@
-"""Run aarch64 artifacts on this x86_64 machine: qemu-user and a Debian arm64 root.
-
-The proof that an aarch64 artifact runs (issue 4) needs aarch64 code executing real
-aarch64 runtimes, not the host's. This module keeps a small Debian arm64 user space
-(``$EDGEOPT_AARCH64_ROOT``, default ``~/.cache/edgeopt/aarch64-root``) holding an aarch64
-CPython plus the aarch64 wheels of numpy and onnxruntime (and TVM's runtime on request),
-and runs ``emulated_runner.py`` in it under ``qemu-aarch64-static``.
+"""The emulated aarch64 user space: a Debian arm64 root with an aarch64 CPython and the
+aarch64 wheels of numpy and onnxruntime (and TVM's runtime on request), kept in
+``$EDGEOPT_AARCH64_ROOT`` (default ``~/.cache/edgeopt/aarch64-root``).
 
 How the root is made, and why this way:
 
@@ -26,12 +22,10 @@ How the root is made, and why this way:
 Setup cost, measured on the 2-core CI machine from the Debian mirror and the local PyPI:
 ~20 s debootstrap + ~5 s unpack + ~6 s pip (numpy + onnxruntime), ~270 MB on disk; TVM's
 runtime (``tvm=True``; its 95 MB wheel less the compiler library) adds ~10 s and ~65 MB.
-A run then costs ~2-3 s of qemu start and imports on top of the inference itself.
 """
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import json
 import os
@@ -41,12 +35,9 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from edgeopt.core.errors import EdgeoptError
 
@@ -56,21 +47,11 @@ SUITE = "bookworm"  # Python 3.11, glibc 2.36: the same Python minor as the host
 GLIBC = (2, 36)
 SITE = Path("opt/edgeopt/site")
 MARKER = "edgeopt-root.json"
-RUNNER = Path(__file__).with_name("emulated_runner.py")
 QEMU = ("qemu-aarch64-static", "qemu-aarch64")
-# qemu's -cpu for a target, and the MIDR part number the fake /proc/cpuinfo reports for it.
-CPUS = {"cortex-a72": "0xd08", "cortex-a76": "0xd0b", "neoverse-n1": "0xd0c",
-        "cortex-a57": "0xd07", "cortex-a53": "0xd03"}
-DEFAULT_CPU = "cortex-a72"  # Raspberry Pi 4: NEON, no dot-product: the common ARM floor
-EM_AARCH64 = 183
 
 
 class EmulationUnavailable(EdgeoptError):
     """A tool the emulation needs is missing here (and says which Debian package has it)."""
-
-
-class EmulationError(EdgeoptError):
-    """The artifact did not run in the emulated aarch64 user space."""
 
 
 def default_root() -> Path:
@@ -177,7 +158,7 @@ def _bootstrap(dest: Path, log) -> None:
     if os.geteuid() != 0:
         raise EmulationUnavailable(
             "creating the aarch64 root needs root (debootstrap): run "
-            "'python -m edgeopt.compile.emulate setup' as root once, "
+            "'python -m edgeopt.emulate setup' as root once, "
             f"or point {ROOT_ENV} at an existing root"
         )
     mirror = debian_mirror()
@@ -286,146 +267,3 @@ def _installed_versions(site: Path, names) -> dict[str, str]:
     for dist in metadata.distributions(path=[str(site)]):
         found[dist.metadata["Name"].lower().replace("_", "-")] = dist.version
     return {n: found.get(n.lower(), "") for n in names}
-
-
-def _possible_cpus() -> int:
-    # The guest reads the host's /sys/devices/system/cpu/possible; cpuinfo wants one
-    # /proc/cpuinfo entry per CPU listed there.
-    try:
-        text = Path("/sys/devices/system/cpu/possible").read_text().strip()
-        return max(int(part.split("-")[-1]) for part in text.split(",")) + 1
-    except (OSError, ValueError):
-        return os.cpu_count() or 1
-
-
-def write_cpuinfo(root: Path, cpu: str) -> None:
-    part = CPUS.get(cpu, CPUS[DEFAULT_CPU])
-    entry = ("processor\t: {i}\nBogoMIPS\t: 108.00\n"
-             "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid\n"
-             "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\n"
-             f"CPU part\t: {part}\nCPU revision\t: 3\n\n")
-    text = "".join(entry.format(i=i) for i in range(_possible_cpus()))
-    path = root / "proc" / "cpuinfo"
-    if path.is_file() and path.read_text() == text:
-        return
-    path.parent.mkdir(exist_ok=True)
-    tmp = path.with_name(f".cpuinfo.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def python_command(root: Path, cpu: str = DEFAULT_CPU) -> tuple[list[str], dict[str, str]]:
-    """argv and environment that start the root's aarch64 python3 under qemu."""
-    if cpu not in CPUS and cpu != "max":
-        raise EmulationError(f"unknown qemu cpu {cpu!r} (known: {', '.join([*CPUS, 'max'])})")
-    write_cpuinfo(root, cpu)
-    argv = [find_qemu(), "-cpu", cpu, "-L", str(root), str(root / "usr/bin/python3")]
-    # A clean environment: the host venv's variables must not leak into the aarch64 Python.
-    # Bytecode goes to the root's cache: compiled once, and the checkout is never written.
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONNOUSERSITE": "1",
-           "PYTHONPATH": str(root / SITE), "HOME": str(root / "tmp"),
-           "PYTHONPYCACHEPREFIX": str(root / "var/cache/edgeopt-pyc")}
-    return argv, env
-
-
-def check_elf_arch(artifact: Path, manifest: dict) -> None:
-    """Refuse a native library built for another machine before qemu fails obscurely."""
-    for name in manifest.get("files", {}):
-        path = artifact / name
-        with open(path, "rb") as f:
-            head = f.read(20)
-        machine = int.from_bytes(head[18:20], "little")
-        if head[:4] == b"\x7fELF" and machine != EM_AARCH64:
-            raise EmulationError(
-                f"{path} is not an aarch64 library (ELF machine {machine}); "
-                "compile it with --target aarch64"
-            )
-
-
-@dataclass
-class EmulatedRun:
-    outputs: np.ndarray
-    info: dict[str, Any] = field(default_factory=dict)  # what the runner reported
-    wall_s: float = 0.0  # qemu start + imports + inference
-
-
-def run_artifact(artifact: str | os.PathLike, x: np.ndarray, *, root=None, threads: int = 1,
-                 cpu: str = DEFAULT_CPU, standalone: bool = False,
-                 timeout: float = 1800) -> EmulatedRun:
-    """Run ``artifact`` on preprocessed inputs ``x`` in the emulated aarch64 user space.
-
-    By default through ``edgeopt.runtime.load(artifact).run(x)`` (this source tree's
-    runtime layer, run by the aarch64 Python); ``standalone`` uses the runner's own
-    numpy + backend code instead (see emulated_runner.py)."""
-    artifact = Path(artifact).resolve()
-    try:
-        manifest = json.loads((artifact / "manifest.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise EmulationError(f"{artifact} is not an artifact folder ({exc})") from None
-    check_elf_arch(artifact, manifest)
-    root = ensure_root(root, tvm=manifest.get("backend") == "tvm")
-    argv, env = python_command(root, cpu)
-    with tempfile.TemporaryDirectory(prefix="edgeopt-emu-") as tmp:
-        inputs, outputs = Path(tmp) / "x.npy", Path(tmp) / "y.npy"
-        np.save(inputs, np.ascontiguousarray(x, dtype=np.float32))
-        t0 = time.perf_counter()
-        try:
-            proc = subprocess.run(
-                [*argv, str(RUNNER), str(artifact), str(inputs), str(outputs),
-                 "--threads", str(threads), *(["--standalone"] if standalone else [])],
-                env=env, capture_output=True, text=True, timeout=timeout,
-            )
-        except subprocess.TimeoutExpired:
-            raise EmulationError(f"aarch64 run of {artifact} took over {timeout:.0f}s") from None
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0 or not outputs.is_file():
-            lines = (proc.stderr or proc.stdout).strip().splitlines()
-            hint = ""
-            if "tvm" in proc.stderr and "RegisterOpAttr" in proc.stderr:
-                # The root has TVM's runtime only, as a device would: tvm.relax needs more.
-                hint = (" (the TVM runtime code imports TVM's compiler, e.g. tvm.relax; "
-                        "use tvm.runtime.vm.VirtualMachine)")
-            raise EmulationError(
-                f"aarch64 run of {artifact} failed (exit {proc.returncode}): "
-                f"{lines[-1] if lines else 'no output'}{hint}"
-            )
-        info = json.loads(proc.stdout.strip().splitlines()[-1])
-        return EmulatedRun(np.load(outputs), info, wall)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m edgeopt.compile.emulate",
-                                 description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("setup", help="create/update the aarch64 root")
-    s.add_argument("--tvm", action="store_true", help="also install TVM's aarch64 runtime")
-    s.add_argument("--root", default=None)
-    r = sub.add_parser("run", help="run an artifact on an .npy of inputs under emulation")
-    r.add_argument("artifact")
-    r.add_argument("inputs")
-    r.add_argument("outputs")
-    r.add_argument("--root", default=None)
-    r.add_argument("--cpu", default=DEFAULT_CPU)
-    r.add_argument("--standalone", action="store_true")
-    args = ap.parse_args(argv)
-    try:
-        if args.cmd == "setup":
-            t0 = time.perf_counter()
-            root = ensure_root(args.root, tvm=args.tvm, log=print)
-            size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()
-                       and not p.is_symlink())
-            print(f"aarch64 root {root}: {read_marker(root)['packages']} "
-                  f"({size / 2**20:.0f} MB, {time.perf_counter() - t0:.1f}s)")
-        else:
-            run = run_artifact(args.artifact, np.load(args.inputs), root=args.root, cpu=args.cpu,
-                               standalone=args.standalone)
-            np.save(args.outputs, run.outputs)
-            print(json.dumps({**run.info, "wall_s": round(run.wall_s, 2)}))
-    except EdgeoptError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeopt.compile.artifact import check_output_dir, replace_dir
+from edgeopt.graph_pipeline import optimize_graph
 from edgeopt.recipes import load_recipe
 
 
@@ -52,8 +53,6 @@ def _decide(report, tolerance: float, min_sqnr_db: float) -> tuple[bool, str]:
 
 def auto_compile_graph(model, data, *, out, force: bool, opts, tolerance: float = 0.5,
                        min_sqnr_db: float = 25.0, log: Callable = print) -> GraphAutoResult:
-    from edgeopt.graph_pipeline import optimize_graph
-
     out = Path(out)
     check_output_dir(out, force)
     # The candidate is built beside --out, so that keeping it is a rename, not a copy.

@@ -1,0 +1,5 @@
+import sys
+
+from edgeopt.cli import main
+
+sys.exit(main())

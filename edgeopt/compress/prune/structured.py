@@ -237,11 +237,16 @@ def _prune_to_macs(pruner, model: nn.Module, example: torch.Tensor, macs0: int, 
         score()
         groups = list(pruner.step(interactive=True))
         near = macs - target < _NEAR * macs0
-        for group in sorted(groups, key=_group_size) if near else groups:
-            group.prune()
-            if near and _tp.count(model, example)[0] <= target:
-                break
-        macs = _tp.count(model, example)[0]
+        if near:
+            for group in sorted(groups, key=_group_size):
+                group.prune()
+                macs = _tp.count(model, example)[0]
+                if macs <= target:
+                    break
+        else:
+            for group in groups:
+                group.prune()
+            macs = _tp.count(model, example)[0]
     return macs
 
 

@@ -19,17 +19,24 @@ STAGES = ["fp32 pytorch", "int8 simulated", "fp32 onnxruntime", "int8 onnxruntim
 
 
 class GapCNN(nn.Module):
-    """conv-bn-relu-conv-relu-global-pool-linear: takes any H, W (two dynamic dims)."""
+    """Three convs, the middle one strided, then a global pool: takes any H, W (two dynamic
+    dims). Three layers, not two: a two-conv global-pool net trained to anywhere between 47%
+    and 91% on digits depending on the seed and the CPU's float rounding, so the >= 70 check
+    on the loaded reference failed on some machines; this one trains to 96-98% on each of
+    five seeds."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(1, 8, 3, padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
-        self.fc = nn.Linear(16, 10)
+        self.conv = nn.Conv2d(1, 16, 3, padding=1)
+        self.bn = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(16, 32, 3, stride=2, padding=1)
+        self.bn2 = nn.BatchNorm2d(32)
+        self.conv3 = nn.Conv2d(32, 32, 3, padding=1)
+        self.fc = nn.Linear(32, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.conv2(torch.relu(self.bn(self.conv(x)))))
+        x = torch.relu(self.bn2(self.conv2(torch.relu(self.bn(self.conv(x))))))
+        x = torch.relu(self.conv3(x))
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
@@ -79,7 +86,7 @@ def files(trained, digits, train_tiny, tmp_path_factory):
     pt2("range2to100", trained, x, {"x": {0: Dim("n", min=2, max=100)}})
     pt2("static1", trained, x[:1])
     torch.manual_seed(0)
-    gap = train_tiny(GapCNN(), Preprocess()(digits.train.x), digits.train.y, epochs=12, lr=1e-2)
+    gap = train_tiny(GapCNN(), Preprocess()(digits.train.x), digits.train.y, epochs=12, lr=3e-3)
     side = Dim("side", min=4, max=64)
     pt2("hw", gap, x, {"x": {0: Dim("b", min=1, max=512), 2: side, 3: side}})
     torch.jit.save(torch.jit.trace(trained, x), d / "traced.pt")

@@ -40,6 +40,9 @@ class Importance(str, Enum):
     L2 = "l2"
     BN_SCALE = "bn_scale"  # |gamma| of the batch norm (network slimming)
     TAYLOR = "taylor"  # |w * dL/dw|, first order (Molchanov et al. 2019); needs labels
+    # ||x_c|| * ||W[:, c]|| over the layers reading channel c, on data (prune/activation.py):
+    # unchanged by folding batch norm into the convs, unlike the weight norms above.
+    ACTIVATION = "activation"
 
 
 def _in_open_unit(name: str, value: float | None) -> None:
@@ -66,7 +69,7 @@ class StructuredPruneConfig(StepConfig):
     min_accuracy: float | None = None  # absolute top-1 % on the held-out samples
     max_drop: float | None = None  # points below the unpruned model there
     val_size: int | None = None  # default: min(1000, 20%) when the data has labels
-    taylor_batches: int = 4
+    taylor_batches: int = 4  # batches of 64 a taylor or activation score is measured on
     input_shape: tuple[int, ...] | None = None  # (C, H, W) when no data is given
     seed: int = 0
 
@@ -114,6 +117,9 @@ def _example(model: nn.Module, data: TrainData | None, config: StructuredPruneCo
 
 def _check_data(config: StructuredPruneConfig, data: TrainData | None) -> None:
     labelled = data is not None and data.has_labels
+    if config.importance is Importance.ACTIVATION and data is None:
+        raise DataError("prune: activation importance is measured on data; pass training or "
+                        "calibration inputs, or use l1, l2 or bn_scale")
     if config.importance is Importance.TAYLOR and not labelled:
         raise DataError("prune: taylor importance needs labelled training data "
                         "(loss gradients); use l1, l2 or bn_scale, or pass TrainData(x, y)")
@@ -176,6 +182,9 @@ def structured_prune(model: nn.Module, config: StructuredPruneConfig,
         def score(k: int = k) -> None:
             if config.importance is Importance.TAYLOR:
                 _tp.taylor_gradients(pruned, train, config.taylor_batches, 64, config.seed + k)
+            elif config.importance is Importance.ACTIVATION:
+                pruner.importance.collect(pruned, train, config.taylor_batches, 64,
+                                          config.seed + k)
 
         if by_macs:
             goal = config.macs_reduction * k / rounds

@@ -72,13 +72,28 @@ def _output_stats(model: nn.Module, convs: list[nn.Conv2d], x: torch.Tensor,
 
 @contextlib.contextmanager
 def batchnorm_for_training(model: nn.Module, x: torch.Tensor, *, samples: int = 1024,
-                           batch_size: int = 256) -> Iterator[list[str]]:
+                           batch_size: int = 256, unit_weights: bool = False
+                           ) -> Iterator[list[str]]:
     """Within the block, ``model`` (an fx GraphModule, changed in place) has a BatchNorm2d
     after each of its bare convs; yields their names. On exit they are folded back."""
+    inserted = insert_batchnorm(model, x, samples=samples, batch_size=batch_size,
+                                unit_weights=unit_weights)
+    try:
+        yield [t for t, _ in inserted]
+    finally:
+        fold_back(model, inserted)
+
+
+def insert_batchnorm(model: nn.Module, x: torch.Tensor, *, samples: int = 1024,
+                     batch_size: int = 256, unit_weights: bool = False
+                     ) -> list[tuple[str, str]]:
+    """Put the BatchNorms in (see the module docstring); returns (bn, conv) targets for
+    ``fold_back``, which works on any deep copy of ``model`` too. With ``unit_weights``
+    each conv is rescaled to unit output std and the BN carries the scale
+    (``_unit_conv``), as in a net trained with its BatchNorms."""
     nodes = bare_convs(model)
     if not nodes or len(x) == 0:
-        yield []
-        return
+        return []
     gm: fx.GraphModule = model  # type: ignore[assignment]
     convs = [gm.get_submodule(n.target) for n in nodes]
     stats = _output_stats(gm, convs, x[:samples], batch_size)
@@ -90,10 +105,13 @@ def batchnorm_for_training(model: nn.Module, x: torch.Tensor, *, samples: int = 
         mean, var = stats[id(conv)]
         bn = nn.BatchNorm2d(conv.out_channels).to(conv.weight.device)
         with torch.no_grad():
-            bn.running_mean.copy_(mean)
-            bn.running_var.copy_(var)
-            bn.weight.copy_(torch.sqrt(var + bn.eps))
-            bn.bias.copy_(mean)
+            if unit_weights:
+                _unit_conv(conv, bn, mean, var)
+            else:
+                bn.running_mean.copy_(mean)
+                bn.running_var.copy_(var)
+                bn.weight.copy_(torch.sqrt(var + bn.eps))
+                bn.bias.copy_(mean)
         target = f"{node.target}_train_bn"
         while target in taken:
             target += "_"
@@ -105,13 +123,28 @@ def batchnorm_for_training(model: nn.Module, x: torch.Tensor, *, samples: int = 
         inserted.append((target, str(node.target)))
     gm.graph.lint()
     gm.recompile()
-    try:
-        yield [t for t, _ in inserted]
-    finally:
-        _fold_back(gm, inserted)
+    return inserted
 
 
-def _fold_back(gm: fx.GraphModule, inserted: list[tuple[str, str]]) -> None:
+def _unit_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d, mean: torch.Tensor,
+               var: torch.Tensor) -> None:
+    """Divide each output channel of ``conv`` by its output std and give the scale to
+    ``bn``'s weight, so the pair is the same function and the conv's channels have unit
+    output std, as a conv trained before a BatchNorm has up to its own arbitrary scale."""
+    std = torch.sqrt(var + bn.eps)
+    shape = (-1,) + (1,) * (conv.weight.dim() - 1)
+    conv.weight.div_(std.reshape(shape))
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(mean)
+    conv.bias = nn.Parameter((bias - mean) / std)
+    bn.running_mean.zero_()
+    bn.running_var.fill_(1.0)
+    bn.weight.copy_(std * (1.0 + bn.eps) ** 0.5)
+    bn.bias.copy_(mean)
+
+
+def fold_back(gm: fx.GraphModule, inserted: list[tuple[str, str]]) -> None:
+    if not inserted:
+        return  # also for a model that is no GraphModule (nothing was put in)
     by_target = {str(n.target): n for n in gm.graph.nodes if n.op == "call_module"}
     for target, conv_target in inserted:
         node = by_target.get(target)

@@ -16,7 +16,6 @@ import torch_pruning as tp
 from torch import nn
 
 from edgeopt.compress.prune._common import layers
-from edgeopt.compress.prune.activation import ActivationImportance
 from edgeopt.core.config import first_match
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.train import TrainData
@@ -33,8 +32,6 @@ def importance(kind: str) -> tp.importance.Importance:
         return tp.importance.GroupMagnitudeImportance(p=2)
     if kind == "bn_scale":
         return tp.importance.BNScaleImportance()
-    if kind == "activation":
-        return ActivationImportance()
     return tp.importance.GroupTaylorImportance()
 
 

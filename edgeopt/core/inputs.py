@@ -28,12 +28,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgeopt.core.data import (
-    Preprocess,
-    _labels,  # one label check for image and multi-input data
-    dataset_name,
-    subset_indices,
-)
+from edgeopt.core.data import Preprocess, dataset_name, subset_indices
+from edgeopt.core.data.splits import as_labels  # one label check for image and multi-input data
 from edgeopt.core.errors import ConfigError, DataError
 
 SPLITS = ("train", "test")
@@ -271,7 +267,7 @@ def _make_split(
     samples = {k: a for k, a in checked.items() if k not in constant}
     _check_dynamic_dims(samples, models, where)
     y = arrays.get("y")
-    y = None if y is None else _labels(y, f"{where}: y")
+    y = None if y is None else as_labels(y, f"{where}: y")
     try:
         return InputSplit(samples, {k: checked[k] for k in constant}, y)
     except DataError as exc:
@@ -351,7 +347,7 @@ def _check_dynamic_dims(samples: dict[str, np.ndarray], models: dict, where: str
 
 
 def _split(split: InputSplit, seed: int, test_fraction: float) -> tuple[InputSplit, InputSplit]:
-    # Same draw as data._split, so one seed splits image and multi-input data alike.
+    # Same draw as data.split_train_test, so one seed splits image and multi-input data alike.
     n = len(split)
     if n < 2:
         raise DataError(f"need at least 2 samples to split into train and test, got {n}")

@@ -19,7 +19,7 @@ import edgeopt
 from edgeopt.compress.quantize.spec import Observer, QuantConfig, QuantSpec
 from edgeopt.core.data import Preprocess, load_dataset
 from edgeopt.evaluate import evaluate
-from edgeopt.zoo.train import load_reference, train_reference
+from edgeopt.zoo.reference import load_reference, train_reference
 
 CANDIDATES = [
     ("minmax", {"observer": Observer.MINMAX}),

@@ -32,7 +32,7 @@ from edgeopt.compress.distill.finetune import FinetuneOptions
 from edgeopt.core.data import Preprocess, load_dataset
 from edgeopt.core.train import TrainData
 from edgeopt.evaluate import evaluate
-from edgeopt.zoo.train import reference_model
+from edgeopt.zoo.reference import reference_model
 
 ARCH = "resnet_small"
 # A short centroid fine-tune: ~0.4 epoch of Fashion-MNIST, capped in wall-clock time.

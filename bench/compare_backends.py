@@ -132,7 +132,7 @@ def checks(rows: list[dict]) -> list[tuple[str, bool]]:
 
 
 def run_one(arch: str, args, out_root: Path) -> tuple[dict, list[tuple[str, bool]]]:
-    from edgeopt.zoo.train import load_reference, train_reference
+    from edgeopt.zoo.reference import load_reference, train_reference
 
     log = (lambda m: None) if args.quiet else (lambda m: print(f"  {m}", file=sys.stderr))
     if args.tiny:

@@ -29,7 +29,7 @@ from edgeopt.core.errors import ModelLoadError
 from edgeopt.evaluate import evaluate
 from edgeopt.recipes import load_recipe
 from edgeopt.zoo import ARCHS, build
-from edgeopt.zoo.train import load_reference
+from edgeopt.zoo.reference import load_reference
 
 FP32, ORT, NNCF, EDGEOPT = "fp32 ORT", "ORT quantize_static int8", "NNCF int8", "edgeopt int8"
 BATCHES = (1, 32)

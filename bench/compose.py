@@ -31,7 +31,7 @@ from edgeopt.evaluate import interleaved_p50s, stage_table
 from edgeopt.pipeline import OptimizeOptions, optimize
 from edgeopt.recipes import load_recipe
 from edgeopt.runtime import load
-from edgeopt.zoo.train import reference_model
+from edgeopt.zoo.reference import reference_model
 
 
 def _tiny(recipe):

@@ -31,7 +31,7 @@ from edgeopt.core.data import Preprocess, load_dataset
 from edgeopt.core.model import build_from_factory
 from edgeopt.core.train import TrainData
 from edgeopt.evaluate import evaluate
-from edgeopt.zoo.train import reference_model
+from edgeopt.zoo.reference import reference_model
 
 STUDENT = "edgeopt.zoo.resnet:resnet_small"
 

@@ -50,7 +50,7 @@ from edgeopt.core.data import Preprocess, load_dataset
 from edgeopt.pipeline import OptimizeOptions, optimize
 from edgeopt.recipes import load_recipe
 from edgeopt.recipes.overrides import with_training
-from edgeopt.zoo.train import reference_model
+from edgeopt.zoo.reference import reference_model
 
 ARCHS = ("resnet_small", "mobilenetv2_small")
 FORMS = ("pt2-dyn", "pt2-static", "torchscript", "onnx", "onnx-dynamo")

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         out_root = args.out or Path(tmp)
         for arch in archs:
             if args.tiny:
-                from edgeopt.zoo.train import train_reference
+                from edgeopt.zoo.reference import train_reference
 
                 weights = Path(tmp) / f"{arch}-digits.pt"
                 train_reference(arch, "digits", epochs=1, limit=256, out=weights, progress=False)

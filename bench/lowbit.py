@@ -36,7 +36,7 @@ from edgeopt.evaluate import evaluate
 from edgeopt.evaluate.plots import pareto_png
 from edgeopt.pipeline import OptimizeOptions, compress_with_recipe
 from edgeopt.recipes import load_recipe, parse_recipe
-from edgeopt.zoo.train import reference_model
+from edgeopt.zoo.reference import reference_model
 
 RESNET, MBV2 = "resnet_small", "mobilenetv2_small"
 W = {"bits": 4, "symmetric": True, "per_channel": True, "observer": "mse"}

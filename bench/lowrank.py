@@ -35,7 +35,7 @@ from edgeopt.core.data import Preprocess, load_dataset
 from edgeopt.core.train import TrainData
 from edgeopt.evaluate import evaluate
 from edgeopt.evaluate.latency import interleaved_p50s
-from edgeopt.zoo.train import reference_model
+from edgeopt.zoo.reference import reference_model
 
 ARCH = "resnet_small"
 METHODS = ("tucker2", "cp")

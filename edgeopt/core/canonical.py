@@ -90,7 +90,7 @@ def editable(model: nn.Module, example: torch.Tensor | None,
     """The model as every technique can edit it: a loaded program becomes its canonical
     copy (real layers, the program's batch range kept); any other module is returned as
     it is. Techniques calibrate and train on batches of their own size, so a copy whose
-    batch stayed fixed (``graph._takes_any_batch``) is refused in one line."""
+    batch stayed fixed (``graph.lifting._takes_any_batch``) is refused in one line."""
     if not is_program(model):
         return model
     gm = canonical_copy(model, example)

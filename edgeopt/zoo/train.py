@@ -4,6 +4,7 @@
 
 Inputs are preprocessed with the default ``Preprocess()`` (scale 1/255, no
 mean/std); the rest of the pipeline assumes exactly that for these models.
+Loading the cached models (and training them where missing) is ``zoo.reference``.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from tqdm import tqdm
 
 from edgeopt.core.config import Config
 from edgeopt.core.data import Preprocess, dataset_name, iter_batches, load_dataset
-from edgeopt.core.errors import ConfigError, EdgeoptError, ModelLoadError
+from edgeopt.core.errors import ConfigError, EdgeoptError
 from edgeopt.core.train import augment
 from edgeopt.zoo import ARCHS, build
-from edgeopt.zoo.cache import read_info, reference_weights_path, write_atomic, write_info
+from edgeopt.zoo.cache import reference_weights_path, write_atomic, write_info
 
 PREPROCESS = Preprocess()
 # Measured on 2 CPU cores: enough for >= 91% top-1 on Fashion-MNIST.
@@ -212,58 +213,6 @@ def _train(config: TrainConfig, out: Path | None, progress: bool) -> tuple[nn.Mo
     return model, history[-1]
 
 
-def train_reference(
-    arch: str,
-    data: str = "fashion-mnist",
-    *,
-    epochs: int | None = None,
-    limit: int | None = None,
-    out: Path | None = None,
-    threads: int | None = None,
-    progress: bool = True,
-    **options,
-) -> tuple[nn.Module, float]:
-    """Train ``arch`` on ``data``; ``options`` are further ``TrainConfig`` fields."""
-    epochs = epochs or DEFAULT_EPOCHS.get(arch, 8)
-    config = TrainConfig(arch=arch, data=data, epochs=epochs, limit=limit, **options)
-    return train(config, out=out, threads=threads, progress=progress)
-
-
-def load_reference(
-    arch: str,
-    data: str = "fashion-mnist",
-    *,
-    train_if_missing: bool = True,
-    epochs: int | None = None,
-    **train_options,
-) -> tuple[nn.Module, float | None]:
-    """The cached reference model in eval mode and its recorded test accuracy.
-
-    Trains (and caches) it first when missing and ``train_if_missing`` is set.
-    """
-    path = reference_weights_path(arch, dataset_name(data))
-    if not path.is_file():
-        if not train_if_missing:
-            raise ModelLoadError(
-                f"no reference weights at {path}; train them with: "
-                f"python -m edgeopt.zoo.train --arch {arch} --data {data}"
-            )
-        return train_reference(arch, data, epochs=epochs, **train_options)
-    info = read_info(path) or {}
-    model = build(
-        arch,
-        num_classes=info.get("num_classes", 10),
-        in_channels=info.get("in_channels", 1),
-        width_mult=info.get("config", {}).get("width_mult", 1.0),
-    )
-    try:
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except Exception as exc:  # unpickling and shape mismatches raise many types
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{path}: cannot load reference weights ({first_line})") from None
-    return model.eval(), info.get("accuracy")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m edgeopt.zoo.train", description=__doc__.split("\n")[0]
@@ -310,17 +259,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def reference_model(arch: str, data: str, *, tiny: bool, out: Path, epochs: int = 1,
-                    limit: int = 256) -> nn.Module:
-    """What a bench script starts from: the cached reference weights for a full run (never
-    trained here, so a figure is always of the published reference model), or for
-    ``--tiny`` smoke runs a model trained for ``epochs`` on ``limit`` samples into
-    ``out/<arch>.pt``."""
-    if tiny:
-        model, _ = train_reference(arch, data, epochs=epochs, limit=limit,
-                                   out=Path(out) / f"{arch}.pt", progress=False)
-    else:
-        model, _ = load_reference(arch, data, train_if_missing=False)
-    return model.eval()

@@ -5,7 +5,8 @@ import torch
 
 from edgeopt.core.errors import ConfigError, ModelLoadError
 from edgeopt.zoo.cache import reference_weights_path
-from edgeopt.zoo.train import TrainConfig, augment, load_reference, main, train_reference
+from edgeopt.zoo.reference import load_reference, train_reference
+from edgeopt.zoo.train import TrainConfig, augment, main
 
 TINY = dict(width_mult=0.25, shift=1, hflip=False, batch_size=16)  # digits: no flips
 

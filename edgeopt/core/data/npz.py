@@ -1,0 +1,46 @@
+"""An ``.npz`` dataset: ``x``/``y``, or ``x_train``/``y_train``/``x_test``/``y_test``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgeopt.core.data.splits import Split, as_labels, split_train_test
+from edgeopt.core.errors import DataError
+
+
+def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
+    if x.ndim == 3:
+        return x[:, None, :, :]
+    if x.ndim != 4:
+        raise DataError(f"{where}: expected samples of shape N,H,W or N,C,H,W, got {x.shape}")
+    # Channels-last arrays (images saved from PIL/TF) have 1 or 3 in the last axis.
+    if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x)
+
+
+def load_npz(path: Path, seed: int, test_fraction: float) -> tuple[Split, Split]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read .npz ({exc})") from None
+
+    def pair(xk: str, yk: str) -> tuple[np.ndarray, np.ndarray]:
+        x = _to_nchw(arrays[xk], f"{path}:{xk}")
+        y = as_labels(arrays[yk], f"{path}:{yk}")
+        if len(x) != len(y):
+            raise DataError(f"{path}: {xk} has {len(x)} samples but {yk} has {len(y)} labels")
+        return x, y
+
+    split_keys = {"x_train", "y_train", "x_test", "y_test"}
+    if split_keys <= arrays.keys():
+        return Split(*pair("x_train", "y_train")), Split(*pair("x_test", "y_test"))
+    if {"x", "y"} <= arrays.keys():
+        return split_train_test(*pair("x", "y"), seed, test_fraction)
+    raise DataError(
+        f"{path}: expected arrays x and y (or x_train, y_train, x_test, y_test), "
+        f"found {', '.join(sorted(arrays)) or 'none'}"
+    )

@@ -30,6 +30,7 @@ from edgeopt.compress.quantize.onnx_config import (
     CalibMethod,
     OnnxQuantConfig,
 )
+from edgeopt.compress.quantize.onnx_qdq import QdqBuilder
 from edgeopt.core.config import first_match
 from edgeopt.core.errors import DataError, ExportError
 from edgeopt.core.onnx_graph import subgraphs
@@ -265,68 +266,6 @@ def weight_only_int8(q: onnx.ModelProto, *, per_channel: bool = True, min_elems:
     return list(entries.values())
 
 
-class _Reader:
-    """ORT's calibration protocol over a list of feeds."""
-
-    def __init__(self, feeds: list[dict]) -> None:
-        self._it = iter(feeds)
-
-    def get_next(self):
-        return next(self._it, None)
-
-
-class _Builder:
-    """Quantizes the same graph for different node sets, calibrating once (ORT's
-    calibration cache) so that each trial costs a rewrite, not a calibration run."""
-
-    def __init__(self, model: onnx.ModelProto, calib: list[dict], cfg: OnnxQuantConfig,
-                 candidates: dict[str, str], work: Path) -> None:
-        self.cfg, self.calib, self.candidates, self.work = cfg, calib, candidates, work
-        self.fp_path = work / "fp32.onnx"
-        onnx.save(model, self.fp_path)
-        self.cache = work / "calibration.json"
-        self.count = 0
-        self.all_types = sorted(set(candidates.values()))
-
-    def build(self, nodes: set[str]) -> onnx.ModelProto:
-        from onnxruntime.quantization import (
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
-
-        if not nodes:
-            return onnx.load(self.fp_path)
-        cfg = self.cfg
-        method = {CalibMethod.MINMAX: CalibrationMethod.MinMax,
-                  CalibMethod.PERCENTILE: CalibrationMethod.Percentile,
-                  CalibMethod.ENTROPY: CalibrationMethod.Entropy}[cfg.calibration]
-        act = QuantType.QUInt8 if cfg.activations is ActType.UINT8 else QuantType.QInt8
-        self.count += 1
-        out = self.work / f"int8_{self.count}.onnx"
-        quantize_static(
-            str(self.fp_path), str(out), _Reader(self.calib),
-            quant_format=QuantFormat.QDQ,
-            # All candidate types on every call: the calibration cache written by the
-            # first call then holds every tensor a later, smaller node set needs.
-            op_types_to_quantize=self.all_types,
-            nodes_to_quantize=sorted(nodes),
-            per_channel=cfg.per_channel,
-            activation_type=act,
-            weight_type=QuantType.QInt8,
-            calibrate_method=method,
-            calibration_cache_path=str(self.cache),
-            extra_options={"WeightSymmetric": True,
-                           "ActivationSymmetric": cfg.activations is ActType.INT8,
-                           "CalibPercentile": cfg.percentile},
-        )
-        return onnx.load(out)
-
-    def for_types(self, nodes: set[str], types: frozenset[str]) -> onnx.ModelProto:
-        return self.build({n for n in nodes if self.candidates[n] in types})
-
-
 def short_names(q: onnx.ModelProto, original: onnx.ModelProto) -> None:
     """Rename, in place, the tensors and nodes the quantizer added ("<tensor>_DequantizeLinear
     _Output", ...): on small models those names weigh as much as the int8 weights."""
@@ -383,7 +322,7 @@ def _per_channel_opset(model: onnx.ModelProto, log) -> tuple[onnx.ModelProto, st
         return model, None
 
 
-def sensitivity_search(builder: _Builder, nodes: set[str], current: onnx.ModelProto,
+def sensitivity_search(builder: QdqBuilder, nodes: set[str], current: onnx.ModelProto,
                        score: float, score_of, target_db: float, budget_s: float, *,
                        min_gain_db: float = 0.1, log=print):
     """Keep float, one at a time, the nodes that hurt the output most, until the SQNR
@@ -554,7 +493,7 @@ def quantize_graph(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
     nodes = set(candidates)
     score_of = lambda q: fidelity(onnx_hw.session(q, threads), eval_feeds, refs)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="edgeopt-onnx-ptq-") as tmp:
-        builder = _Builder(model, calib, cfg, candidates, Path(tmp))
+        builder = QdqBuilder(model, calib, cfg, candidates, Path(tmp))
         current = builder.build(nodes)
         score = score_of(current)
         log(f"  int8 {len(nodes)} nodes: SQNR {score:.1f} dB")

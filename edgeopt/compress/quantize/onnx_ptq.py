@@ -15,13 +15,13 @@ from __future__ import annotations
 import collections
 import logging
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from edgeopt.compress.quantize import onnx_hw
+from edgeopt.compress.quantize.onnx_accuracy import fidelity, head_levels, sensitivity_search
 from edgeopt.compress.quantize.onnx_compact import compact_qdq
 from edgeopt.compress.quantize.onnx_config import (
     ACTIVATION_OPS,
@@ -36,32 +36,6 @@ from edgeopt.core.errors import DataError, ExportError
 from edgeopt.core.onnx_graph import subgraphs
 
 
-def sqnr_db(ref: np.ndarray, out: np.ndarray) -> float:
-    """Signal-to-quantization-noise ratio. Rank >= 2 outputs are scored per channel
-    (axis 1) and averaged, so that small-valued channels (YOLO's class scores beside
-    pixel-sized boxes) count as much as large ones."""
-    ref = np.asarray(ref, np.float64)
-    out = np.asarray(out, np.float64)
-    if ref.ndim >= 2 and ref.shape[1] > 1:
-        axes = tuple(i for i in range(ref.ndim) if i != 1)
-        sig = (ref**2).sum(axis=axes)
-        noise = ((ref - out) ** 2).sum(axis=axes)
-    else:
-        sig, noise = np.array([(ref**2).sum()]), np.array([((ref - out) ** 2).sum()])
-    db = 10 * np.log10(np.maximum(sig, 1e-30) / np.maximum(noise, 1e-30))
-    return float(np.mean(np.minimum(db, 120.0)))
-
-
-def fidelity(sess, feeds: list[dict], refs: list[list[np.ndarray]]) -> float:
-    """Worst output's mean SQNR (dB) against the fp32 outputs ``refs``."""
-    per_output = collections.defaultdict(list)
-    for feed, ref in zip(feeds, refs):
-        for i, (r, o) in enumerate(zip(ref, sess.run(None, feed))):
-            if np.issubdtype(np.asarray(r).dtype, np.floating):
-                per_output[i].append(sqnr_db(r, o))
-    return min(float(np.mean(v)) for v in per_output.values()) if per_output else 120.0
-
-
 def _name_nodes(model: onnx.ModelProto) -> None:
     """ORT selects nodes by name; exporters leave some unnamed or named twice."""
     seen: set[str] = set()
@@ -69,29 +43,6 @@ def _name_nodes(model: onnx.ModelProto) -> None:
         if not node.name or node.name in seen:
             node.name = f"{node.op_type}_{i}"
         seen.add(node.name)
-
-
-def head_levels(model: onnx.ModelProto, levels: int) -> list[list[str]]:
-    """Node names by distance from the graph outputs, counted in weight layers: level 1
-    holds everything between the outputs and the last weight layer on each path (those
-    layers included), level 2 the next weight layers back, and so on."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-    frontier = [o.name for o in model.graph.output]
-    seen: set[str] = set()
-    result = []
-    for _ in range(levels):
-        level, nxt = [], []
-        stack = list(frontier)
-        while stack:
-            node = producer.get(stack.pop())
-            if node is None or node.name in seen:
-                continue
-            seen.add(node.name)
-            level.append(node.name)
-            (nxt if node.op_type in WEIGHT_OPS else stack).extend(node.input)
-        result.append(level)
-        frontier = nxt
-    return result
 
 
 def _captures(graph: onnx.GraphProto) -> set[str]:
@@ -320,44 +271,6 @@ def _per_channel_opset(model: onnx.ModelProto, log) -> tuple[onnx.ModelProto, st
     except Exception as exc:  # noqa: BLE001 - the converter raises many kinds
         log(f"  opset {_opset(model)} does not convert to 13 ({str(exc).splitlines()[0]})")
         return model, None
-
-
-def sensitivity_search(builder: QdqBuilder, nodes: set[str], current: onnx.ModelProto,
-                       score: float, score_of, target_db: float, budget_s: float, *,
-                       min_gain_db: float = 0.1, log=print):
-    """Keep float, one at a time, the nodes that hurt the output most, until the SQNR
-    reaches ``target_db``. Each node is scored quantized alone (the rest float: the
-    damage it does by itself), then tried float worst first; a node stays float only
-    if that gains ``min_gain_db``. Half the budget goes to scoring, the rest to trials.
-    Returns (nodes, graph, score, [(node, its alone score, gain)])."""
-    t0 = time.perf_counter()
-    alone: dict[str, float] = {}
-    for n in [n for n in builder.candidates if n in nodes]:  # graph order
-        if time.perf_counter() - t0 > budget_s / 2:
-            log(f"  accuracy: sensitivity budget spent after {len(alone)} of {len(nodes)} nodes")
-            break
-        alone[n] = score_of(builder.build({n}))
-        each = time.perf_counter() - t0
-        if len(alone) == 1 and each * len(nodes) > budget_s:
-            # Scoring a few nodes of a large graph (yolov8n: 9 of 207 in a minute) finds
-            # nothing worth the time: leave it to the head levels.
-            log(f"  accuracy: no sensitivity search ({len(nodes)} nodes at {each:.1f} s each "
-                f"exceed the {budget_s:g} s budget)")
-            return nodes, current, score, []
-    found = []
-    for n in sorted(alone, key=alone.get):
-        if score >= target_db or time.perf_counter() - t0 > budget_s:
-            break
-        if alone[n] >= 119.0:  # not measurably lossy by itself: nothing to gain
-            break
-        trial = builder.build(nodes - {n})
-        trial_score = score_of(trial)
-        if trial_score - score >= min_gain_db:
-            found.append((n, alone[n], trial_score - score))
-            nodes = nodes - {n}
-            current, score = trial, trial_score
-            log(f"  accuracy: {n} float (alone {alone[n]:.1f} dB): SQNR {score:.1f} dB")
-    return nodes, current, score, found
 
 
 def _weight_only_step(current, score, q_ms, fp_ms, kept, cfg, score_of, fp_sess, feed1,
@@ -603,4 +516,4 @@ def quantize_graph(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
 
 # The module the graph path and users import from; each name is defined where its job is.
 __all__ = ["ACTIVATION_OPS", "WEIGHT_OPS", "ActType", "CalibMethod", "OnnxQuantConfig",
-           "quantize_graph"]
+           "head_levels", "quantize_graph", "sensitivity_search"]

@@ -30,76 +30,18 @@ from edgeopt.compress.quantize.onnx_config import (
     CalibMethod,
     OnnxQuantConfig,
 )
+from edgeopt.compress.quantize.onnx_prepare import (
+    captures,
+    check_calib,
+    explicit_captures,
+    name_nodes,
+    opset_version,
+    per_channel_opset,
+)
 from edgeopt.compress.quantize.onnx_qdq import QdqBuilder
 from edgeopt.core.config import first_match
-from edgeopt.core.errors import DataError, ExportError
+from edgeopt.core.errors import ExportError
 from edgeopt.core.onnx_graph import subgraphs
-
-
-def _name_nodes(model: onnx.ModelProto) -> None:
-    """ORT selects nodes by name; exporters leave some unnamed or named twice."""
-    seen: set[str] = set()
-    for i, node in enumerate(model.graph.node):
-        if not node.name or node.name in seen:
-            node.name = f"{node.op_type}_{i}"
-        seen.add(node.name)
-
-
-def _captures(graph: onnx.GraphProto) -> set[str]:
-    """Names a (sub)graph reads from the enclosing scope: used, not defined in it."""
-    defined = {v.name for v in graph.input} | {i.name for i in graph.initializer}
-    refs: set[str] = set()
-    for node in graph.node:
-        refs |= {t for t in node.input if t and t not in defined}
-        for g in subgraphs(node):
-            refs |= {t for t in _captures(g) if t not in defined}
-        defined.update(node.output)
-    return refs
-
-
-def _rename_reads(graph: onnx.GraphProto, old: str, new: str) -> None:
-    if old in {v.name for v in graph.input} | {i.name for i in graph.initializer}:
-        return  # shadowed here
-    for node in graph.node:
-        node.input[:] = [new if t == old else t for t in node.input]
-        for g in subgraphs(node):
-            _rename_reads(g, old, new)
-        if old in node.output:
-            return  # redefined from here on
-
-
-def explicit_captures(model: onnx.ModelProto) -> int:
-    """Route each tensor a subgraph (If/Loop/Scan body) reads from the main graph through
-    an Identity, in place; returns how many. ORT's QDQ quantizer rewires only explicit
-    inputs: when it folds a Relu into the Conv before it, the Conv takes over the Relu's
-    output name and a branch that read that name implicitly gets the pre-Relu values
-    (silero-vad's LSTM input went negative). The Identity is an explicit reader."""
-    produced = {o for n in model.graph.node for o in n.output}
-    taken = produced | {i.name for i in model.graph.initializer} | {
-        v.name for v in model.graph.input}
-    alias: dict[str, str] = {}
-    nodes: list[onnx.NodeProto] = []
-    for node in model.graph.node:
-        subs = subgraphs(node)
-        if subs:
-            refs = sorted(set().union(*(_captures(g) for g in subs)) & produced)
-            for t in refs:
-                if t not in alias:
-                    name = f"{t}_captured"
-                    while name in taken:
-                        name += "_"
-                    taken.add(name)
-                    alias[t] = name
-                    nodes.append(onnx.helper.make_node("Identity", [t], [name],
-                                                       name=f"{name}_Identity"))
-                for g in subs:
-                    _rename_reads(g, t, alias[t])
-        nodes.append(node)
-    if alias:
-        del model.graph.node[:]
-        model.graph.node.extend(nodes)
-    return len(alias)
-
 
 # Weight-only int8 storage: op type -> (weight input slots, channel axis or None for
 # "decided per node").
@@ -147,7 +89,7 @@ def weight_only_int8(q: onnx.ModelProto, *, per_channel: bool = True, min_elems:
             else:
                 other.add(t)
         for g in subgraphs(node):
-            other |= _captures(g)
+            other |= captures(g)
     per_axis = per_channel
     taken = {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output}
     taken |= {n.name for n in graph.node}
@@ -240,37 +182,6 @@ def short_names(q: onnx.ModelProto, original: onnx.ModelProto) -> None:
         init.name = short(init.name)
     for vi in q.graph.value_info:
         vi.name = short(vi.name)
-
-
-def _check_calib(model: onnx.ModelProto, calib: list[dict]) -> None:
-    inits = {i.name for i in model.graph.initializer}
-    names = [v.name for v in model.graph.input if v.name not in inits]
-    if not calib:
-        raise DataError("int8 calibration needs at least one sample, got none")
-    missing = [n for n in names if n not in calib[0]]
-    if missing:
-        raise DataError(f"calibration samples lack input {missing[0]!r} "
-                        f"(the model's inputs are {', '.join(names)})")
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
-
-
-def _per_channel_opset(model: onnx.ModelProto, log) -> tuple[onnx.ModelProto, str | None]:
-    """Per-channel DequantizeLinear (its ``axis``) needs opset 13; Paddle and older torch
-    exports are 11/12. Convert the graph up, or say why weights go per-tensor."""
-    if _opset(model) >= 13:
-        return model, None
-    from onnx import version_converter
-
-    try:
-        converted = version_converter.convert_version(model, 13)
-        onnx.checker.check_model(converted)
-        return converted, f"opset {_opset(model)} -> 13 for per-channel weight scales"
-    except Exception as exc:  # noqa: BLE001 - the converter raises many kinds
-        log(f"  opset {_opset(model)} does not convert to 13 ({str(exc).splitlines()[0]})")
-        return model, None
 
 
 def _weight_only_step(current, score, q_ms, fp_ms, kept, cfg, score_of, fp_sess, feed1,
@@ -368,19 +279,19 @@ def quantize_graph(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
                    cfg: OnnxQuantConfig, *, threads: int = 1,
                    log=print) -> tuple[onnx.ModelProto, dict]:
     """int8 QDQ version of ``model`` and a record of what was quantized and why not."""
-    _check_calib(model, calib)
+    check_calib(model, calib)
     model = onnx.ModelProto.FromString(model.SerializeToString())  # callers keep theirs
-    _name_nodes(model)
+    name_nodes(model)
     decisions: list[str] = []
     if explicit_captures(model):
         decisions.append("tensors read by If/Loop bodies routed through an Identity")
     if cfg.per_channel:
-        model, note = _per_channel_opset(model, log)
+        model, note = per_channel_opset(model, log)
         if note:
             decisions.append(note)
-        elif _opset(model) < 13:
+        elif opset_version(model) < 13:
             cfg = cfg.replace(per_channel=False)
-            decisions.append(f"opset {_opset(model)}: per-tensor weight scales")
+            decisions.append(f"opset {opset_version(model)}: per-tensor weight scales")
     op_of = {n.name: n.op_type for n in model.graph.node}
     kept: dict[str, str] = {}  # node -> why it stays float
     candidates: dict[str, str] = {}
@@ -516,4 +427,4 @@ def quantize_graph(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
 
 # The module the graph path and users import from; each name is defined where its job is.
 __all__ = ["ACTIVATION_OPS", "WEIGHT_OPS", "ActType", "CalibMethod", "OnnxQuantConfig",
-           "head_levels", "quantize_graph", "sensitivity_search"]
+           "explicit_captures", "head_levels", "quantize_graph", "sensitivity_search"]

@@ -22,7 +22,7 @@ import onnx
 
 from edgeopt.compress.quantize import onnx_hw
 from edgeopt.compress.quantize.onnx_accuracy import fidelity, head_levels, sensitivity_search
-from edgeopt.compress.quantize.onnx_compact import compact_qdq
+from edgeopt.compress.quantize.onnx_compact import compact_qdq, short_names
 from edgeopt.compress.quantize.onnx_config import (
     ACTIVATION_OPS,
     WEIGHT_OPS,
@@ -41,31 +41,6 @@ from edgeopt.compress.quantize.onnx_qdq import QdqBuilder
 from edgeopt.compress.quantize.onnx_weight_only import weight_only_int8, weight_only_step
 from edgeopt.core.config import first_match
 from edgeopt.core.errors import ExportError
-
-
-def short_names(q: onnx.ModelProto, original: onnx.ModelProto) -> None:
-    """Rename, in place, the tensors and nodes the quantizer added ("<tensor>_DequantizeLinear
-    _Output", ...): on small models those names weigh as much as the int8 weights."""
-    keep = {n.name for n in original.graph.node}
-    keep |= {t for n in original.graph.node for t in (*n.input, *n.output)}
-    keep |= {i.name for i in original.graph.initializer}
-    keep |= {v.name for v in (*q.graph.input, *q.graph.output)}
-    new: dict[str, str] = {}
-
-    def short(name: str) -> str:
-        if not name or name in keep:
-            return name
-        return new.setdefault(name, f"q{len(new)}")
-
-    for i, node in enumerate(q.graph.node):
-        # The node's position makes its new name unique (a tensor count need not move).
-        node.name = node.name if node.name in keep else f"qn{i}_{node.op_type}"
-        node.input[:] = [short(t) for t in node.input]
-        node.output[:] = [short(t) for t in node.output]
-    for init in q.graph.initializer:
-        init.name = short(init.name)
-    for vi in q.graph.value_info:
-        vi.name = short(vi.name)
 
 
 def quantize_graph(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],

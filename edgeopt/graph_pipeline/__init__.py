@@ -26,8 +26,7 @@ import onnx
 from edgeopt.compile.artifact import ArtifactWriter
 from edgeopt.compile.backends.onnxruntime.runtime import make_session
 from edgeopt.compile.targets import get_target
-from edgeopt.compress.quantize.onnx_ptq import ActType, CalibMethod, OnnxQuantConfig, quantize_graph
-from edgeopt.compress.quantize.spec import Observer, QuantConfig, Scheme
+from edgeopt.compress.quantize.onnx_ptq import quantize_graph
 from edgeopt.core.data import BUILTINS, Dataset, Preprocess, load_dataset
 from edgeopt.core.errors import ConfigError, DataError
 from edgeopt.core.inputs import InputDataset, InputSplit, batch_axis, load_inputs, prepare
@@ -39,37 +38,12 @@ from edgeopt.evaluate.metrics import topk_accuracy
 from edgeopt.evaluate.report import Report, StageResult, write_report
 from edgeopt.evaluate.size import size_on_disk
 from edgeopt.evaluate.task import default_task
+from edgeopt.graph_pipeline.recipe import graph_quant_step, onnx_config, wants_graph_path
 from edgeopt.runtime import load as load_artifact
 from edgeopt.version import __version__
 
 MODEL_FILE = "model.onnx"
 TASKS = ("classification", "detection", "generic")
-
-
-# --------------------------------------------------------------------------- routing
-
-
-def graph_quant_step(recipe):
-    """The recipe's one quantize step when the ONNX-graph path can carry the whole
-    recipe (8-bit uniform PTQ, no learned rounding), else None (the torch path)."""
-    steps = list(recipe.steps)
-    if len(steps) != 1 or type(steps[0]) is not QuantConfig:
-        return None
-    q = steps[0]
-    if q.adaround is not None or q.weights.bits != 8 or q.activations.bits != 8:
-        return None
-    if q.weights.scheme is not Scheme.UNIFORM or q.layers:
-        return None
-    return q
-
-
-def wants_graph_path(model, recipe, weights=None) -> bool:
-    """An ONNX file whose recipe the graph path carries (int8, or no steps at all)."""
-    if not isinstance(model, str | os.PathLike) or Path(model).suffix.lower() != ".onnx":
-        return False
-    if weights is not None or not os.path.isfile(model):
-        return False  # load_model gives the one-line error
-    return not recipe.steps or graph_quant_step(recipe) is not None
 
 
 # --------------------------------------------------------------------------- layouts
@@ -465,16 +439,6 @@ def _quantize(graph, calib, q, opts, log):
         raise DataError("no calibration samples: the data's train split is empty")
     return quantize_graph(graph, calib, cfg, threads=opts.threads or 1, log=log)
 
-
-def onnx_config(q):
-    """The ONNX-graph quantizer's config for a recipe's QuantConfig: the same observer
-    (MSE has no ORT calibrator: percentile is its nearest), activation signedness and
-    per-channel weights."""
-    obs = q.activations.observer
-    method = {Observer.MINMAX: CalibMethod.MINMAX, Observer.ENTROPY: CalibMethod.ENTROPY
-              }.get(obs, CalibMethod.PERCENTILE)
-    return OnnxQuantConfig(
-        calibration=method,
-        percentile=float(q.activations.percentile),
-        activations=ActType.INT8 if q.activations.symmetric else ActType.UINT8,
-        per_channel=q.weights.per_channel)
+# What the rest of edgeopt and bench/ import from the graph path; each is defined where its
+# job is.
+__all__ = ["graph_quant_step", "onnx_config", "wants_graph_path"]

@@ -27,9 +27,9 @@ from edgeopt.compile.artifact import ArtifactWriter
 from edgeopt.compile.backends.onnxruntime.runtime import make_session
 from edgeopt.compile.targets import get_target
 from edgeopt.compress.quantize.onnx_ptq import quantize_graph
-from edgeopt.core.data import BUILTINS, Dataset, Preprocess, load_dataset
+from edgeopt.core.data import Preprocess
 from edgeopt.core.errors import ConfigError, DataError
-from edgeopt.core.inputs import InputDataset, InputSplit, batch_axis, load_inputs, prepare
+from edgeopt.core.inputs import batch_axis, prepare
 from edgeopt.core.onnx_graph import TensorInfo, describe, load_graph
 from edgeopt.evaluate.detection import box_agreement, decode_yolo
 from edgeopt.evaluate.fidelity import compare, summarise
@@ -38,45 +38,19 @@ from edgeopt.evaluate.metrics import topk_accuracy
 from edgeopt.evaluate.report import Report, StageResult, write_report
 from edgeopt.evaluate.size import size_on_disk
 from edgeopt.evaluate.task import default_task
+from edgeopt.graph_pipeline.feeds import (
+    load_data,
+    model_feeds,
+    static_batch,
+    timing_feed,
+    to_model_layout,
+)
 from edgeopt.graph_pipeline.recipe import graph_quant_step, onnx_config, wants_graph_path
 from edgeopt.runtime import load as load_artifact
 from edgeopt.version import __version__
 
 MODEL_FILE = "model.onnx"
 TASKS = ("classification", "detection", "generic")
-
-
-# --------------------------------------------------------------------------- layouts
-
-
-def static_batch(inputs) -> int | None:
-    """A model whose every batched input has a fixed batch size runs at that size."""
-    sizes = set()
-    for info in inputs:
-        axis = batch_axis(list(info.shape))
-        if axis is None:
-            continue
-        d = info.shape[axis]
-        if not isinstance(d, int):
-            return None
-        sizes.add(d)
-    return sizes.pop() if len(sizes) == 1 else None
-
-
-def to_model_layout(feed: dict[str, np.ndarray], inputs, constants: set[str]) -> dict:
-    """Data keeps samples on axis 0; the model may batch elsewhere (axis 1 for silero's
-    state): move each batched input's sample axis to the model's batch axis."""
-    out = {}
-    for info in inputs:
-        if info.name not in feed:
-            continue
-        value = feed[info.name]
-        axis = batch_axis(list(info.shape))
-        if info.name in constants or axis in (None, 0):
-            out[info.name] = value
-        else:
-            out[info.name] = np.moveaxis(value, 0, axis)
-    return out
 
 
 def _output_axis(value: np.ndarray, declared: list | None, batch: int) -> int:
@@ -152,13 +126,6 @@ def collect(runner: GraphRunner, feeds: list[tuple[dict, int, int]], outputs, *,
     return runner.outputs
 
 
-def _feed_batch(feed: dict, constants=()) -> int:
-    """Samples in a feed in data layout (samples on axis 0; constants do not count)."""
-    sizes = [np.asarray(v).shape[0] for k, v in feed.items()
-             if np.asarray(v).ndim and k not in constants]
-    return max(sizes) if sizes else 1
-
-
 def time_interleaved(runners: list[GraphRunner], feed: dict, *, batch: int, rounds: int,
                      repeats: int, warmup: int = 3, threads: int = 1) -> dict[str, Latency]:
     """p50/p90 per runner on the same feed, in interleaved rounds: load from another
@@ -217,7 +184,7 @@ def optimize_graph(model, data, *, out, force: bool, opts, recipe, log: Callable
     path = str(model)
     source = onnx.load(path, load_external_data=False)
     inputs, outputs = describe(source)
-    dataset = _load_data(data, inputs)
+    dataset = load_data(data, inputs)
     constants = set(dataset.train.constants)
     # Scalars the data always gives the same (a sample rate) are bound, so control flow
     # on them folds to the branch that runs; the artifact records the binding.
@@ -289,7 +256,7 @@ def optimize_graph(model, data, *, out, force: bool, opts, recipe, log: Callable
                 size=size_on_disk(writer.staging / MODEL_FILE), notes="the artifact"))
         for r in stages[1:]:
             collect(r, eval_feeds, outputs, progress=opts.progress)
-        lat_feeds = {b: to_model_layout(prepare(_first(test, b), opts.preprocess,
+        lat_feeds = {b: to_model_layout(prepare(timing_feed(test, b), opts.preprocess,
                                                 inputs=inputs), inputs, constants) for b in sorted({fixed_batch or 1, batch})}
         latency = {b: time_interleaved(stages, f, batch=b, rounds=5,
                                        repeats=max(2, opts.latency_repeats // (5 if b == 1 else 20)),
@@ -350,7 +317,7 @@ def evaluate_graph(model, data, *, reference=None, task: str | None = None, prep
     preprocess = preprocess or Preprocess()
     if task is None:
         task = default_task(outputs)
-    dataset = _load_data(data, inputs)
+    dataset = load_data(data, inputs)
     test = dataset.test.subset(limit, seed=0)
     fixed = static_batch(inputs)
     feeds = model_feeds(test, fixed or 64, fixed, preprocess, inputs)
@@ -371,66 +338,8 @@ def evaluate_graph(model, data, *, reference=None, task: str | None = None, prep
     return result
 
 
-def _load_data(data, inputs):
-    """Model-keyed data (``core.inputs``), or an image dataset (``core.data``: a built-in
-    name, IDX or class folders, an x/y .npz) for a single-input model."""
-    if isinstance(data, InputDataset):
-        return data
-    if not isinstance(data, Dataset):
-        spec = Path(str(data)).expanduser()
-        keyed = (spec.suffix.lower() == ".npz" and spec.is_file()) or (
-            spec.is_dir() and any(spec.rglob("*.npy")))
-        if keyed or str(data) not in BUILTINS and not spec.is_dir():
-            return load_inputs(str(data), inputs)
-        data = load_dataset(str(data))
-    if len(inputs) != 1:
-        raise DataError(f"dataset {data.name} has one input per sample but the model takes "
-                        f"{len(inputs)} ({', '.join(i.name for i in inputs)}): give an .npz "
-                        f"keyed by input name")
-    name = inputs[0].name
-    return InputDataset(data.name, InputSplit({name: data.train.x}, {}, data.train.y),
-                        InputSplit({name: data.test.x}, {}, data.test.y), data.num_classes)
-
-
 def _io_dict(info) -> dict:
     return {"name": info.name, "dtype": info.dtype, "shape": list(info.shape)}
-
-
-def model_feeds(split, size: int, fixed: int | None, preprocess, inputs
-                ) -> list[tuple[dict, int, int]]:
-    """(model feed, batch, real samples) of ``split``: chunked (``_batches``), uint8 images
-    preprocessed, each input's samples moved to the model's batch axis."""
-    constants = set(split.constants)
-    return [(to_model_layout(prepare(f, preprocess, inputs=inputs), inputs, constants), b, n)
-            for f, b, n in _batches(split, size, fixed)]
-
-
-def _batches(split, size: int, fixed: int | None) -> list[tuple[dict, int, int]]:
-    """(feed, batch, real samples) of ``size`` samples each; a static-batch model gets exactly
-    its batch (the last chunk padded by repeating its final sample; collect() drops
-    the padded rows' outputs)."""
-    feeds = []
-    const = set(split.constants)
-    for feed in split.batches(size):
-        n = _feed_batch(feed, const)
-        if fixed and n < fixed:
-            feed = {k: v if k in const or np.asarray(v).ndim == 0 else
-                    np.concatenate([v, np.repeat(v[-1:], fixed - n, axis=0)])
-                    for k, v in feed.items()}
-        feeds.append((feed, max(n, fixed or 0), n))
-    return feeds
-
-
-def _first(split, n: int) -> dict:
-    """A feed of ``n`` samples for timing (repeated when the split has fewer)."""
-    feed = next(iter(split.batches(n)))
-    const = set(split.constants)
-    have = _feed_batch(feed, const)
-    if have >= n:
-        return feed
-    reps = -(-n // have)
-    return {k: v if k in const or np.asarray(v).ndim == 0 else
-            np.concatenate([v] * reps)[:n] for k, v in feed.items()}
 
 
 def _quantize(graph, calib, q, opts, log):
@@ -441,4 +350,5 @@ def _quantize(graph, calib, q, opts, log):
 
 # What the rest of edgeopt and bench/ import from the graph path; each is defined where its
 # job is.
-__all__ = ["graph_quant_step", "onnx_config", "wants_graph_path"]
+__all__ = ["graph_quant_step", "model_feeds", "onnx_config", "static_batch", "to_model_layout",
+           "wants_graph_path"]

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgeopt.compress.quantize.onnx_ptq import WEIGHT_OPS, OnnxQuantConfig
+from edgeopt.compress.quantize.onnx_config import WEIGHT_OPS, OnnxQuantConfig
 from edgeopt.core.onnx_graph import describe, load_graph, op_histogram
 
 

@@ -14,6 +14,9 @@ removes what the model does not need, keeping every value exactly:
   becomes Mul(x_scale, w_scale) when that product is bit-identical; ORT folds the Mul
   at load, before its QDQ fusions;
 - the names of the nodes the quantizer added (names are optional in ONNX).
+
+``short_names`` (run by ``onnx_ptq`` before weight-only int8 and this pass) shortens the
+tensor names the quantizer added, which this pass keeps.
 """
 
 from __future__ import annotations
@@ -103,3 +106,28 @@ def _reads(graph: onnx.GraphProto) -> set[str]:
         for g in subgraphs(n):
             out |= _reads(g)
     return out
+
+
+def short_names(q: onnx.ModelProto, original: onnx.ModelProto) -> None:
+    """Rename, in place, the tensors and nodes the quantizer added ("<tensor>_DequantizeLinear
+    _Output", ...): on small models those names weigh as much as the int8 weights."""
+    keep = {n.name for n in original.graph.node}
+    keep |= {t for n in original.graph.node for t in (*n.input, *n.output)}
+    keep |= {i.name for i in original.graph.initializer}
+    keep |= {v.name for v in (*q.graph.input, *q.graph.output)}
+    new: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return new.setdefault(name, f"q{len(new)}")
+
+    for i, node in enumerate(q.graph.node):
+        # The node's position makes its new name unique (a tensor count need not move).
+        node.name = node.name if node.name in keep else f"qn{i}_{node.op_type}"
+        node.input[:] = [short(t) for t in node.input]
+        node.output[:] = [short(t) for t in node.output]
+    for init in q.graph.initializer:
+        init.name = short(init.name)
+    for vi in q.graph.value_info:
+        vi.name = short(vi.name)

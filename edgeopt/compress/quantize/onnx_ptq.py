@@ -15,579 +15,51 @@ from __future__ import annotations
 import collections
 import logging
 import tempfile
-import time
-from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from edgeopt.compress.quantize import onnx_hw
-from edgeopt.compress.quantize.onnx_compact import compact_qdq
-from edgeopt.core.config import Config, enum_field, first_match
-from edgeopt.core.errors import ConfigError, DataError, ExportError
-from edgeopt.core.onnx_graph import subgraphs
-
-# Ops whose weights ORT stores as int8 (the size win) and runs as QLinear/Integer kernels.
-WEIGHT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-# Activation-only ops with an ORT int8 kernel or a QDQ rule that keeps tensors int8
-# between integer kernels; onnx_hw drops those that do not pay on this CPU.
-ACTIVATION_OPS = ("Add", "Mul", "Sigmoid", "Concat", "MaxPool", "GlobalAveragePool",
-                  "AveragePool", "Resize", "Split", "Softmax", "Relu", "Clip", "LeakyRelu",
-                  "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze")
-
-
-class CalibMethod(str, Enum):
-    MINMAX = "minmax"
-    PERCENTILE = "percentile"
-    ENTROPY = "entropy"
-
-
-class ActType(str, Enum):
-    """Activation integer type. uint8 is what ORT's x86 QLinearConv kernels take."""
-
-    UINT8 = "uint8"
-    INT8 = "int8"
-
-
-@dataclass(frozen=True, kw_only=True)
-class OnnxQuantConfig(Config):
-    """int8 QDQ quantization of an ONNX graph: calibration, which ops, and the searches."""
-
-    calibration: CalibMethod = CalibMethod.MINMAX
-    percentile: float = 99.999  # for calibration: percentile
-    activations: ActType = ActType.UINT8
-    per_channel: bool = True
-    op_types: tuple[str, ...] = WEIGHT_OPS + ACTIVATION_OPS
-    exclude: tuple[str, ...] = ()  # node-name globs kept float
-    hardware_aware: bool = True  # time int8 vs float per op type, keep what pays
-    accuracy_aware: bool = True  # keep output-feeding layers float when that buys SQNR
-    head_levels: int = 2  # how many weight layers back from the outputs to try in float
-    min_gain_db: float = 1.0  # SQNR gain that justifies keeping a head level float
-    # Head levels are tried in float only while the output SQNR is below this: at 30 dB a
-    # classifier's argmax already agrees ~99.9%, and the head often holds the most weights.
-    target_db: float = 30.0
-    eval_samples: int = 8  # calibration samples used for SQNR
-    # Below target_db after the full int8 graph: score each node quantized alone and keep
-    # the worst float, one at a time, until the target is met (within this many seconds).
-    search_budget_s: float = 60.0
-    # Weight ops left float (for speed or accuracy) and LSTM/GRU weights, which ORT's
-    # static QDQ does not quantize, store int8 weights (Cast * per-channel scale, folded
-    # back to float when the runtime loads the model); the compute stays float.
-    weight_only_fallback: bool = True
-
-    def __post_init__(self) -> None:
-        enum_field(self, "calibration", CalibMethod, "calibration")
-        enum_field(self, "activations", ActType, "activations")
-        if not 50.0 < self.percentile <= 100.0:
-            raise ConfigError(f"percentile must be in (50, 100], got {self.percentile!r}")
-        if self.head_levels < 0:
-            raise ConfigError(f"head_levels must be >= 0, got {self.head_levels}")
-        if self.search_budget_s < 0:
-            raise ConfigError(f"search_budget_s must be >= 0, got {self.search_budget_s}")
-        if self.eval_samples < 1:
-            raise ConfigError(f"eval_samples must be >= 1, got {self.eval_samples}")
-        unknown = [t for t in self.op_types if t not in WEIGHT_OPS + ACTIVATION_OPS]
-        if unknown:
-            raise ConfigError(f"op_types: {unknown[0]!r} has no int8 kernel in onnxruntime "
-                              f"(valid: {', '.join(WEIGHT_OPS + ACTIVATION_OPS)})")
-
-
-def sqnr_db(ref: np.ndarray, out: np.ndarray) -> float:
-    """Signal-to-quantization-noise ratio. Rank >= 2 outputs are scored per channel
-    (axis 1) and averaged, so that small-valued channels (YOLO's class scores beside
-    pixel-sized boxes) count as much as large ones."""
-    ref = np.asarray(ref, np.float64)
-    out = np.asarray(out, np.float64)
-    if ref.ndim >= 2 and ref.shape[1] > 1:
-        axes = tuple(i for i in range(ref.ndim) if i != 1)
-        sig = (ref**2).sum(axis=axes)
-        noise = ((ref - out) ** 2).sum(axis=axes)
-    else:
-        sig, noise = np.array([(ref**2).sum()]), np.array([((ref - out) ** 2).sum()])
-    db = 10 * np.log10(np.maximum(sig, 1e-30) / np.maximum(noise, 1e-30))
-    return float(np.mean(np.minimum(db, 120.0)))
-
-
-def fidelity(sess, feeds: list[dict], refs: list[list[np.ndarray]]) -> float:
-    """Worst output's mean SQNR (dB) against the fp32 outputs ``refs``."""
-    per_output = collections.defaultdict(list)
-    for feed, ref in zip(feeds, refs):
-        for i, (r, o) in enumerate(zip(ref, sess.run(None, feed))):
-            if np.issubdtype(np.asarray(r).dtype, np.floating):
-                per_output[i].append(sqnr_db(r, o))
-    return min(float(np.mean(v)) for v in per_output.values()) if per_output else 120.0
-
-
-def _name_nodes(model: onnx.ModelProto) -> None:
-    """ORT selects nodes by name; exporters leave some unnamed or named twice."""
-    seen: set[str] = set()
-    for i, node in enumerate(model.graph.node):
-        if not node.name or node.name in seen:
-            node.name = f"{node.op_type}_{i}"
-        seen.add(node.name)
-
-
-def head_levels(model: onnx.ModelProto, levels: int) -> list[list[str]]:
-    """Node names by distance from the graph outputs, counted in weight layers: level 1
-    holds everything between the outputs and the last weight layer on each path (those
-    layers included), level 2 the next weight layers back, and so on."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-    frontier = [o.name for o in model.graph.output]
-    seen: set[str] = set()
-    result = []
-    for _ in range(levels):
-        level, nxt = [], []
-        stack = list(frontier)
-        while stack:
-            node = producer.get(stack.pop())
-            if node is None or node.name in seen:
-                continue
-            seen.add(node.name)
-            level.append(node.name)
-            (nxt if node.op_type in WEIGHT_OPS else stack).extend(node.input)
-        result.append(level)
-        frontier = nxt
-    return result
-
-
-def _captures(graph: onnx.GraphProto) -> set[str]:
-    """Names a (sub)graph reads from the enclosing scope: used, not defined in it."""
-    defined = {v.name for v in graph.input} | {i.name for i in graph.initializer}
-    refs: set[str] = set()
-    for node in graph.node:
-        refs |= {t for t in node.input if t and t not in defined}
-        for g in subgraphs(node):
-            refs |= {t for t in _captures(g) if t not in defined}
-        defined.update(node.output)
-    return refs
-
-
-def _rename_reads(graph: onnx.GraphProto, old: str, new: str) -> None:
-    if old in {v.name for v in graph.input} | {i.name for i in graph.initializer}:
-        return  # shadowed here
-    for node in graph.node:
-        node.input[:] = [new if t == old else t for t in node.input]
-        for g in subgraphs(node):
-            _rename_reads(g, old, new)
-        if old in node.output:
-            return  # redefined from here on
-
-
-def explicit_captures(model: onnx.ModelProto) -> int:
-    """Route each tensor a subgraph (If/Loop/Scan body) reads from the main graph through
-    an Identity, in place; returns how many. ORT's QDQ quantizer rewires only explicit
-    inputs: when it folds a Relu into the Conv before it, the Conv takes over the Relu's
-    output name and a branch that read that name implicitly gets the pre-Relu values
-    (silero-vad's LSTM input went negative). The Identity is an explicit reader."""
-    produced = {o for n in model.graph.node for o in n.output}
-    taken = produced | {i.name for i in model.graph.initializer} | {
-        v.name for v in model.graph.input}
-    alias: dict[str, str] = {}
-    nodes: list[onnx.NodeProto] = []
-    for node in model.graph.node:
-        subs = subgraphs(node)
-        if subs:
-            refs = sorted(set().union(*(_captures(g) for g in subs)) & produced)
-            for t in refs:
-                if t not in alias:
-                    name = f"{t}_captured"
-                    while name in taken:
-                        name += "_"
-                    taken.add(name)
-                    alias[t] = name
-                    nodes.append(onnx.helper.make_node("Identity", [t], [name],
-                                                       name=f"{name}_Identity"))
-                for g in subs:
-                    _rename_reads(g, t, alias[t])
-        nodes.append(node)
-    if alias:
-        del model.graph.node[:]
-        model.graph.node.extend(nodes)
-    return len(alias)
-
-
-# Weight-only int8 storage: op type -> (weight input slots, channel axis or None for
-# "decided per node").
-WEIGHT_ONLY_SLOTS = {"Conv": ((1,), 0), "ConvTranspose": ((1,), 1), "Gemm": ((1,), None),
-                     "MatMul": ((1,), None), "LSTM": ((1, 2), 1), "GRU": ((1, 2), 1),
-                     "RNN": ((1, 2), 1)}
-RECURRENT_OPS = ("LSTM", "GRU", "RNN")
-WEIGHT_ONLY_SPEED = 0.9  # a slower weight-only int8 is kept while <= 0.9x fp32 time
-
-
-def _weight_axis(node: onnx.NodeProto, w: np.ndarray) -> int | None:
-    """Output-channel axis of a weight (per gate row for recurrent W/R)."""
-    axis = WEIGHT_ONLY_SLOTS[node.op_type][1]
-    if node.op_type == "Gemm":
-        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-        axis = 0 if trans_b else 1
-    elif node.op_type == "MatMul":
-        axis = w.ndim - 1
-    if w.ndim < 2 or axis is None or axis >= w.ndim or w.shape[axis] == 1:
-        return None
-    return axis
-
-
-def weight_only_int8(q: onnx.ModelProto, *, per_channel: bool = True, min_elems: int = 64,
-                     skip_nodes: frozenset[str] = frozenset(),
-                     weights: frozenset[str] | None = None) -> list[dict]:
-    """Store, in place, each float weight initializer of a float-computing weight op
-    (Conv/ConvTranspose/Gemm/MatMul left float, LSTM/GRU/RNN W and R) as symmetric int8
-    with a Cast * scale that gives the op its float weights back: 4x smaller, the same
-    float kernel, which onnxruntime constant-folds at session creation. Per output channel (per gate row for W/R) where the axis is clear
-    and the caller asks per-channel, per tensor otherwise. Returns one
-    entry per rewritten node."""
-    from onnx import numpy_helper
-
-    graph = q.graph
-    inits = {i.name: i for i in graph.initializer}
-    graph_inputs = {v.name for v in graph.input}
-    slots: dict[str, list[tuple[onnx.NodeProto, int]]] = collections.defaultdict(list)
-    other: set[str] = set()  # read anywhere else: left alone
-    for node in graph.node:
-        weight_slots = WEIGHT_ONLY_SLOTS.get(node.op_type, ((), None))[0]
-        for k, t in enumerate(node.input):
-            if k in weight_slots and node.name not in skip_nodes:
-                slots[t].append((node, k))
-            else:
-                other.add(t)
-        for g in subgraphs(node):
-            other |= _captures(g)
-    per_axis = per_channel
-    taken = {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output}
-    taken |= {n.name for n in graph.node}
-    new_nodes, entries = [], {}
-    count = 0
-    for name in sorted(slots, key=lambda t: [n.name for n, _ in slots[t]]):
-        init = inits.get(name)
-        if init is None or name in other or name in graph_inputs:
-            continue
-        if weights is not None and name not in weights:
-            continue
-        if init.data_type != onnx.TensorProto.FLOAT:
-            continue
-        w = numpy_helper.to_array(init)
-        if w.size < min_elems or not np.all(np.isfinite(w)):
-            continue
-        axes = {_weight_axis(n, w) for n, _ in slots[name]}
-        axis = axes.pop() if len(axes) == 1 and per_axis else None
-        if axis is None:
-            amax = np.array(np.abs(w).max(), np.float32)
-        else:
-            amax = np.abs(w).max(axis=tuple(i for i in range(w.ndim) if i != axis))
-        scale = (np.where(amax > 0, amax, 1.0) / 127.0).astype(np.float32)
-        shape = [1] * w.ndim
-        if axis is not None:
-            shape[axis] = -1
-        wq = np.clip(np.rint(w / scale.reshape(shape) if axis is not None else w / scale),
-                     -127, 127).astype(np.int8)
-        while {f"wo{count}{x}" for x in ("", "s", "f", "c", "sf", "sc")} & taken:
-            count += 1
-        qname, sname = f"wo{count}", f"wo{count}s"
-        taken |= {f"{qname}{x}" for x in ("", "s", "f", "c", "sf", "sc")}
-        count += 1
-        graph.initializer.remove(init)
-        # Cast * scale, not DequantizeLinear: onnxruntime constant-folds these at session
-        # creation (it never folds DequantizeLinear, keeping it for its QDQ fusions), so
-        # the op gets a constant float weight it can pre-pack, and runs as fast as fp32.
-        # Per-channel scales are stored float16 (half their bytes; the rounding rescales
-        # a channel by < 0.05%, a tenth of the int8 step) and their exact float16 value
-        # is what the weights were divided by.
-        if axis is not None:
-            scale = scale.astype(np.float16).astype(np.float32)
-            scale = np.where(scale > 0, scale, np.float32(1.0))
-            wq = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
-            stored = scale.reshape(shape).astype(np.float16)
-        else:
-            stored = scale
-        graph.initializer.extend([numpy_helper.from_array(wq, qname),
-                                  numpy_helper.from_array(stored, sname)])
-        new_nodes.append(onnx.helper.make_node("Cast", [qname], [f"{qname}f"],
-                                               name=f"{qname}c", to=onnx.TensorProto.FLOAT))
-        if axis is not None:
-            new_nodes.append(onnx.helper.make_node("Cast", [sname], [f"{sname}f"],
-                                                   name=f"{sname}c", to=onnx.TensorProto.FLOAT))
-            sname = f"{sname}f"
-        new_nodes.append(onnx.helper.make_node("Mul", [f"{qname}f", sname], [name], name=qname))
-        for node, _ in slots[name]:
-            e = entries.setdefault(node.name, {"node": node.name, "op": node.op_type,
-                                               "weights": [], "bytes_saved": 0})
-            e["weights"].append(name)
-            e["bytes_saved"] += int(w.nbytes - wq.nbytes - stored.nbytes)
-            e["per"] = "tensor" if axis is None else f"channel (axis {axis})"
-    if new_nodes:
-        rest = list(graph.node)
-        del graph.node[:]
-        graph.node.extend(new_nodes + rest)
-    return list(entries.values())
-
-
-class _Reader:
-    """ORT's calibration protocol over a list of feeds."""
-
-    def __init__(self, feeds: list[dict]) -> None:
-        self._it = iter(feeds)
-
-    def get_next(self):
-        return next(self._it, None)
-
-
-class _Builder:
-    """Quantizes the same graph for different node sets, calibrating once (ORT's
-    calibration cache) so that each trial costs a rewrite, not a calibration run."""
-
-    def __init__(self, model: onnx.ModelProto, calib: list[dict], cfg: OnnxQuantConfig,
-                 candidates: dict[str, str], work: Path) -> None:
-        self.cfg, self.calib, self.candidates, self.work = cfg, calib, candidates, work
-        self.fp_path = work / "fp32.onnx"
-        onnx.save(model, self.fp_path)
-        self.cache = work / "calibration.json"
-        self.count = 0
-        self.all_types = sorted(set(candidates.values()))
-
-    def build(self, nodes: set[str]) -> onnx.ModelProto:
-        from onnxruntime.quantization import (
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
-
-        if not nodes:
-            return onnx.load(self.fp_path)
-        cfg = self.cfg
-        method = {CalibMethod.MINMAX: CalibrationMethod.MinMax,
-                  CalibMethod.PERCENTILE: CalibrationMethod.Percentile,
-                  CalibMethod.ENTROPY: CalibrationMethod.Entropy}[cfg.calibration]
-        act = QuantType.QUInt8 if cfg.activations is ActType.UINT8 else QuantType.QInt8
-        self.count += 1
-        out = self.work / f"int8_{self.count}.onnx"
-        quantize_static(
-            str(self.fp_path), str(out), _Reader(self.calib),
-            quant_format=QuantFormat.QDQ,
-            # All candidate types on every call: the calibration cache written by the
-            # first call then holds every tensor a later, smaller node set needs.
-            op_types_to_quantize=self.all_types,
-            nodes_to_quantize=sorted(nodes),
-            per_channel=cfg.per_channel,
-            activation_type=act,
-            weight_type=QuantType.QInt8,
-            calibrate_method=method,
-            calibration_cache_path=str(self.cache),
-            extra_options={"WeightSymmetric": True,
-                           "ActivationSymmetric": cfg.activations is ActType.INT8,
-                           "CalibPercentile": cfg.percentile},
-        )
-        return onnx.load(out)
-
-    def for_types(self, nodes: set[str], types: frozenset[str]) -> onnx.ModelProto:
-        return self.build({n for n in nodes if self.candidates[n] in types})
-
-
-def short_names(q: onnx.ModelProto, original: onnx.ModelProto) -> None:
-    """Rename, in place, the tensors and nodes the quantizer added ("<tensor>_DequantizeLinear
-    _Output", ...): on small models those names weigh as much as the int8 weights."""
-    keep = {n.name for n in original.graph.node}
-    keep |= {t for n in original.graph.node for t in (*n.input, *n.output)}
-    keep |= {i.name for i in original.graph.initializer}
-    keep |= {v.name for v in (*q.graph.input, *q.graph.output)}
-    new: dict[str, str] = {}
-
-    def short(name: str) -> str:
-        if not name or name in keep:
-            return name
-        return new.setdefault(name, f"q{len(new)}")
-
-    for i, node in enumerate(q.graph.node):
-        # The node's position makes its new name unique (a tensor count need not move).
-        node.name = node.name if node.name in keep else f"qn{i}_{node.op_type}"
-        node.input[:] = [short(t) for t in node.input]
-        node.output[:] = [short(t) for t in node.output]
-    for init in q.graph.initializer:
-        init.name = short(init.name)
-    for vi in q.graph.value_info:
-        vi.name = short(vi.name)
-
-
-def _check_calib(model: onnx.ModelProto, calib: list[dict]) -> None:
-    inits = {i.name for i in model.graph.initializer}
-    names = [v.name for v in model.graph.input if v.name not in inits]
-    if not calib:
-        raise DataError("int8 calibration needs at least one sample, got none")
-    missing = [n for n in names if n not in calib[0]]
-    if missing:
-        raise DataError(f"calibration samples lack input {missing[0]!r} "
-                        f"(the model's inputs are {', '.join(names)})")
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
-
-
-def _per_channel_opset(model: onnx.ModelProto, log) -> tuple[onnx.ModelProto, str | None]:
-    """Per-channel DequantizeLinear (its ``axis``) needs opset 13; Paddle and older torch
-    exports are 11/12. Convert the graph up, or say why weights go per-tensor."""
-    if _opset(model) >= 13:
-        return model, None
-    from onnx import version_converter
-
-    try:
-        converted = version_converter.convert_version(model, 13)
-        onnx.checker.check_model(converted)
-        return converted, f"opset {_opset(model)} -> 13 for per-channel weight scales"
-    except Exception as exc:  # noqa: BLE001 - the converter raises many kinds
-        log(f"  opset {_opset(model)} does not convert to 13 ({str(exc).splitlines()[0]})")
-        return model, None
-
-
-def sensitivity_search(builder: _Builder, nodes: set[str], current: onnx.ModelProto,
-                       score: float, score_of, target_db: float, budget_s: float, *,
-                       min_gain_db: float = 0.1, log=print):
-    """Keep float, one at a time, the nodes that hurt the output most, until the SQNR
-    reaches ``target_db``. Each node is scored quantized alone (the rest float: the
-    damage it does by itself), then tried float worst first; a node stays float only
-    if that gains ``min_gain_db``. Half the budget goes to scoring, the rest to trials.
-    Returns (nodes, graph, score, [(node, its alone score, gain)])."""
-    t0 = time.perf_counter()
-    alone: dict[str, float] = {}
-    for n in [n for n in builder.candidates if n in nodes]:  # graph order
-        if time.perf_counter() - t0 > budget_s / 2:
-            log(f"  accuracy: sensitivity budget spent after {len(alone)} of {len(nodes)} nodes")
-            break
-        alone[n] = score_of(builder.build({n}))
-        each = time.perf_counter() - t0
-        if len(alone) == 1 and each * len(nodes) > budget_s:
-            # Scoring a few nodes of a large graph (yolov8n: 9 of 207 in a minute) finds
-            # nothing worth the time: leave it to the head levels.
-            log(f"  accuracy: no sensitivity search ({len(nodes)} nodes at {each:.1f} s each "
-                f"exceed the {budget_s:g} s budget)")
-            return nodes, current, score, []
-    found = []
-    for n in sorted(alone, key=alone.get):
-        if score >= target_db or time.perf_counter() - t0 > budget_s:
-            break
-        if alone[n] >= 119.0:  # not measurably lossy by itself: nothing to gain
-            break
-        trial = builder.build(nodes - {n})
-        trial_score = score_of(trial)
-        if trial_score - score >= min_gain_db:
-            found.append((n, alone[n], trial_score - score))
-            nodes = nodes - {n}
-            current, score = trial, trial_score
-            log(f"  accuracy: {n} float (alone {alone[n]:.1f} dB): SQNR {score:.1f} dB")
-    return nodes, current, score, found
-
-
-def _weight_only_step(current, score, q_ms, fp_ms, kept, cfg, score_of, fp_sess, feed1,
-                      threads, decisions, log):
-    """weight_only_int8 on the final graph, op type by op type, kept where it costs
-    neither speed nor the accuracy target. (onnxruntime does fold Cast * scale of an
-    initializer at session creation; it never folds a DequantizeLinear, which then runs
-    on every call and leaves a Conv or LSTM unable to pre-pack its weights: ppocr-cls
-    ran 1.6x slower, hence Cast * scale.)"""
-    def variant(skip):
-        trial = onnx.ModelProto.FromString(current.SerializeToString())
-        return trial, weight_only_int8(trial, per_channel=cfg.per_channel, skip_nodes=skip)
-
-    by_type = collections.defaultdict(set)
-    for n in current.graph.node:
-        if n.op_type in WEIGHT_ONLY_SLOTS:
-            by_type[n.op_type].add(n.name)
-    everything = set().union(*by_type.values()) if by_type else set()
-    ok: set[str] = set()
-    saved = {op: sum(e["bytes_saved"] for e in variant(frozenset(everything - names))[1])
-             for op, names in by_type.items()}
-    base = onnx_hw.session(current, threads)
-    # Biggest size win first. An op type's int8 weights stay if the model runs no slower
-    # than without them (they fold back to float at load), or, if it does, while it is
-    # still clearly faster than fp32 (WEIGHT_ONLY_SPEED of its time).
-    for op in sorted(by_type, key=lambda o: -saved[o]):
-        if saved[op] <= 0:
-            continue
-        trial, entries = variant(frozenset(everything - ok - by_type[op]))
-        fp2, q2, t_ms = onnx_hw.latencies(
-            [fp_sess, base, onnx_hw.session(trial, threads)], feed1, repeats=30)
-        fits = (t_ms <= q2 * 1.10 or t_ms - q2 <= onnx_hw.NOISE_S
-                or t_ms <= fp2 * WEIGHT_ONLY_SPEED)
-        log(f"  weight-only int8 {op}: {t_ms * 1e3:.3f} ms vs {q2 * 1e3:.3f} ms without, "
-            f"{fp2 * 1e3:.3f} ms fp32" + ("" if fits else "; stays float"))
-        if fits:
-            ok |= by_type[op]
-            base = onnx_hw.session(trial, threads)
-        else:
-            decisions.append(f"weight-only int8 {op} not kept: {t_ms * 1e3:.3f} ms vs "
-                             f"{q2 * 1e3:.3f} ms without, {fp2 * 1e3:.3f} ms fp32")
-    allowed = frozenset(ok)  # layers kept float for accuracy too: the check below decides
-    trial, entries = variant(frozenset(everything - allowed))
-    if not entries:
-        return current, score, q_ms, fp_ms, []
-
-    def fine(t_score):
-        return t_score >= cfg.target_db or t_score >= score - cfg.min_gain_db
-
-    # The most weights first: when all of them cost the accuracy target, bisect for the
-    # longest run of the largest tensors that does not (small layers - depthwise 3x3,
-    # first convs - have the fewest weights per scale and lose the most).
-    sizes: dict[str, int] = {}
-    for e in entries:
-        for w in e["weights"]:
-            sizes[w] = sizes.get(w, 0) + e["bytes_saved"] // len(e["weights"])
-    order = sorted(sizes, key=lambda w: -sizes[w])
-    t_score = score_of(trial)
-    if not fine(t_score):
-        lo, hi, best = 0, len(order) - 1, None
-        while lo <= hi:
-            mid = (lo + hi) // 2
-            cand = variant_w(current, cfg, everything - allowed, frozenset(order[:mid + 1]))
-            cs = score_of(cand[0])
-            if fine(cs):
-                best, lo = (cand, cs), mid + 1
-            else:
-                hi = mid - 1
-        if best is None:
-            log(f"  weight-only int8: SQNR {t_score:.1f} dB even for the largest tensor; "
-                "not kept")
-            return current, score, q_ms, fp_ms, []
-        (trial, entries), t_score = best
-        log(f"  weight-only int8: {len(sizes) - sum(len(e['weights']) for e in entries)} "
-            f"small weight tensors stay float for accuracy")
-    fp2, t_ms = onnx_hw.latencies([fp_sess, onnx_hw.session(trial, threads)], feed1,
-                                  repeats=40)
-    for e in entries:
-        e["reason"] = kept.get(e["node"]) or (
-            "LSTM/GRU/RNN: onnxruntime's static QDQ has no int8 kernel for it"
-            if e["op"] in RECURRENT_OPS else "not in op_types")
-    decisions.append(f"weight-only int8 ({len(entries)} nodes): SQNR {t_score:.1f} dB, "
-                     f"{t_ms * 1e3:.3f} ms")
-    log(f"  {decisions[-1]}")
-    return trial, t_score, t_ms, fp2, entries
-
-
-def variant_w(current, cfg, skip, weights):
-    trial = onnx.ModelProto.FromString(current.SerializeToString())
-    return trial, weight_only_int8(trial, per_channel=cfg.per_channel,
-                                   skip_nodes=frozenset(skip), weights=weights)
+from edgeopt.compress.quantize.onnx_accuracy import fidelity, head_levels, sensitivity_search
+from edgeopt.compress.quantize.onnx_compact import compact_qdq, short_names
+from edgeopt.compress.quantize.onnx_config import (
+    ACTIVATION_OPS,
+    WEIGHT_OPS,
+    ActType,
+    CalibMethod,
+    OnnxQuantConfig,
+)
+from edgeopt.compress.quantize.onnx_prepare import (
+    check_calib,
+    explicit_captures,
+    name_nodes,
+    opset_version,
+    per_channel_opset,
+)
+from edgeopt.compress.quantize.onnx_qdq import QdqBuilder
+from edgeopt.compress.quantize.onnx_weight_only import weight_only_int8, weight_only_step
+from edgeopt.core.config import first_match
+from edgeopt.core.errors import ExportError
 
 
 def quantize_graph(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
                    cfg: OnnxQuantConfig, *, threads: int = 1,
                    log=print) -> tuple[onnx.ModelProto, dict]:
     """int8 QDQ version of ``model`` and a record of what was quantized and why not."""
-    _check_calib(model, calib)
+    check_calib(model, calib)
     model = onnx.ModelProto.FromString(model.SerializeToString())  # callers keep theirs
-    _name_nodes(model)
+    name_nodes(model)
     decisions: list[str] = []
     if explicit_captures(model):
         decisions.append("tensors read by If/Loop bodies routed through an Identity")
     if cfg.per_channel:
-        model, note = _per_channel_opset(model, log)
+        model, note = per_channel_opset(model, log)
         if note:
             decisions.append(note)
-        elif _opset(model) < 13:
+        elif opset_version(model) < 13:
             cfg = cfg.replace(per_channel=False)
-            decisions.append(f"opset {_opset(model)}: per-tensor weight scales")
+            decisions.append(f"opset {opset_version(model)}: per-tensor weight scales")
     op_of = {n.name: n.op_type for n in model.graph.node}
     kept: dict[str, str] = {}  # node -> why it stays float
     candidates: dict[str, str] = {}
@@ -613,7 +85,7 @@ def quantize_graph(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
     nodes = set(candidates)
     score_of = lambda q: fidelity(onnx_hw.session(q, threads), eval_feeds, refs)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="edgeopt-onnx-ptq-") as tmp:
-        builder = _Builder(model, calib, cfg, candidates, Path(tmp))
+        builder = QdqBuilder(model, calib, cfg, candidates, Path(tmp))
         current = builder.build(nodes)
         score = score_of(current)
         log(f"  int8 {len(nodes)} nodes: SQNR {score:.1f} dB")
@@ -686,7 +158,7 @@ def quantize_graph(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
     short_names(current, model)
     weight_only: list[dict] = []
     if cfg.weight_only_fallback:
-        current, score, q_ms, fp_ms, weight_only = _weight_only_step(
+        current, score, q_ms, fp_ms, weight_only = weight_only_step(
             current, score, q_ms, fp_ms, kept, cfg, score_of, fp_sess, feed1, threads,
             decisions, log)
     compacted = compact_qdq(current, keep_names=set(op_of))
@@ -719,3 +191,9 @@ def quantize_graph(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
         + f", SQNR {score:.1f} dB, {record['size_ratio']:.2f}x size, "
         f"{q_ms * 1e3:.2f} ms vs {fp_ms * 1e3:.2f} ms fp32 at batch 1")
     return current, record
+
+
+# The module the graph path and users import from; each name is defined where its job is.
+__all__ = ["ACTIVATION_OPS", "WEIGHT_OPS", "ActType", "CalibMethod", "OnnxQuantConfig",
+           "explicit_captures", "head_levels", "quantize_graph", "sensitivity_search",
+           "weight_only_int8"]

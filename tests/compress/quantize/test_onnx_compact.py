@@ -13,7 +13,7 @@ from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 from torch import nn
 
 from edgeopt.compress.quantize.onnx_compact import compact_qdq
-from edgeopt.compress.quantize.onnx_ptq import _Reader  # ORT's calibration protocol over a list
+from edgeopt.compress.quantize.onnx_qdq import _Reader  # ORT's calibration protocol over a list
 
 
 class DepthwiseNet(nn.Module):

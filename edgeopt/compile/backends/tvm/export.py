@@ -38,13 +38,13 @@ from tvm.relax.frontend.torch.exported_program_translator import ExportedProgram
 from edgeopt.compile.artifact import ArtifactWriter
 from edgeopt.compile.backends.tvm.fp16 import to_fp16
 from edgeopt.compile.backends.tvm.lower import lower_fake_quant
+from edgeopt.compile.backends.tvm.metaschedule import tuning_pass
 from edgeopt.compile.backends.tvm.schedule import default_schedule
 from edgeopt.compile.backends.tvm.tune import (
     TuneConfig,
     TuneReport,
     add_batch1_path,
     check_tunable,
-    tuning_pass,
 )
 from edgeopt.compile.targets import Target, get_target
 from edgeopt.core.errors import ExportError

@@ -104,7 +104,8 @@ class _Run:
                 r = load_recipe(recipe)
                 self.log(f"auto: compressing {name} ({r.name} recipe)")
                 model = compress_with_recipe(model, r, self.dataset, OptimizeOptions(
-                    recipe=r, preprocess=self.pre, progress=False), log=self.log)
+                    recipe=r, backend=self.backend, preprocess=self.pre, progress=False),
+                    log=self.log)
                 self.recipes[name] = r.to_dict()
             self.log(f"auto: compiling {name} for {self.t.name} ({self.backend})")
             art = compile_model(model, self.t.name, out=self.tmp / f"{name}-{self.t.name}",

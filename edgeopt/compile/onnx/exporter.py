@@ -35,7 +35,6 @@ from edgeopt.compress.quantize.spec import QuantSpec, Scheme
 from edgeopt.core.config import enum_value
 from edgeopt.core.errors import ExportError
 from edgeopt.core.graph import layer_name
-from edgeopt.core.sizing import register_size_model
 
 aten = torch.ops.aten
 _IGNORED = {aten.sym_size.int}
@@ -263,10 +262,3 @@ def export_onnx(gm: fx.GraphModule, input_shape: list[int], *,
     model = b.model(inputs, outputs, [names[n] for n in out_nodes])
     onnx.checker.check_model(model)
     return model
-
-
-def _onnx_bytes(gm: fx.GraphModule) -> int:
-    return export_onnx(gm, gm.meta["input_shape"]).ByteSize()
-
-
-register_size_model(_onnx_bytes)

@@ -15,7 +15,7 @@ from edgeopt.recipes import CompileSection
 
 FOLDER = Path(protocol.__file__).parent
 # What DESIGN.md's "Backend interface" promises every backend folder holds.
-STANDARD_FILES = {"__init__.py", "export.py", "runtime.py", "size.py"}
+STANDARD_FILES = {"__init__.py", "export.py", "runtime.py", "size.py", "lower.py"}
 
 
 def test_every_backend_folder_is_registered_and_has_the_standard_files():

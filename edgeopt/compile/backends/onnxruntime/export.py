@@ -7,7 +7,7 @@ from typing import Any
 import torch.fx as fx
 
 from edgeopt.compile.artifact import ArtifactWriter
-from edgeopt.compile.onnx.exporter import export_onnx
+from edgeopt.compile.backends.onnxruntime.lower import export_onnx
 from edgeopt.compile.targets import Target
 
 MODEL_FILE = "model.onnx"

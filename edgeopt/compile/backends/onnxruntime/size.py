@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch.fx as fx
 
-from edgeopt.compile.onnx.exporter import export_onnx
+from edgeopt.compile.backends.onnxruntime.lower import export_onnx
 
 
 def artifact_bytes(gm: fx.GraphModule) -> int:

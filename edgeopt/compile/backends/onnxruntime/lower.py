@@ -20,9 +20,9 @@ import torch.fx as fx
 from onnx import TensorProto
 from torch import nn
 
-from edgeopt.compile.onnx.builder import GraphBuilder, value_info
-from edgeopt.compile.onnx.ops import CONVERTERS
-from edgeopt.compile.onnx.packing import (
+from edgeopt.compile.backends.onnxruntime.builder import GraphBuilder, value_info
+from edgeopt.compile.backends.onnxruntime.ops import CONVERTERS
+from edgeopt.compile.backends.onnxruntime.packing import (
     emit_codebook_tensor,
     emit_int4_tensor,
     encode,

@@ -46,6 +46,8 @@ class Backend(Protocol):
     tunable: bool
     # Precisions the backend converts a float model to while it builds (TVM: fp16).
     conversions: tuple[str, ...]
+    # Stores sub-8-bit weights smaller than int8 ones (packed codes, INT4).
+    packed_lowbit: bool
 
     def export(self, gm: fx.GraphModule, writer: ArtifactWriter, *, input_shape: list[int],
                target: Target, precision: str | None = None,
@@ -76,6 +78,7 @@ class FolderBackend:
     description: str
     tunable: bool = False
     conversions: tuple[str, ...] = ()
+    packed_lowbit: bool = False
 
     @property
     def package(self) -> str:

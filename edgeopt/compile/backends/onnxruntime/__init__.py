@@ -3,4 +3,4 @@
 from edgeopt.compile.backends.protocol import FolderBackend
 
 BACKEND = FolderBackend("onnxruntime", "ONNX files (QDQ int8, packed sub-8-bit weights) "
-                        "run by ONNX Runtime")
+                        "run by ONNX Runtime", packed_lowbit=True)

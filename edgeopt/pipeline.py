@@ -63,7 +63,7 @@ class OptimizeOptions:
     # given to every step of the recipe that takes it (StepConfig.overridable).
     overrides: dict[str, Any] = field(default_factory=dict)
     data_seed: int = 0  # draws every step's training or calibration subset
-    backend: str | None = None  # overrides the recipe's compile backend (onnxruntime, tvm)
+    backend: str | None = None  # overrides the recipe's compile backend (a registry name)
     task: str | None = None  # classification | detection | generic (default: from outputs)
     # ONNX files: "auto" quantizes the graph itself when the recipe allows it (int8 PTQ)
     # and converts to torch (onnx2torch) for the other techniques; "graph"/"torch" force one.
@@ -193,8 +193,8 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
                    size=_torch_file_size(model), notes=f"PyTorch model after the {key} step")
 
     t0 = time.perf_counter()
-    run = run_recipe(handle.module, recipe, dataset, opts.preprocess, seed=opts.data_seed,
-                     progress=opts.progress, log=log, after_step=intermediate)
+    run = run_recipe(handle.module, recipe, dataset, opts.preprocess, backend=opts.backend,
+                     seed=opts.data_seed, progress=opts.progress, log=log, after_step=intermediate)
     compressed, records = run.model, run.records
     timings["compress_s"] = time.perf_counter() - t0
     precision = _precision(compressed) if recipe.steps else "fp32"
@@ -261,8 +261,9 @@ def compress_with_recipe(model, recipe: Recipe, dataset: Dataset, opts: Optimize
                          after_step: Callable[[str, object], None] | None = None):
     """The recipe's compressed model (``recipes.run.run_recipe`` with ``opts``); each
     step's record is in ``model.meta["edgeopt"][step name]``."""
-    return run_recipe(model, recipe, dataset, opts.preprocess, seed=opts.data_seed,
-                      progress=opts.progress, log=log, after_step=after_step).model
+    return run_recipe(model, recipe, dataset, opts.preprocess, backend=opts.backend,
+                      seed=opts.data_seed, progress=opts.progress, log=log,
+                      after_step=after_step).model
 
 
 def _batch_meta(batches: tuple[int, int | None] | None) -> dict:

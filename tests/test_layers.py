@@ -60,12 +60,17 @@ def test_an_upward_import_breaks_the_contracts(tmp_path):
     # core reaching up to the pipeline, and the device runtime importing torch.
     (tmp_path / "edgeopt/core/upward.py").write_text("from edgeopt import pipeline  # noqa\n")
     (tmp_path / "edgeopt/runtime/heavy.py").write_text("import torch  # noqa\n")
+    # A new backend's runtime is under the contract without being listed in it.
+    (tmp_path / "edgeopt/compile/backends/null").mkdir()
+    (tmp_path / "edgeopt/compile/backends/null/__init__.py").write_text("")
+    (tmp_path / "edgeopt/compile/backends/null/runtime.py").write_text("import torch  # noqa\n")
     res = lint_imports(tmp_path)
     assert res.returncode == 1, res.stdout + res.stderr
     assert f"{LAYERS} BROKEN" in res.stdout and f"{RUNTIME} BROKEN" in res.stdout
     assert "edgeopt.core is not allowed to import edgeopt.pipeline" in res.stdout
     assert "edgeopt.core.upward -> edgeopt.pipeline (l.1)" in res.stdout
     assert "edgeopt.runtime.heavy -> torch (l.1)" in res.stdout
+    assert "edgeopt.compile.backends.null.runtime -> torch (l.1)" in res.stdout
 
 
 def _function_level_imports(path: Path, module: str):

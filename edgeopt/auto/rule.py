@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgeopt.compile.backends.protocol import Backend
+from edgeopt.compile.backends.registry import get_backend
 from edgeopt.compile.targets import Target
 from edgeopt.core.errors import ConfigError
 
@@ -21,13 +23,11 @@ CANDIDATES: dict[str, tuple[str, str | None]] = {
     "mixed": ("lowbit", "mixed"),  # a sensitivity search: minutes, so only when asked for
     "fp16": ("fp16", None),  # TVM converts the float model (CUDA targets)
 }
-# TVM keeps sub-8-bit weights in int8 containers: no smaller and no faster than int8.
-_DEFAULT = {"onnxruntime": ("fp32", "int8", "w4a8"), "tvm": ("fp32", "int8", "fp16")}
 # What a target lists but --precision auto does not build by default, and why.
 _NOT_BUILT = {
     "fp16": "not among the candidates asked for (it builds; its speed needs a GPU to measure)",
-    "lowbit": "TVM keeps sub-8-bit weights in int8 containers: no smaller or faster than int8 "
-              "(ask for w4a8 explicitly to measure it)",
+    "lowbit": "the backend keeps sub-8-bit weights in int8 containers: no smaller or faster "
+              "than int8 (ask for w4a8 explicitly to measure it)",
     "mixed": "a per-layer sensitivity search taking minutes: ask for it explicitly",
 }
 
@@ -137,11 +137,19 @@ def choose(candidates: list[Candidate], tolerance: float = 0.5) -> Candidate:
     return pick
 
 
+def default_candidates(backend: Backend) -> tuple[str, ...]:
+    """What auto builds unless asked: fp32 and int8; w4a8 where the backend stores
+    sub-8-bit weights smaller than int8 (packed); the precisions it converts to (fp16)."""
+    lowbit = ("w4a8",) if backend.packed_lowbit else ()
+    return ("fp32", "int8", *lowbit, *(c for c in backend.conversions if c in CANDIDATES))
+
+
 def candidate_names(t: Target, backend: str, asked: tuple[str, ...] | None) -> list[str]:
     t.check(backend, "fp32")  # an unknown backend for the target: refused with the list
     supported = t.support[backend]
     if asked is None:
-        return [n for n in _DEFAULT[backend] if CANDIDATES[n][0] in supported]
+        return [n for n in default_candidates(get_backend(backend))
+                if CANDIDATES[n][0] in supported]
     bad = [n for n in asked if CANDIDATES[n][0] not in supported]
     if bad:
         raise ConfigError(f"target {t.name} does not support candidate {bad[0]!r} with "
@@ -154,6 +162,7 @@ def not_built(t: Target, backend: str, names: list[str]) -> dict[str, str]:
     built = {CANDIDATES[n][0] for n in names}
     out = {f: _NOT_BUILT.get(f, "not a candidate") for f in t.support[backend]
            if f not in built}
-    if backend == "onnxruntime" and "lowbit" in t.support[backend] and "mixed" not in names:
+    if get_backend(backend).packed_lowbit and "lowbit" in t.support[backend] \
+            and "mixed" not in names:
         out["mixed"] = _NOT_BUILT["mixed"]
     return out

@@ -26,6 +26,7 @@ from edgeopt.auto.rule import CANDIDATES, AutoOptions, Candidate, candidate_name
 from edgeopt.compile.api import compile as compile_model
 from edgeopt.compile.api import prepare
 from edgeopt.compile.artifact import ArtifactWriter, check_output_dir
+from edgeopt.compile.backends.registry import DEFAULT_BACKEND
 from edgeopt.compile.host import host_isa_target, proxy_target, runs_here
 from edgeopt.compile.targets import Target, get_target
 from edgeopt.core.data import Dataset, Preprocess, load_dataset
@@ -53,7 +54,7 @@ def _emulated_cpu(t: Target) -> str:
     return mcpu if mcpu in emulate.CPUS else emulate.DEFAULT_CPU
 
 
-def auto_compile(model, data, *, target: str = "x86_64", backend: str = "onnxruntime",
+def auto_compile(model, data, *, target: str = "x86_64", backend: str = DEFAULT_BACKEND,
                  out, input_shape: list[int] | None = None, preprocess=None,
                  options: AutoOptions | None = None, force: bool = False,
                  model_name: str = "model", log: Callable[[str], None] = print) -> AutoResult:
@@ -104,7 +105,8 @@ class _Run:
                 r = load_recipe(recipe)
                 self.log(f"auto: compressing {name} ({r.name} recipe)")
                 model = compress_with_recipe(model, r, self.dataset, OptimizeOptions(
-                    recipe=r, preprocess=self.pre, progress=False), log=self.log)
+                    recipe=r, backend=self.backend, preprocess=self.pre, progress=False),
+                    log=self.log)
                 self.recipes[name] = r.to_dict()
             self.log(f"auto: compiling {name} for {self.t.name} ({self.backend})")
             art = compile_model(model, self.t.name, out=self.tmp / f"{name}-{self.t.name}",

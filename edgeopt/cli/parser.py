@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from edgeopt.compile.backends.registry import BACKENDS, DEFAULT_BACKEND, backend_names
 from edgeopt.version import __version__
 
 DESCRIPTION = "Command line: parsing and printing only (DESIGN.md, \"Command line\")."
-
-# Spelled out rather than imported from edgeopt.compile: --help must not import torch.
-BACKEND_CHOICES = ("onnxruntime", "tvm")
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -53,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset folder, .npz, or digits / fashion-mnist")
     p.add_argument("--recipe", default="int8", help="built-in recipe name or YAML file")
     p.add_argument("--target", default="x86_64", help="see `edgeopt targets`")
-    p.add_argument("--backend", choices=BACKEND_CHOICES,
-                   help="compile backend (default: the recipe's, else onnxruntime)")
+    p.add_argument("--backend", choices=backend_names(),
+                   help=f"compile backend (default: the recipe's, else {DEFAULT_BACKEND})")
     p.add_argument("--out", default="out", help="artifact folder to write")
     p.add_argument("--force", action="store_true", help="replace an existing --out folder")
     _step_options(p, calibration=True)
@@ -83,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="lower a model to an artifact folder")
     _add_model(p)
     p.add_argument("--target", default="x86_64", help="see `edgeopt targets`")
-    p.add_argument("--backend", choices=BACKEND_CHOICES, default="onnxruntime",
-                   help="onnxruntime (an ONNX file) or tvm (a native library built by TVM)")
+    p.add_argument("--backend", choices=backend_names(), default=DEFAULT_BACKEND,
+                   help="; ".join(f"{name}: {b.description}" for name, b in BACKENDS.items()))
     p.add_argument("--precision", choices=["fp32", "int8", "fp16", "auto"],
                    help="default: as the model is; fp16: TVM converts a float model to fp16 "
                         "compute (CUDA targets); auto: build and measure every precision "

@@ -5,6 +5,9 @@ from edgeopt.core.callable_module import make_callable
 
 make_callable(__name__, "edgeopt.compile.api:compile")
 
-# The ONNX exporter registers the artifact size measure that size-budgeted
-# compression (mixed precision) uses; compress cannot import compile itself.
-from edgeopt.compile.onnx import exporter as _exporter  # noqa: E402, F401
+# compress.apply, which names no target, checks size budgets in the default backend's
+# bytes; compress cannot import compile itself (a recipe run asks its own backend).
+from edgeopt.compile.backends.registry import DEFAULT_BACKEND, get_backend  # noqa: E402
+from edgeopt.core.sizing import set_default_size_model  # noqa: E402
+
+set_default_size_model(get_backend(DEFAULT_BACKEND).size_model)

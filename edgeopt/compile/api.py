@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ import torch
 import torch.fx as fx
 
 from edgeopt.compile.artifact import ArtifactWriter
+from edgeopt.compile.backends.registry import DEFAULT_BACKEND, conversions, get_backend, tunable
 from edgeopt.compile.backends.tvm.tune import TuneConfig  # imports without TVM
 from edgeopt.compile.targets import get_target
 from edgeopt.compress.fold_bn import fold_batchnorm
@@ -20,26 +20,6 @@ from edgeopt.core.canonical import canonical_copy, is_canonical
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.graph import leaf_modules
 from edgeopt.runtime import load as load_artifact
-
-# backend name -> its export module, imported on first use: TVM is an optional extra
-# and takes a second to import.
-BACKENDS = {
-    "onnxruntime": "edgeopt.compile.backends.onnxruntime.export",
-    "tvm": "edgeopt.compile.backends.tvm.export",
-}
-
-
-def backend_exporter(backend: str):
-    """The export module of ``backend``; ConfigError when unknown or not installed."""
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
-    try:
-        return importlib.import_module(BACKENDS[backend])
-    except ImportError as exc:
-        raise ConfigError(
-            f"backend {backend!r} is not installed ({exc.name or exc}); "
-            f"install it with pip install 'edgeopt[{backend}]'"
-        ) from None
 
 
 @dataclass
@@ -78,44 +58,41 @@ def prepare(model, input_shape: list[int] | None) -> tuple[fx.GraphModule, list[
     return gm, list(shape)
 
 
-def stage(model, writer: ArtifactWriter, *, target: str = "x86_64", backend: str = "onnxruntime",
-          precision: str | None = None, input_shape: list[int] | None = None,
-          preprocess: dict | None = None, recipe: Any = None,
-          tune: TuneConfig | None = None) -> dict[str, Any]:
+def stage(model, writer: ArtifactWriter, *, target: str = "x86_64",
+          backend: str = DEFAULT_BACKEND, precision: str | None = None,
+          input_shape: list[int] | None = None, preprocess: dict | None = None,
+          recipe: Any = None, tune: TuneConfig | None = None) -> dict[str, Any]:
     """Lower ``model`` into a staged artifact and write its manifest (not committed).
 
     ``precision``: None (or auto) compiles the model as it is; a label must match it,
-    except ``fp16``, which the backend converts a float model to (TVM, CUDA targets).
-    ``tune``: MetaSchedule tuning of the TVM build (backends/tvm/tune.py)."""
+    except one the backend converts a float model to (``Backend.conversions``: TVM's
+    fp16 for CUDA targets). ``tune``: tuned schedules, for a ``tunable`` backend."""
     t = get_target(target)
-    exporter = backend_exporter(backend)
-    if tune is not None and backend != "tvm":
-        raise ConfigError(f"tuning needs --backend tvm; backend {backend} has no tuning")
+    b = get_backend(backend)
+    if tune is not None and not b.tunable:
+        raise ConfigError(f"tuning needs --backend {' or '.join(tunable())}; "
+                          f"backend {backend} has no tuning")
     if backend not in t.backends:
         t.check(backend, "fp32")  # refuses with the backends the target has
-    if precision == "fp16":
-        # fp16 is a conversion the backend performs, not a property of the model: the
-        # registry says which target/backend pairs build it (and refuses the others).
-        t.check(backend, "fp16")
+    convert = precision if precision in conversions() else None
+    if convert:
+        # A conversion the backend performs, not a property of the model: the target
+        # table says which target/backend pairs build it (and refuses the others).
+        t.check(backend, convert)
     gm, shape = prepare(model, input_shape)
     actual, per_layer = model_precision(gm)
-    if precision == "fp16" and actual != "fp32":
-        raise ConfigError(f"precision 'fp16' converts a float model, but this model is "
+    if convert and actual != "fp32":
+        raise ConfigError(f"precision {convert!r} converts a float model, but this model is "
                           f"{actual}; compile it as {actual} or start from the float model")
-    if precision not in (None, "auto", "fp16") and precision != actual:
+    if precision not in (None, "auto", convert) and precision != actual:
         raise ConfigError(
             f"model is {actual} but precision {precision!r} was asked for; "
             f"quantize it first (edgeopt optimize --recipe int8)"
         )
     t.check(backend, actual)
-    # A native library is built for one target's instruction set; an ONNX file is not.
-    extra = {"target": t} if getattr(exporter, "TARGET_SPECIFIC", False) else {}
-    if tune is not None:
-        extra["tune"] = tune
-    if precision == "fp16":
-        extra["precision"] = "fp16"
-        actual, per_layer = "fp16", {name: "fp16" for name in per_layer}
-    fields = exporter.export(gm, writer, input_shape=shape, **extra)
+    fields = b.export(gm, writer, input_shape=shape, target=t, precision=convert, tune=tune)
+    if convert:
+        actual, per_layer = convert, {name: convert for name in per_layer}
     return writer.write_manifest({
         "target": t.name,
         **fields,
@@ -127,7 +104,7 @@ def stage(model, writer: ArtifactWriter, *, target: str = "x86_64", backend: str
 
 
 def compile(model, target: str = "x86_64", *, out: str | os.PathLike | None = None,
-            backend: str = "onnxruntime", precision: str | None = None,
+            backend: str = DEFAULT_BACKEND, precision: str | None = None,
             input_shape: list[int] | None = None, preprocess: dict | None = None,
             recipe: Any = None, force: bool = False, tune: TuneConfig | None = None) -> Artifact:
     """Write an artifact folder for ``model`` (a temporary one when ``out`` is None)."""

@@ -1,9 +1,10 @@
-"""The size a model's artifact will have on disk, measured by the compile layer.
+"""The size model a technique uses when its caller names no backend.
 
-Techniques that work to a size budget (mixed precision) need the real size,
-container overhead included, not an estimate from parameter counts. compress
-sits below compile and must not import it, so the compile layer registers how
-to measure instead (the same inversion as core.graph's lift hooks).
+Techniques that work to a size budget (mixed precision) need the real size of the
+artifact, container overhead included, and that depends on the backend: a recipe run
+takes it from its backend (``recipes.run``, ``Backend.size_model``). ``compress.apply``
+has no target to ask, so it uses the default backend's, which the compile layer sets
+here when it is imported: compress sits below compile and must not import it.
 """
 
 from __future__ import annotations
@@ -12,19 +13,16 @@ from collections.abc import Callable
 
 import torch.fx as fx
 
-_MEASURES: list[Callable[[fx.GraphModule], int]] = []
+SizeModel = Callable[[fx.GraphModule], int]
+
+_DEFAULT: list[SizeModel] = []
 
 
-def register_size_model(fn: Callable[[fx.GraphModule], int]) -> None:
-    _MEASURES.append(fn)
+def set_default_size_model(fn: SizeModel) -> None:
+    _DEFAULT[:] = [fn]
 
 
-def size_model() -> Callable[[fx.GraphModule], int] | None:
-    """The registered measure (what a step's context carries), or None."""
-    return _MEASURES[-1] if _MEASURES else None
-
-
-def artifact_bytes(gm: fx.GraphModule) -> int | None:
-    """Bytes of the model file compile would write for ``gm``; None if no backend
-    registered a measure (then callers fall back to an estimate)."""
-    return _MEASURES[-1](gm) if _MEASURES else None
+def default_size_model() -> SizeModel | None:
+    """The default backend's size model, or None before compile is imported (then
+    budgets fall back to a per-layer estimate)."""
+    return _DEFAULT[0] if _DEFAULT else None

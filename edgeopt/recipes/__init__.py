@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 import edgeopt.compress  # noqa: F401  (registers every technique's step)
-from edgeopt.compile.api import BACKENDS
+from edgeopt.compile.backends.registry import DEFAULT_BACKEND, get_backend
 from edgeopt.core.config import Config
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.registry import step_config, step_name
@@ -34,12 +34,13 @@ BUILTIN_DIR = Path(__file__).parent
 class CompileSection(Config):
     """A recipe's ``compile:`` mapping: how its artifact is built."""
 
-    backend: str = "onnxruntime"
+    backend: str = DEFAULT_BACKEND
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"compile.backend: unknown backend {self.backend!r} "
-                              f"(valid: {', '.join(BACKENDS)})")
+        try:
+            get_backend(self.backend)
+        except ConfigError as exc:
+            raise ConfigError(f"compile.backend: {exc}") from None
 
 
 @dataclass

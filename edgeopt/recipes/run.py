@@ -15,28 +15,30 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgeopt.compile.backends.registry import get_backend
 from edgeopt.compress import run_step
 from edgeopt.core.canonical import editable
 from edgeopt.core.data import Dataset, Preprocess
 from edgeopt.core.registry import step_name
-from edgeopt.core.sizing import size_model
+from edgeopt.core.sizing import SizeModel
 from edgeopt.core.step import DataKind, StepContext, StepRecord
 from edgeopt.core.train import TrainData
 from edgeopt.recipes import Recipe
 
 
 def step_context(cfg: Any, dataset: Dataset, preprocess: Preprocess, *,
-                 teacher: nn.Module | None = None, seed: int = 0, progress: bool = True,
+                 teacher: nn.Module | None = None, size_model: SizeModel | None = None,
+                 seed: int = 0, progress: bool = True,
                  log: Callable[[str], None] = print) -> tuple[StepContext, str]:
     """The context one step runs with, and a phrase for the log.
 
     Training steps get ``TrainData`` (labelled) from the train split, every other
     step preprocessed calibration inputs; ``teacher`` is the model before the
-    recipe's first step.
+    recipe's first step; ``size_model`` the bytes of the backend's artifact.
     """
     need = cfg.data_need()
     split = dataset.train.subset(need.size, seed=seed if need.seed is None else need.seed)
-    common = dict(teacher=teacher, size_model=size_model(), seed=seed, progress=progress,
+    common = dict(teacher=teacher, size_model=size_model, seed=seed, progress=progress,
                   log=log)
     if need.kind is DataKind.TRAINING:
         train = TrainData(x=preprocess(split.x), y=split.y)
@@ -54,12 +56,17 @@ class RecipeRun:
 
 
 def run_recipe(model: nn.Module, recipe: Recipe, dataset: Dataset, preprocess: Preprocess, *,
-               seed: int = 0, progress: bool = True, log: Callable[[str], None] = print,
+               backend: str | None = None, seed: int = 0, progress: bool = True,
+               log: Callable[[str], None] = print,
                after_step: Callable[[str, nn.Module], None] | None = None) -> RecipeRun:
     """Apply the recipe's steps in order. ``after_step(name, model)`` sees the model
-    after every step but the last (the pipeline evaluates it as a stage of its own)."""
+    after every step but the last (the pipeline evaluates it as a stage of its own).
+
+    ``backend``: the one the result is compiled with (default: the recipe's); a size
+    budget is checked in the bytes of its artifacts (``Backend.size_model``)."""
     if not recipe.steps:
         return RecipeRun(model)
+    size_model = get_backend(backend or recipe.compile.backend).size_model
     # A loaded program (TorchScript, torch.export) is edited as its canonical copy,
     # whose layers are real modules; it is also the distillation teacher.
     model = editable(model, torch.from_numpy(preprocess(dataset.train.x[:2])),
@@ -67,8 +74,8 @@ def run_recipe(model: nn.Module, recipe: Recipe, dataset: Dataset, preprocess: P
     original = model
     records = []
     for i, cfg in enumerate(recipe.steps):
-        ctx, what = step_context(cfg, dataset, preprocess, teacher=original, seed=seed,
-                                 progress=progress, log=log)
+        ctx, what = step_context(cfg, dataset, preprocess, teacher=original,
+                                 size_model=size_model, seed=seed, progress=progress, log=log)
         log(f"compress: {type(cfg).__name__} with {what} samples")
         result = run_step(model, cfg, ctx)
         model = result.model

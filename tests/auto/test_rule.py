@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 from edgeopt.auto import AutoOptions, Candidate, choose
+from edgeopt.auto.rule import candidate_names, not_built
+from edgeopt.compile.targets import get_target
 from edgeopt.core.errors import ConfigError
 
 
@@ -61,3 +63,17 @@ def test_unbuilt_candidates_are_skipped_and_fp32_must_come_first():
 def test_bad_options(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         AutoOptions(**kwargs)
+
+
+@pytest.mark.parametrize(("target", "backend", "names", "skipped"), [
+    # ONNX Runtime packs sub-8-bit weights: w4a8 is worth building, mixed only when asked.
+    ("x86_64", "onnxruntime", ["fp32", "int8", "w4a8"], {"mixed"}),
+    # TVM stores them as int8: lowbit is listed but not built by default.
+    ("x86_64", "tvm", ["fp32", "int8"], {"lowbit"}),
+    # A CUDA target: the fp16 TVM converts to.
+    ("cuda", "tvm", ["fp32", "fp16"], set()),
+])
+def test_default_candidates_follow_what_the_backend_can_do(target, backend, names, skipped):
+    t = get_target(target)
+    assert candidate_names(t, backend, None) == names
+    assert set(not_built(t, backend, names)) == skipped

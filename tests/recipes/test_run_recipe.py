@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from edgeopt.compile.backends.registry import get_backend
 from edgeopt.compress.cluster import ClusterConfig
 from edgeopt.compress.distill.finetune import FinetuneOptions
 from edgeopt.compress.lowrank import LowRankConfig
@@ -13,7 +14,9 @@ from edgeopt.compress.quantize.qat import QATConfig
 from edgeopt.compress.quantize.spec import QuantConfig
 from edgeopt.core.data import Dataset, Preprocess, Split
 from edgeopt.core.train import TrainData
-from edgeopt.recipes.run import step_context
+from edgeopt.recipes import parse_recipe
+from edgeopt.recipes import run as recipe_run
+from edgeopt.recipes.run import run_recipe, step_context
 
 
 @pytest.fixture
@@ -83,3 +86,25 @@ def test_a_calibration_seed_of_the_config_wins_over_the_run_seed(toy):
         QuantConfig(calib_size=10, calib_seed=2), 7)
     assert ids(QuantConfig(calib_size=10, calib_seed=2), 0) != ids(
         QuantConfig(calib_size=10, calib_seed=3), 0)
+
+
+@pytest.mark.parametrize(("recipe_backend", "override", "used"), [
+    ("onnxruntime", None, "onnxruntime"),
+    ("tvm", None, "tvm"),
+    ("onnxruntime", "tvm", "tvm"),  # optimize --backend tvm over an onnxruntime recipe
+])
+def test_a_step_measures_sizes_with_the_compile_backends_size_model(
+        toy, tiny_cnn, monkeypatch, recipe_backend, override, used):
+    seen = []
+
+    def spy(model, cfg, ctx):
+        seen.append(ctx.size_model)
+        return real(model, cfg, ctx)
+
+    real = recipe_run.run_step
+    monkeypatch.setattr(recipe_run, "run_step", spy)
+    recipe = parse_recipe({"name": "r", "steps": [{"quantize": {"calib_size": 8}}],
+                           "compile": {"backend": recipe_backend}}, "r.yaml")
+    run_recipe(tiny_cnn, recipe, toy, Preprocess(), backend=override, progress=False,
+               log=lambda m: None)
+    assert seen == [get_backend(used).size_model]

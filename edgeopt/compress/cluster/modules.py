@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeopt.core.forms import CodebookWeight
+
 
 @torch.library.custom_op("edgeopt::clustered_weight", mutates_args=())
 def clustered_weight_op(weight: torch.Tensor, centroids: torch.Tensor,
@@ -89,6 +91,10 @@ class _Clustered:
         rank = torch.empty_like(order)
         rank[order] = torch.arange(order.numel())
         return table, rank[self.codes]
+
+    def stored_weight(self) -> CodebookWeight:
+        """What a backend stores (core.forms): the ascending table and the codes."""
+        return CodebookWeight(*self.table_and_codes())
 
     def extra_repr(self) -> str:  # type: ignore[misc]
         return f"{super().extra_repr()}, clusters={self.clusters}"  # type: ignore[misc]

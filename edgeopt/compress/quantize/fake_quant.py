@@ -21,6 +21,7 @@ from edgeopt.compress.quantize.observers import (
     weight_qparams,
 )
 from edgeopt.compress.quantize.spec import QuantSpec, Scheme
+from edgeopt.core.forms import ActQDQ, IntWeight
 
 
 class Mode(str, Enum):
@@ -85,6 +86,13 @@ class ActQuant(nn.Module):
         self.set_range(lo, hi)
         return lo, hi
 
+    def stored_activation(self) -> ActQDQ:
+        """The quantize-dequantize a backend lowers this to (core.forms)."""
+        return ActQDQ(scale=self.scale.detach().reshape(()),
+                      zero_point=self.zero_point.detach().reshape(()), qmin=self.spec.qmin,
+                      qmax=self.spec.qmax, signed=self.spec.symmetric,
+                      uniform=self.spec.scheme is Scheme.UNIFORM, active=self.mode is Mode.QUANT)
+
     def extra_repr(self) -> str:
         s = f"bits={self.spec.bits}, symmetric={self.spec.symmetric}"
         return s + (f", shared_from={self.shared_from}" if self.shared_from else "")
@@ -118,6 +126,23 @@ class _QuantWeightMixin:
         s = self.w_scale.reshape(shape) if self.w_scale.numel() > 1 else self.w_scale
         z = self.w_zero_point.reshape(shape) if self.w_zero_point.numel() > 1 else self.w_zero_point
         return to_int(self.weight.detach(), s, z, self.w_spec)
+
+    def stored_weight(self) -> IntWeight | None:
+        """What a backend stores (core.forms): the integers, their grid and the bias on
+        the int32 accumulator grid once the input's scale is known. None while
+        quantization is switched off: the layer then computes with its float weight."""
+        if not self.quant_enabled:
+            return None
+        bias = None if self.bias is None else self.bias.detach()
+        bias_q = bias_scale = None
+        if bias is not None and self.bias_scale is not None:
+            bias_scale = self.bias_scale.detach().reshape(-1)
+            bias_q = torch.clamp(torch.round(bias / bias_scale), -ops.INT32_MAX, ops.INT32_MAX)
+        spec = self.w_spec
+        return IntWeight(q=self.int_weight(), scale=self.w_scale.detach(),
+                         zero_point=self.w_zero_point.detach(), levels=tuple(spec.levels()),
+                         bits=spec.bits, uniform=spec.scheme is Scheme.UNIFORM,
+                         signed=spec.symmetric, bias=bias, bias_q=bias_q, bias_scale=bias_scale)
 
     def _effective(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         if not self.quant_enabled:

@@ -5,12 +5,13 @@ import itertools
 import pytest
 import torch
 
-from edgeopt import QuantConfig, apply
+from edgeopt import QuantConfig, QuantSpec, apply
+from edgeopt.compile.api import prepare
+from edgeopt.compile.backends.registry import get_backend
 from edgeopt.compress.quantize.fake_quant import QUANT_LAYERS
 from edgeopt.compress.quantize.mixed import MixedPrecisionConfig, allocate, layer_bytes
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.graph import leaf_modules
-from edgeopt.core.sizing import artifact_bytes
 from edgeopt.evaluate.plots import pareto_png
 
 
@@ -49,12 +50,32 @@ def test_mixed_meets_the_budget_with_the_chosen_widths(make_cnn, data):
     gm = apply(model, cfg, data=data, progress=False)
     info = gm.meta["edgeopt"]["mixed_precision"]["mixed"]
     assert info["bytes"] <= info["budget_bytes"]
-    assert artifact_bytes(gm) == info["bytes"]  # the real ONNX file, overhead included
+    # The default backend's real ONNX file, overhead included.
+    assert get_backend("onnxruntime").size_model(gm) == info["bytes"]
     bits = {n: m.w_spec.bits for n, m in leaf_modules(gm, QUANT_LAYERS)}
     assert bits == info["policy"] and set(bits.values()) <= {2, 3, 4, 8}
     labels = [p["label"] for p in info["pareto"]]
     assert "chosen" in labels and "uniform 2-bit" in labels
     assert all(0 <= p["accuracy"] <= 100 for p in info["pareto"])
+
+
+def test_the_budget_is_checked_in_the_given_backends_bytes(make_cnn, data):
+    """A budget ONNX Runtime's packed 2-bit weights meet and TVM's int8 containers cannot."""
+    model = make_cnn(width=16, hidden=32)  # wide enough for packing to beat its overhead
+    w2 = QuantConfig(weights=QuantSpec(bits=2, symmetric=True, per_channel=True),
+                     calib_size=64)
+    q2, fp32 = apply(model, w2, data=data, progress=False), prepare(model, [1, 8, 8])[0]
+    ratio = {name: b.size_model(q2) / b.size_model(fp32)
+             for name, b in ((n, get_backend(n)) for n in ("onnxruntime", "tvm"))}
+    assert ratio["onnxruntime"] < ratio["tvm"] - 0.05
+    cfg = MixedPrecisionConfig(budget=round(sum(ratio.values()) / 2, 3), candidates=(2, 8),
+                               base=QuantConfig(calib_size=64), eval_samples=64,
+                               pareto_points=1)
+    ort = get_backend("onnxruntime").size_model
+    gm = apply(model, cfg, data=data, progress=False, size_model=ort)
+    assert gm.meta["edgeopt"]["mixed_precision"]["mixed"]["bytes"] == ort(gm)
+    with pytest.raises(ConfigError, match="cannot be met"):
+        apply(model, cfg, data=data, progress=False, size_model=get_backend("tvm").size_model)
 
 
 def test_unreachable_budget_names_the_smallest(make_cnn, data):

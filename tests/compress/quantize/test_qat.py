@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from edgeopt import QuantConfig, QuantSpec, apply
+from edgeopt.compile.backends.onnxruntime.lower import export_onnx
 from edgeopt.compile.backends.onnxruntime.runtime import make_session
-from edgeopt.compile.onnx.exporter import export_onnx
 from edgeopt.compress.quantize import ops
 from edgeopt.compress.quantize.fake_quant import QUANT_LAYERS, ActQuant
 from edgeopt.compress.quantize.qat import QATConfig

@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from edgeopt import QuantConfig, QuantSpec, apply
+from edgeopt.compile.backends.onnxruntime.lower import export_onnx
 from edgeopt.compile.backends.onnxruntime.runtime import make_session
-from edgeopt.compile.onnx.exporter import export_onnx
 from edgeopt.compress.quantize.tensor_split import SplitConfig, outlier_ratio
 from edgeopt.core.errors import ConfigError
 

@@ -53,8 +53,6 @@ from edgeopt.core.graph import export_program, layer_name
 MODEL_FILE = "model.so"
 PARAMS_FILE = "params.bin"
 ENTRY = "main"
-# The library is machine code for one target, so stage() hands this backend the Target.
-TARGET_SPECIFIC = True
 
 
 def _op_name(node: fx.Node) -> str:
@@ -232,17 +230,18 @@ def _build_library(mod: tvm.IRModule, target: Target, built_for: Target, writer:
 
 
 def export(gm: fx.GraphModule, writer: ArtifactWriter, *, input_shape: list[int],
-           target: Target, tune: TuneConfig | None = None,
-           precision: str = "fp32") -> dict[str, Any]:
+           target: Target, precision: str | None = None,
+           tune: TuneConfig | None = None) -> dict[str, Any]:
     """Write model.so (+ its ISA variants, + params.bin) into the staged artifact;
-    returns its manifest fields. ``precision="fp16"``: fp16 compute (the caller checks
-    that the target lists it)."""
+    returns its manifest fields. The library is machine code for ``target`` alone.
+    ``precision="fp16"``: fp16 compute (the caller checks that the target lists it);
+    None builds the model at its own precision."""
     if not target.tvm:
         raise ExportError(f"target {target.name} has no TVM target")
     if tune is not None:
         check_tunable(target)
     cc = _compiler(target)
-    mod, params = relax_module(gm, input_shape, precision)
+    mod, params = relax_module(gm, input_shape, precision or "fp32")
     report = TuneReport(str(tune.log_dir), tune.seconds) if tune is not None else None
     variants = [get_target(name) for name in target.dispatch] if tune is None else []
     libraries = [_build_library(mod, target, t, writer, cc, tune, report)

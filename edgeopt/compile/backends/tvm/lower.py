@@ -7,6 +7,10 @@ the stored integers (int8/uint8) and dequantizes them in ``forward``
 ``clamp(round(x / s) + z, qmin, qmax) - z) * s``. The export keeps the integer
 weights as parameters (not constants), so relax cannot fold the dequantization
 away: the artifact stores int8 and the compiled code widens them on every call.
+A codebook layer becomes a float layer with its decoded weights.
+
+Which layers those are comes from their stored form (``core.forms``: ``IntWeight``,
+``CodebookWeight``, ``ActQDQ``), never from a technique's module class.
 """
 
 from __future__ import annotations
@@ -18,9 +22,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from edgeopt.compress.cluster.modules import CLUSTERED_LAYERS
-from edgeopt.compress.quantize.fake_quant import ActQuant, Mode, QuantConv2d, QuantLinear
-from edgeopt.compress.quantize.spec import Scheme
+from edgeopt.core.forms import ActQDQ, CodebookWeight, IntWeight, stored_activation, stored_weight
 
 # Names of the buffers holding stored integers: the export keeps exactly these as
 # runtime parameters (everything else is bound as a constant and folded).
@@ -39,39 +41,32 @@ def _int_container(q: torch.Tensor) -> torch.dtype:
 class _DequantWeight(nn.Module):
     """A conv/linear whose weight is stored as integers and dequantized per call."""
 
-    def __init__(self, layer: QuantConv2d | QuantLinear) -> None:
+    def __init__(self, form: IntWeight) -> None:
         super().__init__()
-        w = layer.weight.detach()
-        shape = (-1,) + (1,) * (w.dim() - 1)
-        per_channel = layer.w_scale.numel() > 1
-        scale = layer.w_scale.detach().float()
-        zp = layer.w_zero_point.detach().float()
-        if per_channel:
+        shape = (-1,) + (1,) * (form.q.dim() - 1)
+        scale, zp = form.scale.float(), form.zero_point.float()
+        if form.per_channel:
             scale, zp = scale.reshape(shape), zp.reshape(shape)
         else:
             scale, zp = scale.reshape(()), zp.reshape(())
-        if layer.quant_enabled:
-            q = layer.int_weight()
-            # A Parameter, not a buffer: TVM's importer keeps parameters as function
-            # inputs when asked and always binds buffers as (foldable) constants.
-            self.register_parameter(
-                INT_WEIGHT, nn.Parameter(q.to(_int_container(q)), requires_grad=False))
-        else:
-            # Quantization switched off: the float weight, exactly as the layer runs it.
-            self.register_buffer(INT_WEIGHT, w.clone())
-            scale, zp = torch.ones(()), torch.zeros(())
+        # A Parameter, not a buffer: TVM's importer keeps parameters as function
+        # inputs when asked and always binds buffers as (foldable) constants.
+        self.register_parameter(
+            INT_WEIGHT, nn.Parameter(form.q.to(_int_container(form.q)), requires_grad=False))
         self.register_buffer("w_scale", scale)
         self.register_buffer("w_zero_point", zp)
-        _, b = layer._effective()
-        self.register_buffer("bias", None if b is None else b.detach().clone())
+        b = form.bias
+        if b is not None and form.bias_q is not None:
+            b = form.bias_q * form.bias_scale  # on the int32 grid, as the simulation
+        self.register_buffer("bias", None if b is None else b.clone())
 
     def weight(self) -> torch.Tensor:
         return (getattr(self, INT_WEIGHT).to(torch.float32) - self.w_zero_point) * self.w_scale
 
 
 class DequantConv2d(_DequantWeight):
-    def __init__(self, layer: QuantConv2d) -> None:
-        super().__init__(layer)
+    def __init__(self, layer: nn.Conv2d, form: IntWeight) -> None:
+        super().__init__(form)
         if layer.padding_mode != "zeros":
             raise NotImplementedError(f"conv padding mode {layer.padding_mode}")
         self.conv_args = dict(stride=layer.stride, padding=layer.padding,
@@ -89,13 +84,13 @@ class DequantLinear(_DequantWeight):
 class QDQ(nn.Module):
     """Quantize-dequantize of an activation in ops every backend has (round, clamp)."""
 
-    def __init__(self, q: ActQuant) -> None:
+    def __init__(self, form: ActQDQ) -> None:
         super().__init__()
-        if q.spec.scheme is not Scheme.UNIFORM:
-            raise NotImplementedError(f"{q.spec.scheme.value} activation quantization")
-        self.register_buffer("scale", q.scale.detach().float().reshape(()))
-        self.register_buffer("zero_point", q.zero_point.detach().float().reshape(()))
-        self.qmin, self.qmax = float(q.spec.qmin), float(q.spec.qmax)
+        if not form.uniform:
+            raise NotImplementedError("non-uniform activation quantization")
+        self.register_buffer("scale", form.scale.float())
+        self.register_buffer("zero_point", form.zero_point.float())
+        self.qmin, self.qmax = float(form.qmin), float(form.qmax)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Division, not multiplication by the reciprocal: the simulation divides too,
@@ -104,8 +99,8 @@ class QDQ(nn.Module):
         return (torch.clamp(q, self.qmin, self.qmax) - self.zero_point) * self.scale
 
 
-def _decoded(layer: nn.Conv2d | nn.Linear) -> nn.Module:
-    """A plain float layer computing with a clustered layer's decoded weights: relax has no
+def _decoded(layer: nn.Conv2d | nn.Linear, form: CodebookWeight) -> nn.Module:
+    """A plain float layer computing with a codebook layer's decoded weights: relax has no
     conversion for the gather op, and a native library stores float constants anyway."""
     if isinstance(layer, nn.Conv2d):
         plain: nn.Module = nn.Conv2d(
@@ -115,21 +110,23 @@ def _decoded(layer: nn.Conv2d | nn.Linear) -> nn.Module:
     else:
         plain = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
     with torch.no_grad():
-        plain.weight.copy_(layer.centroids[layer.codes])
+        plain.weight.copy_(form.decoded())
         if layer.bias is not None:
             plain.bias.copy_(layer.bias)
     return plain.eval()
 
 
 def _replacement(module: nn.Module) -> nn.Module | None:
-    if isinstance(module, CLUSTERED_LAYERS):
-        return _decoded(module)
-    if isinstance(module, QuantConv2d):
-        return DequantConv2d(module)
-    if isinstance(module, QuantLinear):
-        return DequantLinear(module)
-    if isinstance(module, ActQuant):
-        return QDQ(module) if module.mode is Mode.QUANT else nn.Identity()
+    """The plain-arithmetic module for a stored form (core.forms); None: keep the module."""
+    act = stored_activation(module)
+    if act is not None:
+        return QDQ(act) if act.active else nn.Identity()
+    form = stored_weight(module)
+    if isinstance(form, CodebookWeight):
+        return _decoded(module, form)
+    if isinstance(form, IntWeight):
+        return DequantConv2d(module, form) if isinstance(module, nn.Conv2d) else \
+            DequantLinear(form)
     return None
 
 

@@ -5,8 +5,8 @@ import torch
 
 from edgeopt import Int8Config, QuantConfig, QuantSpec, apply
 from edgeopt.compile.api import prepare
+from edgeopt.compile.backends.onnxruntime.lower import export_onnx
 from edgeopt.compile.backends.onnxruntime.runtime import make_session
-from edgeopt.compile.onnx.exporter import export_onnx
 from edgeopt.core.errors import ExportError
 
 FLOAT_COMPUTE = {"Conv", "MatMul", "Gemm", "FusedConv", "FusedGemm", "NchwcConv"}

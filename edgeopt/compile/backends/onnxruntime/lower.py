@@ -6,6 +6,9 @@ DequantizeLinear`` pairs: the QDQ form that ONNX Runtime fuses into
 QLinearConv / QLinearAdd / QGemm integer kernels. Weights below 8 bits are
 stored at their width (INT4, or packed codes; see ``WeightStorage``) and widened
 to int8 by constant ops that ONNX Runtime folds when it loads the model.
+
+What a layer stores comes from its form (``core.forms``), never from its class: any
+layer that reports an ``IntWeight``, a ``CodebookWeight`` or an ``ActQDQ`` is lowered.
 """
 
 from __future__ import annotations
@@ -20,22 +23,25 @@ import torch.fx as fx
 from onnx import TensorProto
 from torch import nn
 
-from edgeopt.compile.onnx.builder import GraphBuilder, value_info
-from edgeopt.compile.onnx.ops import CONVERTERS
-from edgeopt.compile.onnx.packing import (
+from edgeopt.compile.backends.onnxruntime.builder import GraphBuilder, value_info
+from edgeopt.compile.backends.onnxruntime.ops import CONVERTERS
+from edgeopt.compile.backends.onnxruntime.packing import (
     emit_codebook_tensor,
     emit_int4_tensor,
     encode,
     int4_size,
     packed_size,
 )
-from edgeopt.compress.cluster.modules import CLUSTERED_LAYERS
-from edgeopt.compress.quantize.fake_quant import ActQuant, QuantConv2d, QuantLinear
-from edgeopt.compress.quantize.spec import QuantSpec, Scheme
 from edgeopt.core.config import enum_value
 from edgeopt.core.errors import ExportError
+from edgeopt.core.forms import (
+    ActQDQ,
+    CodebookWeight,
+    IntWeight,
+    stored_activation,
+    stored_weight,
+)
 from edgeopt.core.graph import layer_name
-from edgeopt.core.sizing import register_size_model
 
 aten = torch.ops.aten
 _IGNORED = {aten.sym_size.int}
@@ -45,8 +51,8 @@ def _np(t: torch.Tensor, dtype=np.float32) -> np.ndarray:
     return t.detach().cpu().numpy().astype(dtype)
 
 
-def _int_dtype(spec) -> type:
-    return np.int8 if spec.symmetric else np.uint8
+def _int_dtype(form: IntWeight | ActQDQ) -> type:
+    return np.int8 if form.signed else np.uint8
 
 
 class WeightStorage(str, Enum):
@@ -68,63 +74,61 @@ class WeightStorage(str, Enum):
     INT8 = "int8"  # int8 containers, an opset 17 graph: no size saving
 
 
-def _encoding(spec: QuantSpec, n: int, storage: WeightStorage) -> str:
+def _encoding(form: IntWeight, n: int, storage: WeightStorage) -> str:
     """"int8", "int4" (widened by a Cast), "int4_dq" (into DequantizeLinear) or "packed"."""
-    uniform = spec.scheme is Scheme.UNIFORM
-    if storage is WeightStorage.INT8 or (uniform and spec.bits == 8):
+    uniform = form.uniform
+    if storage is WeightStorage.INT8 or (uniform and form.bits == 8):
         return "int8"
-    if storage is WeightStorage.INT4 and uniform and spec.bits <= 4:
+    if storage is WeightStorage.INT4 and uniform and form.bits <= 4:
         return "int4_dq"
     if storage is not WeightStorage.AUTO:  # PACKED, or INT4 for a width INT4 cannot hold
         return "packed"
     # The smallest file, estimated: a small layer (a depthwise 3x3) stays int8 where the
     # unpack chain would cost more than it saves. A tie goes to the first listed, so a
     # 4-bit layer stays INT4.
-    sizes = {"int4": int4_size(n)} if uniform and spec.bits <= 4 else {}
-    sizes |= {"packed": packed_size(n, len(spec.levels())), "int8": n}
+    sizes = {"int4": int4_size(n)} if uniform and form.bits <= 4 else {}
+    sizes |= {"packed": packed_size(n, len(form.levels)), "int8": n}
     return min(sizes, key=sizes.get)
 
 
-def _stored_int_weight(b: GraphBuilder, layer: QuantConv2d | QuantLinear,
+def _stored_int_weight(b: GraphBuilder, form: IntWeight,
                        storage: WeightStorage) -> tuple[str, type]:
     """The weight's integers as an ONNX tensor, and the dtype its zero point must have."""
-    spec: QuantSpec = layer.w_spec
-    q = _np(layer.int_weight(), np.int64)
-    container = _int_dtype(spec)
-    encoding = _encoding(spec, q.size, storage)
+    q = _np(form.q, np.int64)
+    container = _int_dtype(form)
+    encoding = _encoding(form, q.size, storage)
     if encoding == "int8":
         return b.const(q.astype(container), dedupe=False), container
     if encoding in ("int4", "int4_dq"):
         direct = encoding == "int4_dq"
-        name = emit_int4_tensor(b, q, signed=spec.symmetric, widen=not direct)
+        name = emit_int4_tensor(b, q, signed=form.signed, widen=not direct)
         if direct:
-            return name, ml_dtypes.int4 if spec.symmetric else ml_dtypes.uint4
+            return name, ml_dtypes.int4 if form.signed else ml_dtypes.uint4
         return name, container
-    table = np.asarray(spec.levels(), container)
+    table = np.asarray(form.levels, container)
     return emit_codebook_tensor(b, encode(q, table), table), container
 
 
-def _dq_weight(b: GraphBuilder, layer: QuantConv2d | QuantLinear,
+def _dq_weight(b: GraphBuilder, layer: nn.Module, form: IntWeight,
                storage: WeightStorage) -> str:
-    weight, zp_dtype = _stored_int_weight(b, layer, storage)
-    per_channel = layer.w_scale.numel() > 1
-    scale = _np(layer.w_scale.reshape(-1) if per_channel else layer.w_scale.reshape(()))
+    weight, zp_dtype = _stored_int_weight(b, form, storage)
+    per_channel = form.per_channel
+    scale = _np(form.scale.reshape(-1) if per_channel else form.scale.reshape(()))
     inputs = [weight, b.const(scale, dedupe=False)]
     # A symmetric conv weight needs no zero-point input (it defaults to 0 and ORT
     # still fuses QLinearConv); ORT's Gemm fusion insists on one.
-    if isinstance(layer, QuantLinear) or not layer.w_spec.symmetric:
-        zp = layer.w_zero_point.reshape(-1) if per_channel else layer.w_zero_point.reshape(())
+    if isinstance(layer, nn.Linear) or not form.signed:
+        zp = form.zero_point.reshape(-1) if per_channel else form.zero_point.reshape(())
         inputs.append(b.const(_np(zp, np.int64).astype(zp_dtype), dedupe=False))
     return b.op("DequantizeLinear", inputs, **({"axis": 0} if per_channel else {}))
 
 
-def _bias(b: GraphBuilder, layer: nn.Module) -> list[str]:
+def _bias(b: GraphBuilder, layer: nn.Module, form: IntWeight | CodebookWeight | None) -> list[str]:
     if layer.bias is None:
         return []
-    if isinstance(layer, (QuantConv2d, QuantLinear)) and layer.bias_scale is not None:
-        scale = layer.bias_scale.reshape(-1)
-        q = torch.round(layer.bias.detach() / scale).clamp(-(2**31) + 1, 2**31 - 1)
-        if isinstance(layer, QuantConv2d):
+    if isinstance(form, IntWeight) and form.bias_q is not None:
+        q, scale = form.bias_q, form.bias_scale
+        if isinstance(layer, nn.Conv2d):
             # Stored as float32 values already on the int32 grid: ORT quantizes a QDQ
             # conv's float bias with exactly this scale (input x weight), so the result
             # is the same integer bias without storing a per-channel bias scale.
@@ -144,22 +148,23 @@ def _float_tensor(b: GraphBuilder, t: torch.Tensor) -> str:
     return b.const(_np(t), dedupe=False)
 
 
-def _clustered_weight(b: GraphBuilder, layer: nn.Module, storage: WeightStorage) -> str:
-    """Packed codes into the ascending float32 centroid table (ORT folds the gather once
-    at load); a plain float initializer where that would not be smaller, or for INT8
-    storage (an opset 17 graph)."""
-    table, codes = layer.table_and_codes()
+def _codebook_weight(b: GraphBuilder, form: CodebookWeight, storage: WeightStorage) -> str:
+    """Packed codes into the ascending float32 table (ORT folds the gather once at load);
+    a plain float initializer where that would not be smaller, or for INT8 storage (an
+    opset 17 graph)."""
+    table, codes = form.table, form.codes
     n = codes.numel()
     if storage is WeightStorage.INT8 or packed_size(n, table.numel()) + 4 * table.numel() >= 4 * n:
-        return b.const(_np(layer.clustered_weight()), dedupe=False)
+        return b.const(_np(form.decoded()), dedupe=False)
     return emit_codebook_tensor(b, _np(codes, np.int64), _np(table))
 
 
-def _weight(b: GraphBuilder, layer: nn.Module, storage: WeightStorage) -> str:
-    if isinstance(layer, (QuantConv2d, QuantLinear)):
-        return _dq_weight(b, layer, storage)
-    if isinstance(layer, CLUSTERED_LAYERS):
-        return _clustered_weight(b, layer, storage)
+def _weight(b: GraphBuilder, layer: nn.Module, form: IntWeight | CodebookWeight | None,
+            storage: WeightStorage) -> str:
+    if isinstance(form, IntWeight):
+        return _dq_weight(b, layer, form, storage)
+    if isinstance(form, CodebookWeight):
+        return _codebook_weight(b, form, storage)
     return _float_tensor(b, layer.weight)
 
 
@@ -167,13 +172,16 @@ def _conv(b: GraphBuilder, layer: nn.Conv2d, x: str, storage: WeightStorage) -> 
     if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
         raise NotImplementedError(f"conv padding {layer.padding!r}/{layer.padding_mode}")
     pads = list(layer.padding) * 2
-    return b.op("Conv", [x, _weight(b, layer, storage), *_bias(b, layer)],
+    form = stored_weight(layer)
+    return b.op("Conv", [x, _weight(b, layer, form, storage), *_bias(b, layer, form)],
                 kernel_shape=list(layer.kernel_size), strides=list(layer.stride), pads=pads,
                 dilations=list(layer.dilation), group=layer.groups)
 
 
 def _linear(b: GraphBuilder, layer: nn.Linear, x: str, storage: WeightStorage) -> str:
-    return b.op("Gemm", [x, _weight(b, layer, storage), *_bias(b, layer)], transB=1)
+    form = stored_weight(layer)
+    return b.op("Gemm", [x, _weight(b, layer, form, storage), *_bias(b, layer, form)],
+                transB=1)
 
 
 def _batchnorm(b: GraphBuilder, bn: nn.BatchNorm2d, x: str) -> str:
@@ -187,15 +195,16 @@ def _batchnorm(b: GraphBuilder, bn: nn.BatchNorm2d, x: str) -> str:
                 epsilon=bn.eps)
 
 
-def _act_quant(b: GraphBuilder, q: ActQuant, x: str) -> str:
-    scale = b.const(_np(q.scale.reshape(())))
-    zp = b.const(_np(q.zero_point.reshape(()), _int_dtype(q.spec)))
+def _act_quant(b: GraphBuilder, form: ActQDQ, x: str) -> str:
+    scale = b.const(_np(form.scale))
+    zp = b.const(_np(form.zero_point, _int_dtype(form)))
     return b.op("DequantizeLinear", [b.op("QuantizeLinear", [x, scale, zp]), scale, zp])
 
 
 def _module(b: GraphBuilder, mod: nn.Module, x: str, storage: WeightStorage) -> str:
-    if isinstance(mod, ActQuant):
-        return _act_quant(b, mod, x)
+    act = stored_activation(mod)
+    if act is not None:
+        return _act_quant(b, act, x)
     if isinstance(mod, nn.Conv2d):
         return _conv(b, mod, x, storage)
     if isinstance(mod, nn.Linear):
@@ -263,10 +272,3 @@ def export_onnx(gm: fx.GraphModule, input_shape: list[int], *,
     model = b.model(inputs, outputs, [names[n] for n in out_nodes])
     onnx.checker.check_model(model)
     return model
-
-
-def _onnx_bytes(gm: fx.GraphModule) -> int:
-    return export_onnx(gm, gm.meta["input_shape"]).ByteSize()
-
-
-register_size_model(_onnx_bytes)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from edgeopt.compile.onnx.builder import GraphBuilder
+from edgeopt.compile.backends.onnxruntime.builder import GraphBuilder
 
 aten = torch.ops.aten
 Converter = Callable[[GraphBuilder, fx.Node, Callable], str]

@@ -7,16 +7,16 @@ import torch
 from onnx import TensorProto, helper
 
 from edgeopt import QuantConfig, QuantSpec, apply
-from edgeopt.compile.backends.onnxruntime.runtime import make_session
-from edgeopt.compile.onnx.builder import GraphBuilder, value_info
-from edgeopt.compile.onnx.exporter import export_onnx
-from edgeopt.compile.onnx.packing import (
+from edgeopt.compile.backends.onnxruntime.builder import GraphBuilder, value_info
+from edgeopt.compile.backends.onnxruntime.lower import export_onnx
+from edgeopt.compile.backends.onnxruntime.packing import (
     code_bits,
     emit_codebook_tensor,
     encode,
     pack_codes,
     unpack_codes,
 )
+from edgeopt.compile.backends.onnxruntime.runtime import make_session
 from edgeopt.compress.quantize.fake_quant import QuantConv2d, QuantLinear
 from edgeopt.core.canonical import canonical_copy
 from edgeopt.core.errors import ConfigError
@@ -288,7 +288,7 @@ def test_unknown_weight_storage_is_refused(canonical):
 
 
 def test_int4_values_are_checked():
-    from edgeopt.compile.onnx.packing import emit_int4_tensor
+    from edgeopt.compile.backends.onnxruntime.packing import emit_int4_tensor
 
     with pytest.raises(ValueError, match="4-bit range"):
         emit_int4_tensor(GraphBuilder(), np.array([0, 8]), signed=True, widen=True)

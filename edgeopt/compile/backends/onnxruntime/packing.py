@@ -16,7 +16,7 @@ import ml_dtypes
 import numpy as np
 from onnx import TensorProto
 
-from edgeopt.compile.onnx.builder import GraphBuilder
+from edgeopt.compile.backends.onnxruntime.builder import GraphBuilder
 
 PACKED_OPSET = 18  # BitwiseAnd
 INT4_OPSET = 21  # INT4/UINT4 tensors

@@ -14,8 +14,8 @@ from torch import nn
 import edgeopt
 import edgeopt.compress.cluster  # noqa: F401  (registers the handler)
 from edgeopt import apply
+from edgeopt.compile.backends.onnxruntime.lower import export_onnx
 from edgeopt.compile.backends.onnxruntime.runtime import make_session
-from edgeopt.compile.onnx.exporter import export_onnx
 from edgeopt.compress.cluster import CLUSTERED_LAYERS, ClusterConfig
 from edgeopt.core.canonical import canonical_copy
 from edgeopt.core.graph import leaf_modules

@@ -104,6 +104,7 @@ def insert_batchnorm(model: nn.Module, x: torch.Tensor, *, samples: int = 1024,
             continue
         mean, var = stats[id(conv)]
         bn = nn.BatchNorm2d(conv.out_channels).to(conv.weight.device)
+        bn.train(gm.training)  # a new module trains; in an eval model it must not
         with torch.no_grad():
             if unit_weights:
                 _unit_conv(conv, bn, mean, var)

@@ -221,3 +221,44 @@ def test_round_to_jumps_do_not_overshoot_the_macs_target(digits, fold):
     reduction = pruned.meta["edgeopt"]["prune"]["macs_reduction"]
     assert 0.4 <= reduction <= 0.42
     assert pruned(x[:3]).shape == (3, 10)
+
+
+def test_a_folded_network_gets_its_batch_norms_back_at_the_unpruned_statistics(digits):
+    """An ONNX export has its BNs folded into the convs. Pruning puts one back after
+    every conv, at the unpruned net's output statistics, and the model keeps them (so
+    training after the cut renormalises to them); MACs are counted as deployed."""
+    from torch.fx.experimental.optimization import fuse
+
+    data, x, _ = digits
+    torch.manual_seed(0)
+    model = fuse(torch.fx.symbolic_trace(mobilenetv2_small().eval()))
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    cfg = StructuredPruneConfig(layers={"features.9.0": 0.5}, seed=0)
+    pruned = apply(model, cfg, data=data, progress=False)
+    record = pruned.meta["edgeopt"]["prune"]
+    assert record["batchnorm_restored"] == len(convs)
+    assert record["channels"]["features.9.0"] == [
+        model.get_submodule("features.9.0").out_channels,
+        model.get_submodule("features.9.0").out_channels // 2]
+    bns = {n for n, m in pruned.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    assert bns == {f"{c}_train_bn" for c in convs}
+
+    # Before the cut layer the function is the original's, and the BN's shift is the
+    # conv's mean output over the data (the unpruned statistics).
+    seen = {}
+    model.get_submodule("features.0.0").register_forward_hook(
+        lambda m, i, o: seen.__setitem__("conv", o))
+    pruned.get_submodule("features.0.0_train_bn").register_forward_hook(
+        lambda m, i, o: seen.__setitem__("bn", o))
+    with torch.no_grad():
+        model(x[:64])
+        pruned(x[:64])
+    torch.testing.assert_close(seen["bn"], seen["conv"], atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        model(data.x[:1024])
+    bn = pruned.get_submodule("features.0.0_train_bn")
+    torch.testing.assert_close(bn.bias, seen["conv"].mean((0, 2, 3)), atol=1e-4, rtol=1e-4)
+
+    macs, _ = tp.utils.count_ops_and_params(fuse(torch.fx.symbolic_trace(pruned)),
+                                            example_inputs=x[:1])
+    assert record["macs_after"] == int(macs) < record["macs_before"]

@@ -72,12 +72,10 @@ def _output_stats(model: nn.Module, convs: list[nn.Conv2d], x: torch.Tensor,
 
 @contextlib.contextmanager
 def batchnorm_for_training(model: nn.Module, x: torch.Tensor, *, samples: int = 1024,
-                           batch_size: int = 256, unit_weights: bool = False
-                           ) -> Iterator[list[str]]:
+                           batch_size: int = 256) -> Iterator[list[str]]:
     """Within the block, ``model`` (an fx GraphModule, changed in place) has a BatchNorm2d
     after each of its bare convs; yields their names. On exit they are folded back."""
-    inserted = insert_batchnorm(model, x, samples=samples, batch_size=batch_size,
-                                unit_weights=unit_weights)
+    inserted = insert_batchnorm(model, x, samples=samples, batch_size=batch_size)
     try:
         yield [t for t, _ in inserted]
     finally:

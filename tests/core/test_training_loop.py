@@ -174,3 +174,14 @@ def test_bad_data_and_options():
     with pytest.raises(ConfigError, match="unknown value 'rmsprop'"):
         TrainOptions(steps=1, optimizer="rmsprop")
     assert TrainOptions.from_dict({"steps": 3, "schedule": "onecycle"}).schedule is Schedule.ONECYCLE
+
+
+def test_a_budget_is_required_unless_the_step_names_a_default():
+    from edgeopt.compress.distill.trainer import DistillConfig
+    from edgeopt.compress.quantize.qat import QATConfig
+
+    with pytest.raises(ConfigError, match="training budget is required"):
+        TrainOptions()
+    # Distillation and QAT default to one pass; an explicit budget replaces the default.
+    assert DistillConfig().epochs == 1.0 and QATConfig().epochs == 1.0
+    assert DistillConfig(steps=5).epochs is None

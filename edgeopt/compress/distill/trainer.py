@@ -46,6 +46,7 @@ class DistillConfig(FinetuneOptions, StepConfig):
     """
 
     needs_training_data: ClassVar[bool] = True
+    default_epochs: ClassVar[float | None] = 1.0  # one pass unless the recipe says otherwise
 
     teacher: str = "original"
     teacher_weights: str | None = None
@@ -56,8 +57,6 @@ class DistillConfig(FinetuneOptions, StepConfig):
         return DataNeed(DataKind.TRAINING, size=self.train_size)
 
     def __post_init__(self) -> None:
-        if self.steps is None and self.epochs is None and self.max_seconds is None:
-            object.__setattr__(self, "epochs", 1.0)
         super().__post_init__()
         if not self.distill:
             raise ConfigError("distill.distill must be true (use the qat step or a technique's "

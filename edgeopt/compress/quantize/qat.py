@@ -54,6 +54,7 @@ class QATConfig(TrainOptions, StepConfig):
     """
 
     needs_training_data: ClassVar[bool] = True
+    default_epochs: ClassVar[float | None] = 1.0  # one pass unless the recipe says otherwise
 
     learn_scales: bool = True
     scale_lr: float | None = None
@@ -64,8 +65,6 @@ class QATConfig(TrainOptions, StepConfig):
         return DataNeed(DataKind.TRAINING, size=self.train_size)
 
     def __post_init__(self) -> None:
-        if self.steps is None and self.epochs is None and self.max_seconds is None:
-            object.__setattr__(self, "epochs", 1.0)
         super().__post_init__()
         if self.scale_lr is not None and not self.scale_lr > 0:
             raise ConfigError(f"qat.scale_lr must be > 0, got {self.scale_lr}")

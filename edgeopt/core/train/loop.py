@@ -14,12 +14,9 @@ over this run's wall-clock time, which no resume can reproduce.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -30,86 +27,10 @@ from torch import nn
 from tqdm import tqdm
 
 from edgeopt.core.checkpoint import load_checkpoint, save_checkpoint
-from edgeopt.core.config import Config, enum_field
 from edgeopt.core.errors import ConfigError, DataError
-from edgeopt.core.train_data import TrainData, as_train_data, augment
-
-__all__ = ["OptimizerKind", "Schedule", "TrainData", "TrainOptions", "TrainResult",
-           "as_train_data", "augment", "fit", "load_checkpoint", "save_checkpoint",
-           "steps_per_epoch"]
-
-
-# --------------------------------------------------------------------------- options
-
-
-class OptimizerKind(str, Enum):
-    ADAMW = "adamw"
-    SGD = "sgd"  # nesterov momentum 0.9
-
-
-class Schedule(str, Enum):
-    COSINE = "cosine"  # linear warmup, then cosine decay to zero
-    ONECYCLE = "onecycle"  # cosine warmup to the peak, cosine decay (torch's OneCycleLR shape)
-    CONSTANT = "constant"  # linear warmup, then flat
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainOptions(Config):
-    """How long and how to train. The budget ends at whichever limit comes first;
-    at least one of ``steps``, ``epochs`` and ``max_seconds`` must be set."""
-
-    steps: int | None = None
-    epochs: float | None = None
-    max_seconds: float | None = None  # this run's wall-clock cap; a resumed run gets it afresh
-    batch_size: int = 64
-    lr: float = 1e-4
-    weight_decay: float = 0.0  # applied to parameters with ndim > 1 only
-    optimizer: OptimizerKind = OptimizerKind.ADAMW
-    schedule: Schedule = Schedule.COSINE
-    warmup: float = 0.05  # fraction of the budget
-    shift: int = 0  # augmentation: random translation in pixels (4-D inputs)
-    hflip: bool = False  # right for clothing, wrong for digits: off unless asked for
-    seed: int = 0
-    checkpoint: str | None = None  # file to write checkpoints to
-    checkpoint_every: int = 200  # steps; a checkpoint is also written when training stops
-    resume: bool = False  # continue from ``checkpoint`` when the file exists
-
-    def __post_init__(self) -> None:
-        for name, enum_type in (("optimizer", OptimizerKind), ("schedule", Schedule)):
-            enum_field(self, name, enum_type, name)
-        if self.steps is None and self.epochs is None and self.max_seconds is None:
-            raise ConfigError("a training budget is required: set steps, epochs or max_seconds")
-        for name in ("steps", "epochs", "max_seconds", "lr"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ConfigError(f"{name} must be > 0, got {value}")
-        for name in ("batch_size", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0.0 <= self.warmup < 1.0:
-            raise ConfigError(f"warmup must be in [0, 1), got {self.warmup}")
-        if self.shift < 0:
-            raise ConfigError(f"shift must be >= 0, got {self.shift}")
-        if self.resume and not self.checkpoint:
-            raise ConfigError("resume needs a checkpoint path")
-
-
-@dataclass
-class TrainResult:
-    steps: int  # the step count reached (including steps done before a resume)
-    final_loss: float | None  # mean loss over the last (up to) 20 steps of this run
-    seconds: float  # wall-clock seconds of this run
-    resumed_from: int | None  # the checkpoint's step, or None
-    stopped_by: str  # "steps", "epochs", "time" or "checkpoint" (resumed a finished run)
-    losses: list[float]  # every step's loss in this run
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps, "final_loss": self.final_loss,
-                "seconds": round(self.seconds, 2), "resumed_from": self.resumed_from,
-                "stopped_by": self.stopped_by}
-
+from edgeopt.core.train.options import TrainOptions, TrainResult
+from edgeopt.core.train.schedule import lr_factor, make_optimizer
+from edgeopt.core.train_data import TrainData, augment
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -118,52 +39,6 @@ def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None
     if y is None:
         raise DataError("cross-entropy training needs labels (TrainData.y is None)")
     return F.cross_entropy(model(x), y)
-
-
-# --------------------------------------------------------------------------- schedule
-
-
-def lr_factor(schedule: Schedule, progress: float, warmup: float) -> float:
-    """The learning rate as a fraction of the peak at ``progress`` in [0, 1]."""
-    p = min(max(progress, 0.0), 1.0)
-    if schedule is Schedule.ONECYCLE:
-        # torch OneCycleLR's shape: cosine from peak/25 up to the peak, then down to ~0.
-        up = max(warmup, 1e-9)
-        if p < up:
-            return 1 / 25 + (1 - 1 / 25) * (1 - math.cos(math.pi * p / up)) / 2
-        return (1 + math.cos(math.pi * (p - up) / max(1 - up, 1e-9))) / 2
-    if warmup > 0 and p < warmup:
-        # Start above zero so the first step is not wasted.
-        return (p + 1 / 1000) / (warmup + 1 / 1000)
-    if schedule is Schedule.CONSTANT:
-        return 1.0
-    return (1 + math.cos(math.pi * (p - warmup) / max(1 - warmup, 1e-9))) / 2
-
-
-def _param_groups(model: nn.Module, params, weight_decay: float) -> list[dict[str, Any]]:
-    if params is not None:
-        groups = list(params)
-        if groups and isinstance(groups[0], dict):
-            return groups
-        return [{"params": groups, "weight_decay": 0.0}]
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    # Weight decay on biases and norm scales only hurts; decay the weight matrices.
-    decay = [p for p in trainable if p.ndim > 1]
-    rest = [p for p in trainable if p.ndim <= 1]
-    return [g for g in ({"params": decay, "weight_decay": weight_decay},
-                        {"params": rest, "weight_decay": 0.0}) if g["params"]]
-
-
-def make_optimizer(model: nn.Module, options: TrainOptions, params=None) -> torch.optim.Optimizer:
-    groups = _param_groups(model, params, options.weight_decay)
-    if not any(g["params"] for g in groups):
-        raise ConfigError("nothing to train: the model has no trainable parameters")
-    if options.optimizer is OptimizerKind.SGD:
-        return torch.optim.SGD(groups, lr=options.lr, momentum=0.9, nesterov=True)
-    return torch.optim.AdamW(groups, lr=options.lr)
-
-
-# --------------------------------------------------------------------------- the loop
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

@@ -76,10 +76,9 @@ class LayerPolicy:
             if not isinstance(entry, dict):
                 raise ConfigError(f"{at} must be a mapping of fields ({', '.join(self.keys)}), "
                                   f"got {entry!r}")
-            normal[pattern] = {k: self._coerce(config, hints, k, v, at)
-                               for k, v in entry.items()}
-            built[pattern] = None if self._skips(normal[pattern]) else \
-                self._build(config, normal[pattern], at)
+            entry = {k: self._coerce(config, hints, k, v, at) for k, v in entry.items()}
+            normal[pattern] = entry
+            built[pattern] = None if self._skips(entry) else self._build(config, entry, at)
         object.__setattr__(config, "layers", normal)
         object.__setattr__(config, "_layer_configs", built)
 

@@ -64,6 +64,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         inner = args[0] if args else Any
         return tuple(_coerce(inner, v, where) for v in value)
     if origin is dict:
+        if not isinstance(value, dict):
+            # A ConfigError (not AttributeError) lets a Union try its next member.
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         _, vt = typing.get_args(tp) or (Any, Any)
         return {k: _coerce(vt, v, f"{where}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -81,11 +84,23 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+def matches(name: str, pattern: str) -> bool:
+    """Whether a glob pattern covers a layer's qualified name: the name itself, or a
+    container it names (``layer3.conv2`` covers ``layer3.conv2.0``).
+
+    The one matching rule of every per-layer option (``layers``, ``ignore``, ``skip``).
+    Leaves often sit inside containers users know by name (a conv_bn Sequential, a
+    torchvision ConvBNReLU): the pattern they read in ``print(model)`` should reach the
+    conv inside, not silently match nothing. Only children are added, never siblings:
+    ``fc`` covers ``fc.0`` but not ``fc2``."""
+    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, pattern + ".*")
+
+
 def first_match(name: str, patterns: Iterable[str]) -> str | None:
-    """The first glob pattern that matches a layer's qualified name, or None: how every
-    per-layer override is looked up (DESIGN.md, seam 2)."""
+    """The first glob pattern that covers a layer's qualified name (``matches``), or
+    None: how every per-layer override is looked up (DESIGN.md, seam 2)."""
     for pattern in patterns:
-        if fnmatch.fnmatchcase(name, pattern):
+        if matches(name, pattern):
             return pattern
     return None
 
@@ -94,7 +109,7 @@ def warn_unmatched(patterns: Iterable[str], names: list[str], where: str = "") -
     """One warning line per pattern that matches no layer, listing the layer names: a
     typo in an override should not pass silently, nor stop the run."""
     for pattern in patterns:
-        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+        if not any(matches(n, pattern) for n in names):
             # stacklevel 4: the caller of the config method that called this.
             warnings.warn(f"{where}layer pattern {pattern!r} matches no layer; layers are: "
                           f"{', '.join(names)}", stacklevel=4)

@@ -37,9 +37,10 @@ from edgeopt.compress.fold_bn import fold_batchnorm
 from edgeopt.compress.quantize.fake_quant import QUANT_LAYERS
 from edgeopt.core.calib import calibration_batches
 from edgeopt.core.canonical import canonical_copy
-from edgeopt.core.config import enum_field, first_match, warn_unmatched
+from edgeopt.core.config import enum_field
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.graph import leaf_modules
+from edgeopt.core.layer_policy import LayerPolicy
 from edgeopt.core.registry import register
 from edgeopt.core.step import StepConfig, StepContext, StepRecord, StepResult
 from edgeopt.core.train import TrainData
@@ -57,17 +58,21 @@ class ClusterInit(str, Enum):
 class ClusterConfig(StepConfig):
     """Share ``clusters`` values per layer (codes of log2(clusters) bits + a float table).
 
-    ``layers`` overrides the count by glob on the layer name (first match wins;
-    ``null`` leaves the layer unclustered). Layers with fewer than ``min_weights``
+    ``layers`` overrides fields per layer (core/layer_policy.py, first match wins):
+    ``{"fc*": {clusters: 8}}``; ``{clusters: null}`` or ``{skip: true}`` leaves the
+    layer unclustered. Layers with fewer than ``min_weights``
     weights stay float: their table and unpack ops would cost more than they save.
     ``finetune`` trains the centroids afterwards (distillation from the unclustered
     model by default); ``train_biases`` lets the biases move with them.
     """
 
     needs_training_data: ClassVar[bool] = True
+    policy: ClassVar[LayerPolicy] = LayerPolicy(
+        "cluster", fields=("clusters", "init", "iters", "seed"), null_skips=("clusters",))
 
     clusters: int = 16
-    layers: dict[str, int | None] = field(default_factory=dict)
+    # glob -> {field: value}; {glob: count} is read for one release (DeprecationWarning)
+    layers: dict[str, Any] = field(default_factory=dict)
     init: ClusterInit = ClusterInit.LINEAR
     iters: int = 50  # Lloyd iterations at most (1-D k-means converges in a few dozen)
     min_weights: int = 256
@@ -78,22 +83,21 @@ class ClusterConfig(StepConfig):
     def __post_init__(self) -> None:
         enum_field(self, "init", ClusterInit, "cluster.init")
         _check_count("cluster.clusters", self.clusters)
-        for pattern, k in self.layers.items():
-            if k is not None:
-                _check_count(f"cluster.layers[{pattern!r}]", k)
         if self.iters < 1:
             raise ConfigError(f"cluster.iters must be >= 1, got {self.iters}")
         if self.min_weights < 0:
             raise ConfigError(f"cluster.min_weights must be >= 0, got {self.min_weights}")
+        object.__setattr__(self, "layers", self.policy.from_scalars(self.layers, "clusters"))
+        self.policy.check(self)
 
     def for_layer(self, name: str) -> int | None:
         """The layer's cluster count, or None to leave it unclustered."""
-        pattern = first_match(name, self.layers)
-        return self.clusters if pattern is None else self.layers[pattern]
+        own = self.policy.resolve(self, name)
+        return None if own is None else own.clusters
 
     def check_patterns(self, names: list[str]) -> None:
         """Warn about patterns that match no layer, listing the layer names (as quantize)."""
-        warn_unmatched(self.layers, names, "cluster: ")
+        self.policy.warn_unmatched(self, names)
 
 
 def _check_count(where: str, k: Any) -> None:
@@ -169,18 +173,19 @@ def _cluster_layers(gm: fx.GraphModule, config: ClusterConfig) -> tuple[dict, di
     config.check_patterns(names)
     done, skipped = {}, {}
     for name, mod in layers:
-        k, n = config.for_layer(name), mod.weight.numel()
-        if k is None:
+        own, n = config.policy.resolve(config, name), mod.weight.numel()
+        if own is None:
             skipped[name] = "skipped by pattern"
             continue
+        k = own.clusters
         if n < config.min_weights:
             skipped[name] = f"{n} weights < min_weights {config.min_weights}"
             continue
         if n < k:
             raise ConfigError(f"cluster: layer {name} has {n} weights, fewer than its {k} "
                               f"clusters; lower the count for it in layers or skip it")
-        centroids, codes = kmeans_1d(mod.weight, k, init=config.init, iters=config.iters,
-                                     seed=config.seed)
+        centroids, codes = kmeans_1d(mod.weight, k, init=own.init, iters=own.iters,
+                                     seed=own.seed)
         sse = squared_error(mod.weight, centroids, codes)
         gm.set_submodule(name, clustered(mod, centroids, codes))
         done[name] = {"clusters": k, "weights": n, "used": int(codes.unique().numel()),

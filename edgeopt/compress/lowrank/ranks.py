@@ -116,16 +116,17 @@ def ranks_for_energy(c: Candidate, energy: float) -> list[int]:
     return [min(energy_rank(s, energy), m) for s, m in zip(c.spectra, c.max_ranks)]
 
 
-def check_ranks(c: Candidate, ranks: list[int], pattern: str) -> list[int]:
-    """Explicit ranks as given in the config, checked against the layer."""
+def check_ranks(c: Candidate, ranks: list[int], where: str) -> list[int]:
+    """Explicit ranks as given in the config, checked against the layer; ``where``
+    names the option they came from (``lowrank.layers['fc']``)."""
     if len(ranks) == 1 and len(c.max_ranks) == 2:
         ranks = ranks * 2
     if len(ranks) != len(c.max_ranks):
-        raise ConfigError(f"lowrank.ranks[{pattern!r}]: layer {c.name} ({c.kind}, shape "
+        raise ConfigError(f"{where}: layer {c.name} ({c.kind}, shape "
                           f"{list(c.shape)}) takes {len(c.max_ranks)} rank(s), got {ranks}")
     for r, m in zip(ranks, c.max_ranks):
         if not 1 <= r <= m:
-            raise ConfigError(f"lowrank.ranks[{pattern!r}]: rank {r} out of range for layer "
+            raise ConfigError(f"{where}: rank {r} out of range for layer "
                               f"{c.name} ({c.kind}, shape {list(c.shape)}): valid 1..{m} "
                               f"(max ranks {c.max_ranks})")
     return list(ranks)

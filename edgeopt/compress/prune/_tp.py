@@ -112,17 +112,22 @@ def classifier_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module
     return found or list(layers(model).values())[-1:]
 
 
-def ignored_layers(model: nn.Module, example: torch.Tensor, patterns) -> list[nn.Module]:
-    named = [m for n, m in layers(model).items() if first_match(n, patterns) is not None]
+def ignored_layers(model: nn.Module, example: torch.Tensor, config) -> list[nn.Module]:
+    """``config.ignore``, the layers ``config.layers`` skips, and the classifier."""
+    named = [m for n, m in layers(model).items() if first_match(n, config.ignore) is not None
+             or config.policy.resolve(config, n) is None]
     return list({id(m): m for m in named + classifier_layers(model, example)}.values())
 
 
-def per_layer_ratios(model: nn.Module, patterns: dict[str, float]) -> dict[nn.Module, float]:
+def per_layer_ratios(model: nn.Module, config) -> dict[nn.Module, float]:
+    """The ratio of each layer a ``layers`` entry sets. Only those: in Torch-Pruning's
+    ``pruning_ratio_dict`` a layer leaves the global ranking of ``global_pruning``."""
     out = {}
     for name, module in layers(model).items():
-        pattern = first_match(name, patterns)
-        if pattern is not None:
-            out[module] = patterns[pattern]
+        own = config.policy.resolve(config, name)
+        pattern = first_match(name, config.layers)
+        if own is not None and pattern is not None and "ratio" in config.layers[pattern]:
+            out[module] = own.ratio
     return out
 
 

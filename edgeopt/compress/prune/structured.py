@@ -5,7 +5,8 @@ channel coupled to them (batch norm, the next layer's inputs, residual partners)
 so the result is a smaller dense ``nn.Module`` that exports like any other.
 
 * ``ratio``: the fraction of each layer's channels removed (or across the model with
-  ``global_pruning``); ``layers`` overrides it by name pattern.
+  ``global_pruning``); ``layers: {"layer1.*": {ratio: 0.2}}`` overrides it per layer
+  (core/layer_policy.py) and ``{skip: true}`` keeps a layer's output channels.
 * ``macs_reduction``: prune in small sub-steps of a linear ratio schedule (up to
   ``ratio``, default ``max_ratio``, per layer) until MACs have fallen by that fraction.
 * ``iterative_steps`` rounds of prune -> fine-tune reach the target in equal parts;
@@ -31,6 +32,7 @@ from edgeopt.compress.train_bn import fold_back, insert_batchnorm
 from edgeopt.core.canonical import edited
 from edgeopt.core.config import enum_field
 from edgeopt.core.errors import ConfigError, DataError
+from edgeopt.core.layer_policy import LayerPolicy
 from edgeopt.core.registry import register
 from edgeopt.core.step import StepConfig, StepContext, StepRecord, StepResult
 from edgeopt.core.train import TrainData, as_train_data
@@ -53,13 +55,16 @@ class StructuredPruneConfig(StepConfig):
     """Remove output channels by importance; optionally fine-tune after each round."""
 
     needs_training_data: ClassVar[bool] = True
+    # Only the ratio is per layer: Torch-Pruning takes one importance and schedule.
+    policy: ClassVar[LayerPolicy] = LayerPolicy("prune", fields=("ratio",))
 
     importance: Importance = Importance.L2
     ratio: float | None = None
     macs_reduction: float | None = None
     max_ratio: float = 0.9  # per-layer cap of the schedule a MACs target is reached on
     global_pruning: bool = False
-    layers: dict[str, float] = field(default_factory=dict)  # glob -> ratio
+    # glob -> {ratio: r} or {skip: true}; {glob: r} is read for one release
+    layers: dict[str, Any] = field(default_factory=dict)
     ignore: tuple[str, ...] = ()  # globs of layers whose output channels stay
     round_to: int | None = None
     iterative_steps: int = 1
@@ -75,14 +80,12 @@ class StructuredPruneConfig(StepConfig):
         enum_field(self, "importance", Importance, "prune.importance")
         if self.ratio is None and self.macs_reduction is None and not self.layers:
             raise ConfigError("prune needs a target: ratio, macs_reduction or layers")
+        if self.ratio == 1.0:
+            raise ConfigError("prune.ratio 1.0 would remove every channel of the layers it "
+                              "applies to; use a ratio in (0, 1)")
         _in_open_unit("ratio", self.ratio)
         _in_open_unit("macs_reduction", self.macs_reduction)
         _in_open_unit("max_ratio", self.max_ratio)
-        for pattern, r in self.layers.items():
-            if r == 1.0:
-                raise ConfigError(f"prune.layers[{pattern!r}]: ratio 1.0 would remove every "
-                                  f"channel of the matched layers; use a ratio in (0, 1)")
-            _in_open_unit(f"layers[{pattern!r}]", r)
         if self.iterative_steps < 1:
             raise ConfigError(f"prune.iterative_steps must be >= 1, got {self.iterative_steps}")
         if self.round_to is not None and self.round_to < 1:
@@ -102,6 +105,13 @@ class StructuredPruneConfig(StepConfig):
                               "val_size must be > 0")
         if self.taylor_batches < 1:
             raise ConfigError(f"prune.taylor_batches must be >= 1, got {self.taylor_batches}")
+        object.__setattr__(self, "layers", self.policy.from_scalars(self.layers, "ratio"))
+        for pattern, entry in (self.layers.items() if isinstance(self.layers, dict) else ()):
+            # The global ratio may be null (a MACs target); a layer's has nothing to mean.
+            if isinstance(entry, dict) and "ratio" in entry and entry["ratio"] is None:
+                raise ConfigError(f"prune.layers[{pattern!r}]: ratio cannot be null; write "
+                                  f"skip: true to keep the layer's channels")
+        self.policy.check(self)
 
 
 def _example(model: nn.Module, data: TrainData | None, config: StructuredPruneConfig):
@@ -159,8 +169,9 @@ def structured_prune(model: nn.Module, config: StructuredPruneConfig,
         size = config.val_size if config.val_size is not None else min(1000, len(data) // 5)
         train, val = split(data, size, config.seed)
 
-    ignored = _tp.ignored_layers(pruned, example, config.ignore)
-    per_layer = _tp.per_layer_ratios(pruned, config.layers)
+    config.policy.warn_unmatched(config, list(_tp.layers(pruned)))
+    ignored = _tp.ignored_layers(pruned, example, config)
+    per_layer = _tp.per_layer_ratios(pruned, config)
     by_macs = config.macs_reduction is not None
     ratio = config.ratio if config.ratio is not None else (config.max_ratio if by_macs else 0.0)
     if not by_macs:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
 
-from edgeopt.core.config import Config, enum_value, first_match, warn_unmatched
+from edgeopt.core.config import Config, enum_value
 from edgeopt.core.errors import ConfigError
+from edgeopt.core.layer_policy import LayerPolicy
 from edgeopt.core.step import DataKind, DataNeed, StepConfig
 
 
@@ -96,8 +96,9 @@ DEFAULT_ACTIVATIONS = QuantSpec(
     bits=8, symmetric=False, per_channel=False, observer=Observer.PERCENTILE, percentile=99.999
 )
 
-# Short keys accepted in per-layer overrides, and what they change.
-_OVERRIDE_KEYS = {
+# Per-layer policy: ``weights``/``activations`` (a mapping changes those attributes of
+# the global spec), and the short keys that recipes have always used for them.
+QUANT_LAYERS_POLICY = LayerPolicy("quantize", fields=("weights", "activations"), aliases={
     "bits": ("weights", "bits"),
     "weight_bits": ("weights", "bits"),
     "act_bits": ("activations", "bits"),
@@ -106,7 +107,7 @@ _OVERRIDE_KEYS = {
     "weight_observer": ("weights", "observer"),
     "weight_scheme": ("weights", "scheme"),
     "act_observer": ("activations", "observer"),
-}
+})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,15 +132,16 @@ class AdaRoundConfig(Config):
 class QuantConfig(StepConfig):
     """Post-training quantization of weights and activations.
 
-    ``layers`` overrides the global specs by glob on the layer's qualified name;
-    the first matching pattern wins, so list specific patterns before ``"*"``.
-    Override keys: bits/weight_bits, act_bits, per_channel, symmetric,
-    weight_observer, weight_scheme, act_observer, skip (leave the layer in float).
+    ``layers`` overrides the global specs by glob on the layer's qualified name
+    (core/layer_policy.py: first match wins, a container's name covers its layers).
+    Keys: weights/activations (a mapping of spec attributes), the short keys
+    bits/weight_bits, act_bits, per_channel, symmetric, weight_observer,
+    weight_scheme, act_observer, and skip (leave the layer in float).
     """
 
     weights: QuantSpec = DEFAULT_WEIGHTS
     activations: QuantSpec = DEFAULT_ACTIVATIONS
-    layers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    layers: dict[str, Any] = field(default_factory=dict)  # glob -> {key: value}
     fold_bn: bool = True
     bias_correction: bool = True
     adaround: AdaRoundConfig | None = None  # None: round to nearest
@@ -149,6 +151,7 @@ class QuantConfig(StepConfig):
     histogram_bins: int = 2048
 
     overridable: ClassVar[tuple[str, ...]] = ("calib_size",)
+    policy: ClassVar[LayerPolicy] = QUANT_LAYERS_POLICY
 
     def data_need(self) -> DataNeed:
         return DataNeed(DataKind.CALIBRATION, size=self.calib_size, seed=self.calib_seed)
@@ -161,38 +164,16 @@ class QuantConfig(StepConfig):
     def __post_init__(self) -> None:
         if self.calib_size < 1:
             raise ConfigError(f"calib_size must be >= 1, got {self.calib_size}")
-        for pattern, override in self.layers.items():
-            if not isinstance(override, dict):
-                raise ConfigError(f"layers[{pattern!r}] must be a mapping, got {override!r}")
-            for key in override:
-                if key not in _OVERRIDE_KEYS and key != "skip":
-                    valid = ", ".join(sorted([*_OVERRIDE_KEYS, "skip"]))
-                    raise ConfigError(f"layers[{pattern!r}]: unknown key {key!r} (valid: {valid})")
-            self._resolve_override(override)  # validates values early
-
-    def _resolve_override(self, override: dict[str, Any]) -> tuple[QuantSpec, QuantSpec]:
-        changes: dict[str, dict[str, Any]] = {"weights": {}, "activations": {}}
-        for key, value in override.items():
-            if key == "skip":
-                continue
-            which, attr = _OVERRIDE_KEYS[key]
-            changes[which][attr] = value
-        return (
-            dataclasses.replace(self.weights, **changes["weights"]),
-            dataclasses.replace(self.activations, **changes["activations"]),
-        )
+        self.policy.check(self)
 
     def for_layer(self, name: str) -> tuple[QuantSpec, QuantSpec] | None:
         """(weight spec, activation spec) for a layer, or None to keep it float."""
-        pattern = first_match(name, self.layers)
-        if pattern is None:
-            return self.weights, self.activations
-        override = self.layers[pattern]
-        return None if override.get("skip") else self._resolve_override(override)
+        config = self.policy.resolve(self, name)
+        return None if config is None else (config.weights, config.activations)
 
     def check_patterns(self, names: list[str]) -> None:
         """Warn about patterns that match no layer, listing the layer names."""
-        warn_unmatched(self.layers, names)
+        self.policy.warn_unmatched(self, names)
 
     def precision_label(self, name: str) -> str:
         specs = self.for_layer(name)

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 import torch.fx as fx
@@ -29,9 +30,9 @@ from torch import nn
 from edgeopt.compress.fold_bn import fold_batchnorm
 from edgeopt.core.calib import calibration_batches
 from edgeopt.core.canonical import canonical_copy
-from edgeopt.core.config import first_match
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.graph import leaf_modules
+from edgeopt.core.layer_policy import SKIP, LayerPolicy, deprecated, flow
 from edgeopt.core.registry import register
 from edgeopt.core.step import StepConfig, StepContext, StepRecord, StepResult
 
@@ -48,7 +49,14 @@ ELEMENTWISE = {
 
 @dataclass(frozen=True, kw_only=True)
 class SplitConfig(StepConfig):
-    """Split the input channels that hold a layer's weight outliers."""
+    """Split the input channels that hold a layer's weight outliers.
+
+    ``layers`` overrides fields per consumer layer (core/layer_policy.py, first match
+    wins): ``{"head.*": {threshold: 3.0}}``; ``{skip: true}`` leaves a layer unsplit.
+    """
+
+    policy: ClassVar[LayerPolicy] = LayerPolicy(
+        "split", fields=("per_channel", "percentile", "threshold", "expand_ratio"))
 
     # How the weights will be quantized: per-tensor looks at the whole tensor's range,
     # per-channel at the worst output channel's (where the outlier sets that row's scale).
@@ -56,7 +64,9 @@ class SplitConfig(StepConfig):
     percentile: float = 99.0  # outlier ratio = max|w| / this percentile of |w|
     threshold: float = 2.0  # split layers whose ratio exceeds this
     expand_ratio: float = 0.05  # at most ceil(expand_ratio * in_channels) extra channels
-    layers: tuple[str, ...] = ("*",)  # glob patterns of the consumer layers to consider
+    # glob -> {field: value}. A list of globs (the layers to consider) is read for one
+    # release: the Union lets from_dict pass it through to __post_init__.
+    layers: dict[str, Any] | tuple[str, ...] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 50.0 <= self.percentile < 100.0:
@@ -65,6 +75,21 @@ class SplitConfig(StepConfig):
             raise ConfigError(f"split.threshold must be > 1, got {self.threshold}")
         if not 0.0 < self.expand_ratio <= 1.0:
             raise ConfigError(f"split.expand_ratio must be in (0, 1], got {self.expand_ratio}")
+        if isinstance(self.layers, (list, tuple, str)):
+            object.__setattr__(self, "layers", _from_globs(self.layers))
+        self.policy.check(self)
+
+
+def _from_globs(globs: Any) -> dict[str, Any]:
+    """The old ``layers: [globs]`` (consider only these) as the policy: each glob with the
+    global fields, then every other layer skipped. ``["*"]`` was the default: ``{}``."""
+    globs = (globs,) if isinstance(globs, str) else tuple(globs)
+    new: dict[str, Any] = {} if "*" in globs else {g: {} for g in globs}
+    if new:
+        new["*"] = {SKIP: True}
+    if globs != ("*",):
+        deprecated("split", f"layers: {flow(list(globs))}", f"layers: {flow(new)}")
+    return new
 
 
 def outlier_ratio(weight: torch.Tensor, percentile: float, per_channel: bool) -> float:
@@ -184,17 +209,20 @@ def split_channels(model, config: SplitConfig, ctx: StepContext) -> StepResult:
     folded = fold_batchnorm(gm)
     nodes = {str(n.target): n for n in gm.graph.nodes if n.op == "call_module"}
     split, skipped = {}, {}
-    for name, layer in leaf_modules(gm):
-        if first_match(name, config.layers) is None:
+    layers = leaf_modules(gm)
+    config.policy.warn_unmatched(config, [name for name, _ in layers])
+    for name, layer in layers:
+        own = config.policy.resolve(config, name)
+        if own is None:
             continue
-        ratio = outlier_ratio(layer.weight, config.percentile, config.per_channel)
-        if ratio <= config.threshold:
+        ratio = outlier_ratio(layer.weight, own.percentile, own.per_channel)
+        if ratio <= own.threshold:
             continue
         prod, why = _producer(gm, nodes[name])
         if prod is None:
             skipped[name] = {"ratio": ratio, "reason": why}
             continue
-        done = _split_layer(gm, name, str(prod.target), config)
+        done = _split_layer(gm, name, str(prod.target), own)
         if done is None:
             skipped[name] = {"ratio": ratio, "reason": "no split shrinks the outlier ratio"}
             continue

@@ -176,12 +176,37 @@ def test_finetune_with_labels_and_frozen_biases(model, x):
         assert torch.equal(mod.bias, _clustered_layers(plain)[name].bias)
 
 
+def test_a_per_layer_count_changes_that_layer_only(model, x):
+    config = ClusterConfig(clusters=16, min_weights=100,
+                           layers={"head.0": {"clusters": 8}, "head.*": {"skip": True}})
+    gm = apply(model, config, data=x, progress=False)
+    layers = _clustered_layers(gm)
+    # head.0 matches both patterns: the first wins; head.2 falls to the skip.
+    assert set(layers) == {"head.0"}
+    values = layers["head.0"].centroids[layers["head.0"].codes].unique()
+    assert values.numel() == 8
+    config = ClusterConfig(clusters=16, min_weights=100, layers={"head.2": {"clusters": 4}})
+    layers = _clustered_layers(apply(model, config, data=x, progress=False))
+    assert layers["head.2"].centroids[layers["head.2"].codes].unique().numel() == 4
+    assert layers["head.0"].centroids[layers["head.0"].codes].unique().numel() > 8
+
+
+def test_the_old_count_spelling_reads_as_the_new_one():
+    with pytest.warns(DeprecationWarning, match=r'write `layers: \{"fc\*": \{clusters: 8\}, '
+                                                r'head: \{skip: true\}\}`'):
+        old = ClusterConfig(layers={"fc*": 8, "head": None})
+    new = ClusterConfig(layers={"fc*": {"clusters": 8}, "head": {"clusters": None}})
+    assert [old.for_layer(n) for n in ("fc1", "head", "head.0", "conv")] == [8, None, None, 16]
+    assert [new.for_layer(n) for n in ("fc1", "head", "head.0", "conv")] == [8, None, None, 16]
+
+
 # -- bad input: one clear line each ----------------------------------------------------------
 
 @pytest.mark.parametrize("fields, match", [
     ({"clusters": 1}, r"cluster.clusters must be an integer in 2..256, got 1"),
     ({"clusters": 257}, r"in 2..256, got 257"),
-    ({"layers": {"fc": 300}}, r"cluster.layers\['fc'\] must be an integer in 2..256"),
+    ({"layers": {"fc": 300}}, r"cluster.layers\['fc'\]: clusters must be an integer in 2..256"),
+    ({"layers": {"fc": {"clusters": "8"}}}, r"cluster.layers\['fc'\].clusters: expected int"),
     ({"init": "random"}, r"init: unknown value 'random' \(valid: linear, density"),
     ({"iters": 0}, r"cluster.iters must be >= 1"),
 ])

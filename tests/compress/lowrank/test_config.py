@@ -29,7 +29,9 @@ def _net() -> nn.Sequential:
     ({"energy": 0.9, "param_reduction": 0.4}, "lowrank: set energy or param_reduction, not both"),
     ({}, "lowrank needs energy, param_reduction or ranks"),
     ({"energy": 0.9, "conv": "svd"}, "lowrank.conv: unknown value 'svd' (valid: tucker2, cp)"),
-    ({"ranks": {"fc": 0}}, "lowrank.ranks['fc']: ranks must be integers >= 1, got 0"),
+    ({"layers": {"fc": {"ranks": 0}}}, "lowrank.layers['fc']: ranks must be integers >= 1, got 0"),
+    ({"layers": {"fc": {"rank": 4}}}, "lowrank.layers['fc']: unknown key 'rank' (valid: conv, "
+                                      "cp_iters, energy, ranks, skip, tucker_iters)"),
 ])
 def test_bad_values_are_one_line(kwargs, line):
     with pytest.raises(ConfigError) as err:
@@ -39,22 +41,24 @@ def test_bad_values_are_one_line(kwargs, line):
 
 def test_rank_too_large_names_layer_shape_and_max():
     with pytest.raises(ConfigError) as err:
-        apply(_net(), LowRankConfig(ranks={"2": [8, 40]}), progress=False)
-    assert str(err.value) == ("lowrank.ranks['2']: rank 40 out of range for layer 2 (tucker2, "
+        apply(_net(), LowRankConfig(layers={"2": {"ranks": [8, 40]}}), progress=False)
+    assert str(err.value) == ("lowrank.layers['2']: rank 40 out of range for layer 2 (tucker2, "
                               "shape [32, 16, 3, 3]): valid 1..32 (max ranks [16, 32])")
     with pytest.raises(ConfigError, match=r"layer 6 \(svd, shape \[10, 32\]\): valid 1\.\.10"):
-        apply(_net(), LowRankConfig(ranks={"6": 11}), progress=False)
+        apply(_net(), LowRankConfig(layers={"6": {"ranks": 11}}), progress=False)
 
 
-@pytest.mark.parametrize("kwargs, kind", [({"ranks": {"head.*": 4}}, "ranks"),
-                                          ({"energy": 0.9, "skip": ["nothing"]}, "skip")])
-def test_pattern_matching_no_layer(kwargs, kind):
+def test_pattern_matching_no_layer():
+    # skip is refused; a layers pattern warns (the one rule of every step's policy).
     with pytest.raises(ConfigError) as err:
-        apply(_net(), LowRankConfig(**kwargs), progress=False)
+        apply(_net(), LowRankConfig(energy=0.9, skip=["nothing"]), progress=False)
     line = str(err.value)
     assert "\n" not in line
-    assert line.startswith(f"lowrank.{kind}: pattern ") and "matches no factorisable layer" in line
+    assert line.startswith("lowrank.skip: pattern ") and "matches no factorisable layer" in line
     assert "layers: 0.0, 2, 6" in line
+    with pytest.warns(UserWarning, match=r"lowrank: layer pattern 'head\.\*' matches no layer; "
+                                         r"layers are: 0\.0, 2, 6"):
+        apply(_net(), LowRankConfig(energy=0.9, layers={"head.*": {"ranks": 4}}), progress=False)
 
 
 def test_container_pattern_skip_and_untouched_original():
@@ -87,10 +91,11 @@ def test_meta_record_and_existing_meta_kept():
 
 
 def test_from_dict_round_trip():
-    cfg = LowRankConfig.from_dict({"conv": "cp", "ranks": {"fc": 4, "layer3.*": [8, 8]},
-                                   "skip": ["stem.*"], "finetune": {"steps": 2, "lr": 1e-3}})
+    with pytest.warns(DeprecationWarning, match=r"write `layers: \{fc: \{ranks: 4\}, "):
+        cfg = LowRankConfig.from_dict({"conv": "cp", "ranks": {"fc": 4, "layer3.*": [8, 8]},
+                                       "skip": ["stem.*"], "finetune": {"steps": 2, "lr": 1e-3}})
     assert isinstance(cfg.finetune, FinetuneOptions) and cfg.finetune.steps == 2
-    assert cfg.ranks["layer3.*"] == (8, 8)
+    assert cfg.ranks is None and cfg.layers == {"fc": {"ranks": 4}, "layer3.*": {"ranks": (8, 8)}}
     assert LowRankConfig.from_dict(cfg.to_dict()) == cfg
 
 
@@ -107,3 +112,23 @@ def test_finetune_distils_and_is_recorded():
     assert not got.training
     with pytest.raises(ConfigError, match=r"^lowrank.finetune needs training data .*got nothing$"):
         apply(net, cfg, progress=False)
+
+
+def test_the_old_ranks_spelling_factorises_as_the_new_one():
+    with pytest.warns(DeprecationWarning, match=r'write `layers: \{"0": \{ranks: \[2, 4\]\}, '
+                                                r'"\*": \{ranks: 3\}\}`'):
+        old = LowRankConfig(ranks={"0": [2, 4], "*": 3}, skip=["6"])
+    new = LowRankConfig(layers={"0": {"ranks": [2, 4]}, "*": {"ranks": 3}}, skip=["6"])
+    assert old == new
+    got = [{k: v["ranks"] for k, v in apply(_net(), c, progress=False)
+            .meta["edgeopt"]["lowrank"]["layers"].items()} for c in (old, new)]
+    assert got[0] == got[1] == {"0.0": [2, 4], "2": [3, 3]}
+
+
+def test_a_layer_entry_sets_its_own_energy_and_skip():
+    cfg = LowRankConfig(energy=0.999, layers={"2": {"energy": 0.3}, "6": {"skip": True}})
+    layers = apply(_net(), cfg, progress=False).meta["edgeopt"]["lowrank"]["layers"]
+    assert "6" not in layers and "0.0" not in layers  # 0.999 keeps it whole: no saving
+    alone = apply(_net(), LowRankConfig(energy=0.3), progress=False).meta["edgeopt"]["lowrank"]
+    assert layers["2"]["ranks"] == alone["layers"]["2"]["ranks"]  # what a global 0.3 gives
+    assert all(e >= 0.3 for e in layers["2"]["energy_kept"])

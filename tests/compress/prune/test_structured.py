@@ -82,6 +82,26 @@ def test_per_layer_ratio_is_respected(resnet, digits):
                if name != "layer3.conv1.0")
 
 
+def test_a_per_layer_ratio_and_skip_change_those_layers_only(resnet, digits):
+    cfg = StructuredPruneConfig(ratio=0.5, layers={"layer3.conv1": {"ratio": 0.25},
+                                                   "layer2.conv1": {"skip": True}})
+    channels = apply(resnet, cfg, data=digits[0], progress=False).meta["edgeopt"]["prune"][
+        "channels"]
+    assert channels["layer3.conv1.0"] == [32, 24]  # its own 25% ("layer3.conv1" covers .0)
+    assert channels["layer2.conv1.0"] == [16, 16]  # skipped: its output channels stay
+    assert channels["layer1.conv1.0"] == [8, 4]  # the global 50%
+
+
+def test_the_old_ratio_spelling_reads_as_the_new_one():
+    with pytest.warns(DeprecationWarning, match=r'write `layers: \{"layer1\.\*": \{ratio: 0\.2\}\}`'):
+        old = StructuredPruneConfig(layers={"layer1.*": 0.2})
+    new = StructuredPruneConfig(layers={"layer1.*": {"ratio": 0.2}})
+    assert old == new and old.policy.resolve(old, "layer1.conv1.0").ratio == 0.2
+    with pytest.raises(ConfigError, match=r"prune.layers\['fc'\]: unknown key 'importance' "
+                                          r"\(valid: ratio, skip\)"):
+        StructuredPruneConfig(ratio=0.3, layers={"fc": {"importance": "l1"}})
+
+
 def test_ignore_and_round_to(resnet, digits):
     data = digits[0]
     cfg = StructuredPruneConfig(ratio=0.4, round_to=4, ignore=("layer2.*",))

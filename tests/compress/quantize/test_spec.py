@@ -46,3 +46,20 @@ def test_pattern_matching_no_layer_warns_with_names():
     cfg = QuantConfig(layers={"nothing.*": {"bits": 4}})
     with pytest.warns(UserWarning, match="matches no layer; layers are: conv1, fc"):
         cfg.check_patterns(["conv1", "fc"])
+
+
+def test_per_layer_spec_mapping_changes_only_those_attributes_of_the_global_spec():
+    # The shared policy: weights/activations are fields of the config; a mapping changes
+    # those attributes of the global spec, as the short keys do.
+    cfg = QuantConfig(layers={"fc": {"weights": {"bits": 4}}, "conv*": {"bits": 4}})
+    w_fc, a_fc = cfg.for_layer("fc")
+    assert w_fc == cfg.for_layer("conv1")[0]
+    assert (w_fc.bits, w_fc.per_channel, w_fc.symmetric) == (4, True, True)  # DEFAULT_WEIGHTS'
+    assert a_fc == cfg.activations
+    with pytest.raises(ConfigError, match=r"quantize.layers\['fc'\]: bits must be an integer "
+                                          r"in 2..8, got 9"):
+        QuantConfig(layers={"fc": {"bits": 9}})
+    with pytest.raises(ConfigError, match=r"quantize.layers\['fc'\].act_bits: expected int"):
+        QuantConfig(layers={"fc": {"act_bits": "eight"}})
+    with pytest.raises(ConfigError, match=r"quantize.layers\['fc'\] must be a mapping"):
+        QuantConfig(layers={"fc": 4})

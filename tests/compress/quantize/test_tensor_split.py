@@ -150,7 +150,16 @@ def test_nothing_to_split_leaves_the_model_alone(data):
 
 
 def test_config_validation():
-    assert SplitConfig.from_dict({"per_channel": True, "layers": ["conv*"]}).layers == ("conv*",)
+    # The old glob list (layers to consider) reads as the policy, with a warning.
+    with pytest.warns(DeprecationWarning, match=r'write `layers: \{"conv\*": \{\}, "\*": \{skip: true\}\}`'):
+        old = SplitConfig.from_dict({"per_channel": True, "layers": ["conv*"]})
+    assert old.layers == {"conv*": {}, "*": {"skip": True}}
+    assert old.policy.resolve(old, "conv2") == old and old.policy.resolve(old, "fc") is None
+    own = SplitConfig(layers={"conv2": {"threshold": 3.0}}).policy.resolve(
+        SplitConfig(layers={"conv2": {"threshold": 3.0}}), "conv2")
+    assert own.threshold == 3.0
+    with pytest.raises(ConfigError, match=r"split.layers\['conv2'\]: threshold must be > 1"):
+        SplitConfig(layers={"conv2": {"threshold": 0.5}})
     with pytest.raises(ConfigError, match="threshold"):
         SplitConfig(threshold=1.0)
     with pytest.raises(ConfigError, match="expand_ratio"):

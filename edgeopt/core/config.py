@@ -62,6 +62,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if origin is tuple:
         args = typing.get_args(tp)
         inner = args[0] if args else Any
+        if isinstance(value, (str, int, float)):
+            # YAML's `ignore: fc` means the one-item list, not the characters of "fc".
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
         return tuple(_coerce(inner, v, where) for v in value)
     if origin is dict:
         if not isinstance(value, dict):

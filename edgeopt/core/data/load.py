@@ -11,6 +11,7 @@ from edgeopt.core.data.idx import find_idx, load_idx_folder
 from edgeopt.core.data.images import load_image_tree
 from edgeopt.core.data.npz import load_npz
 from edgeopt.core.data.splits import Dataset, Split, split_train_test
+from edgeopt.core.data.text import TEXT_BUILTINS, TEXT_SUFFIXES, is_text_spec
 from edgeopt.core.errors import ConfigError, DataError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -22,6 +23,12 @@ def load_dataset(spec: str, *, seed: int = 0, test_fraction: float = 0.2) -> Dat
     if not 0 < test_fraction < 1:
         raise ConfigError(f"test_fraction must be between 0 and 1, got {test_fraction}")
     spec = str(spec)
+    if is_text_spec(spec):
+        # Texts are not N,C,H,W samples: see core.data.text for why they have their own type.
+        raise DataError(
+            f"{spec}: text data, read by load_text_dataset "
+            "(load_dataset reads images: IDX or class folders, .npz)"
+        )
     name = dataset_name(spec)
     if spec == "fashion-mnist":
         root = Path(os.environ.get("EDGEOPT_FASHION_MNIST", FASHION_MNIST_DIR))
@@ -38,7 +45,7 @@ def load_dataset(spec: str, *, seed: int = 0, test_fraction: float = 0.2) -> Dat
     if not path.exists():
         raise DataError(
             f"dataset not found: {spec} (expected a folder, an .npz file, "
-            f"or one of: {', '.join(BUILTINS)})"
+            f"or one of: {', '.join(BUILTINS + TEXT_BUILTINS)})"
         )
     if path.is_file():
         if path.suffix.lower() != ".npz":
@@ -51,10 +58,10 @@ def load_dataset(spec: str, *, seed: int = 0, test_fraction: float = 0.2) -> Dat
 
 def dataset_name(spec: str) -> str:
     """The name ``load_dataset(spec)`` gives its result, known without loading it."""
-    if spec in BUILTINS:
+    if spec in BUILTINS or spec in TEXT_BUILTINS:
         return spec
     path = Path(spec).expanduser().resolve()  # resolve so "." gets the folder's name
-    return path.stem if path.suffix.lower() == ".npz" else path.name
+    return path.stem if path.suffix.lower() in (".npz", *TEXT_SUFFIXES) else path.name
 
 
 def _finish(name: str, train: Split, test: Split, num_classes: int | None = None) -> Dataset:

@@ -119,8 +119,8 @@ def _csv_rows(path: Path, text: str, delimiter: str) -> list[Row]:
     try:
         for record in reader:
             line, start = start, reader.line_num + 1  # a record may span several lines
-            if not record or record == [""]:
-                continue  # a blank line
+            if not record:
+                continue  # a blank line (a quoted "" is a field, and an empty text)
             if header is None:
                 header = [name.strip() for name in record]
                 columns = _columns(path, header)

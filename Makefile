@@ -28,6 +28,10 @@ data:
 	@if [ ! -d $(FMNIST) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  (apt-get install -y -qq dataset-fashion-mnist || \
 	   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null || true; fi
+	@# fortunes: the built-in text dataset (docs/data.md), for models that take text.
+	@if [ ! -d /usr/share/games/fortunes ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq fortunes || \
+	   (apt-get update -qq && apt-get install -y -qq fortunes)) >/dev/null || true; fi
 
 demo: setup data
 	@DATA=$$( [ -d $(FMNIST) ] && echo fashion-mnist || echo digits ); \

@@ -277,3 +277,18 @@ def test_round_trip(tmp_path_factory, texts, fmt):
     names = sorted(set(labels))
     got = [ds.classes[i] for i in np.concatenate([ds.train.y, ds.test.y])]
     assert ds.classes == tuple(names) and got == labels
+
+
+def test_docs_example_runs(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "data.md").read_text()
+    code = doc.split("```python")[1].split("```")[0]
+    monkeypatch.chdir(tmp_path)
+    names = ["negative", "positive"]
+    write_jsonl(tmp_path / "reviews.jsonl",
+                [{"text": f"review {i}", "label": names[i % 2]} for i in range(100)])
+    env = {}
+    exec(compile(code, "docs/data.md", "exec"), env)
+    ds = env["ds"]
+    assert ds.classes == ("negative", "positive") and len(ds.test) == 20

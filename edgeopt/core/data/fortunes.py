@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.core.data.text import TextDataset, text_dataset
+from edgeopt.core.data.text import TextDataset, check_fraction, text_dataset
 from edgeopt.core.errors import ConfigError, DataError
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
@@ -86,6 +86,7 @@ def load_fortunes(
         )
     if max_chars is not None and max_chars < 1:
         raise ConfigError(f"max_chars must be >= 1, got {max_chars}")
+    check_fraction(test_fraction)
     folder = fortunes_dir(root)
     files = category_files(folder)
     if categories is not None:

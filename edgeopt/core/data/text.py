@@ -25,10 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from edgeopt.core.data.splits import subset_indices, train_test_indices
-from edgeopt.core.data.text_files import Row, read_text_file
+from edgeopt.core.data.text_files import TEXT_SUFFIXES, Row, read_text_file
 from edgeopt.core.errors import ConfigError, DataError
 
-TEXT_SUFFIXES = (".jsonl", ".csv", ".tsv", ".txt")
 TEXT_BUILTINS = ("fortunes",)
 
 
@@ -76,7 +75,7 @@ def load_text_dataset(spec: str, *, seed: int = 0, test_fraction: float = 0.2) -
         from edgeopt.core.data.fortunes import load_fortunes
 
         return load_fortunes(seed=seed, test_fraction=test_fraction)
-    _check_fraction(test_fraction)
+    check_fraction(test_fraction)
     path = Path(spec).expanduser()
     if path.suffix.lower() not in TEXT_SUFFIXES:
         raise DataError(
@@ -101,8 +100,8 @@ def load_text_dataset(spec: str, *, seed: int = 0, test_fraction: float = 0.2) -
 def text_dataset(name: str, texts: list[str], y: np.ndarray | None,
                  classes: tuple[str, ...] | None, *, seed: int, test_fraction: float,
                  where: str) -> TextDataset:
-    """Texts without a split of their own, split by ``seed`` (``split_indices``)."""
-    _check_fraction(test_fraction)
+    """Texts without a split of their own, split by ``seed`` (``split_indices``);
+    ``test_fraction`` already checked (``check_fraction``)."""
     whole = TextSplit(texts, y)
     train, test = split_indices(y, len(texts), seed, test_fraction, classes, where)
     return _dataset(name, whole.take(train), whole.take(test), y, classes, where=where)
@@ -181,6 +180,6 @@ def _dataset(name: str, train: TextSplit, test: TextSplit, y: np.ndarray | None,
     return TextDataset(name, train, test, num_classes, classes)
 
 
-def _check_fraction(test_fraction: float) -> None:
+def check_fraction(test_fraction: float) -> None:
     if not 0 < test_fraction < 1:
         raise ConfigError(f"test_fraction must be between 0 and 1, got {test_fraction}")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from edgeopt.core.errors import DataError
 
+TEXT_SUFFIXES = (".jsonl", ".csv", ".tsv", ".txt")
+
 Label = int | str | None
 
 
@@ -29,18 +31,18 @@ class Row:
 def read_text_file(path: Path) -> list[Row]:
     """The rows of a ``.jsonl``/``.csv``/``.tsv``/``.txt`` file; a one-line ``DataError``
     naming the file and line for anything malformed, and for a file with no rows."""
+    suffix = path.suffix.lower()
+    if suffix not in TEXT_SUFFIXES:
+        raise DataError(f"{path}: unsupported text file (expected .jsonl, .csv, .tsv or .txt)")
     text = _decode(path)
     if not text.strip():
         raise DataError(f"{path}: empty file")
-    suffix = path.suffix.lower()
     if suffix == ".jsonl":
         rows = _jsonl_rows(path, text)
     elif suffix in (".csv", ".tsv"):
         rows = _csv_rows(path, text, "\t" if suffix == ".tsv" else ",")
-    elif suffix == ".txt":
-        rows = _txt_rows(text)
     else:
-        raise DataError(f"{path}: unsupported text file (expected .jsonl, .csv, .tsv or .txt)")
+        rows = _txt_rows(text)
     if not rows:
         raise DataError(f"{path}: no texts in the file")
     return rows

@@ -63,6 +63,8 @@ def test_option_errors(tmp_path):
         load_fortunes(root=root, min_entries=1)
     with pytest.raises(ConfigError, match="max_chars must be >= 1"):
         load_fortunes(root=root, max_chars=0)
+    with pytest.raises(ConfigError, match="test_fraction must be between 0 and 1, got 0"):
+        load_fortunes(root=root, test_fraction=0)
 
 
 def test_missing_folder_says_what_to_install(tmp_path, monkeypatch):

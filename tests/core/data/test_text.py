@@ -292,3 +292,18 @@ def test_docs_example_runs(tmp_path, monkeypatch):
     exec(compile(code, "docs/data.md", "exec"), env)
     ds = env["ds"]
     assert ds.classes == ("negative", "positive") and len(ds.test) == 20
+
+
+def test_reading_text_imports_no_torch(tmp_path):
+    # The runtime side reads text data too; a fresh interpreter, as this one has torch.
+    import subprocess
+    import sys
+
+    path = write_jsonl(tmp_path / "d.jsonl", labelled_rows({"a": 3, "b": 3}))
+    code = ("import sys\nfrom edgeopt.core.data.text import load_text_dataset\n"
+            f"load_text_dataset({str(path)!r})\n"
+            "from edgeopt.core.data.fortunes import load_fortunes\n"
+            "print(' '.join(sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert {"torch", "onnx", "PIL", "sklearn"} & set(out.stdout.split()) == set()

@@ -35,6 +35,8 @@ DEFERRED = {
     # The package's top registers the default backend's size model for compress.apply;
     # importing compile there would pull torch into `import edgeopt.runtime`.
     "edgeopt": {"edgeopt.compile.backends.registry"},
+    # fortunes builds on text's dataset type; text's loader hands the name on to it.
+    "edgeopt.core.data.text": {"edgeopt.core.data.fortunes"},
     # TVM is an optional extra: only a TVM build imports it.
     "edgeopt.auto.run": {"edgeopt.compile.backends.tvm.fp16_host"},
 }

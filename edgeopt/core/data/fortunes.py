@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.core.data.text import TextDataset, check_fraction, text_dataset
+from edgeopt.core.data.splits import check_fraction
+from edgeopt.core.data.text import TextDataset, text_dataset
 from edgeopt.core.errors import ConfigError, DataError
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")

@@ -10,9 +10,9 @@ import numpy as np
 from edgeopt.core.data.idx import find_idx, load_idx_folder
 from edgeopt.core.data.images import load_image_tree
 from edgeopt.core.data.npz import load_npz
-from edgeopt.core.data.splits import Dataset, Split, split_train_test
+from edgeopt.core.data.splits import Dataset, Split, check_fraction, split_train_test
 from edgeopt.core.data.text import TEXT_BUILTINS, TEXT_SUFFIXES, is_text_spec
-from edgeopt.core.errors import ConfigError, DataError
+from edgeopt.core.errors import DataError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 BUILTINS = ("digits", "fashion-mnist")
@@ -20,8 +20,7 @@ BUILTINS = ("digits", "fashion-mnist")
 
 def load_dataset(spec: str, *, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     """Load a dataset; sources without their own test split are split by ``seed``."""
-    if not 0 < test_fraction < 1:
-        raise ConfigError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    check_fraction(test_fraction)
     spec = str(spec)
     if is_text_spec(spec):
         # Texts are not N,C,H,W samples: see core.data.text for why they have their own type.

@@ -88,3 +88,9 @@ def as_labels(y: np.ndarray, where: str) -> np.ndarray:
     if len(y) and y.min() < 0:
         raise DataError(f"{where}: labels must be >= 0, found {int(y.min())}")
     return y.astype(np.int64)
+
+
+def check_fraction(test_fraction: float) -> None:
+    """The one check of a ``test_fraction`` argument, for every loader that splits."""
+    if not 0 < test_fraction < 1:
+        raise ConfigError(f"test_fraction must be between 0 and 1, got {test_fraction}")

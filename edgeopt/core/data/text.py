@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.core.data.splits import subset_indices, train_test_indices
+from edgeopt.core.data.splits import check_fraction, subset_indices, train_test_indices
 from edgeopt.core.data.text_files import TEXT_SUFFIXES, Row, read_text_file
-from edgeopt.core.errors import ConfigError, DataError
+from edgeopt.core.errors import DataError
 
 TEXT_BUILTINS = ("fortunes",)
 
@@ -178,8 +178,3 @@ def _dataset(name: str, train: TextSplit, test: TextSplit, y: np.ndarray | None,
         return TextDataset(name, train, test, None, None)
     num_classes = len(classes) if classes else int(y.max()) + 1
     return TextDataset(name, train, test, num_classes, classes)
-
-
-def check_fraction(test_fraction: float) -> None:
-    if not 0 < test_fraction < 1:
-        raise ConfigError(f"test_fraction must be between 0 and 1, got {test_fraction}")

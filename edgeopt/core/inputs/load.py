@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeopt.core.data import dataset_name
-from edgeopt.core.errors import ConfigError, DataError
+from edgeopt.core.data.splits import check_fraction
+from edgeopt.core.errors import DataError
 from edgeopt.core.inputs.check import make_split
 from edgeopt.core.inputs.specs import TensorLike
 from edgeopt.core.inputs.splits import InputDataset, split_train_test
@@ -21,8 +22,7 @@ def load_inputs(
     spec: str, inputs: Sequence[TensorLike], *, seed: int = 0, test_fraction: float = 0.2
 ) -> InputDataset:
     """Load, check and split data for a model with these ``inputs``."""
-    if not 0 < test_fraction < 1:
-        raise ConfigError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    check_fraction(test_fraction)
     if not inputs:
         raise DataError("the model declares no inputs")
     path = Path(str(spec)).expanduser()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, ClassVar
 
 import torch
@@ -28,6 +27,7 @@ from torch import nn
 from edgeopt.compress.distill.finetune import FinetuneOptions, finetune, frozen_teacher, top1
 from edgeopt.compress.prune import _tp
 from edgeopt.compress.prune._common import editable_model, split, teacher_source
+from edgeopt.compress.prune.importance import Importance, ranked_on
 from edgeopt.compress.train_bn import fold_back, insert_batchnorm
 from edgeopt.core.canonical import edited
 from edgeopt.core.config import enum_field
@@ -36,13 +36,6 @@ from edgeopt.core.layer_policy import LayerPolicy
 from edgeopt.core.registry import register
 from edgeopt.core.step import StepConfig, StepContext, StepRecord, StepResult
 from edgeopt.core.train import TrainData, as_train_data
-
-
-class Importance(str, Enum):
-    L1 = "l1"  # L1 norm of the group's weights
-    L2 = "l2"
-    BN_SCALE = "bn_scale"  # |gamma| of the batch norm (network slimming)
-    TAYLOR = "taylor"  # |w * dL/dw|, first order (Molchanov et al. 2019); needs labels
 
 
 def _in_open_unit(name: str, value: float | None) -> None:
@@ -59,6 +52,9 @@ class StructuredPruneConfig(StepConfig):
     policy: ClassVar[LayerPolicy] = LayerPolicy("prune", fields=("ratio",))
 
     importance: Importance = Importance.L2
+    # What a net whose BatchNorms were folded (an ONNX export) ranks on instead of L1/L2
+    # (None: ``importance``); prune/importance.py says why.
+    folded_importance: Importance | None = Importance.BN_SCALE
     ratio: float | None = None
     macs_reduction: float | None = None
     max_ratio: float = 0.9  # per-layer cap of the schedule a MACs target is reached on
@@ -78,6 +74,11 @@ class StructuredPruneConfig(StepConfig):
 
     def __post_init__(self) -> None:
         enum_field(self, "importance", Importance, "prune.importance")
+        if self.folded_importance is not None:
+            enum_field(self, "folded_importance", Importance, "prune.folded_importance")
+            if self.folded_importance is Importance.TAYLOR:
+                raise ConfigError("prune.folded_importance: taylor needs labels and is not "
+                                  "chosen by folding; set importance: taylor instead")
         if self.ratio is None and self.macs_reduction is None and not self.layers:
             raise ConfigError("prune needs a target: ratio, macs_reduction or layers")
         if self.ratio == 1.0:
@@ -141,7 +142,8 @@ class PruneRecord(StepRecord):
         cut = ", ".join(f"{n} {a}->{b}" for n, (a, b) in p.get("channels", {}).items() if a != b)
         return [f"MACs {p['macs_before']:,} -> {p['macs_after']:,} "
                 f"(-{1 - p['macs_after'] / max(1, p['macs_before']):.1%}), params "
-                f"{p['params_before']:,} -> {p['params_after']:,}; channels {cut}"]
+                f"{p['params_before']:,} -> {p['params_after']:,}; ranked on "
+                f"{p.get('importance', '?')}; channels {cut}"]
 
 
 @register(StructuredPruneConfig, step="prune")
@@ -178,7 +180,8 @@ def structured_prune(model: nn.Module, config: StructuredPruneConfig,
         _tp.check_not_emptied(pruned, ratio, per_layer, ignored, config.round_to)
     rounds = config.iterative_steps
     substeps = _tp.MACS_SUBSTEPS if by_macs else rounds
-    pruner = _tp.build(pruned, example, kind=config.importance.value, ratio=ratio,
+    kind = ranked_on(config.importance, config.folded_importance, len(restored))
+    pruner = _tp.build(pruned, example, kind=kind.value, ratio=ratio,
                        per_layer=per_layer, ignored=ignored,
                        global_pruning=config.global_pruning, steps=substeps,
                        round_to=config.round_to)
@@ -235,7 +238,7 @@ def structured_prune(model: nn.Module, config: StructuredPruneConfig,
     details = {
         "macs_before": macs0, "macs_after": macs1, "params_before": params0,
         "params_after": params1, "macs_reduction": round(1 - macs1 / macs0, 4),
-        "batchnorm_restored": len(restored),
+        "batchnorm_restored": len(restored), "importance": kind.value,
         "channels": {n: [channels_before[n], after[n]] for n in after},
         "val_top1_before": acc0, "floor": floor, "stopped": stopped,
         "steps_kept": sum(1 for h in history[1:] if h.get("kept", True)),

@@ -23,8 +23,14 @@ ROOT = Path(__file__).resolve().parents[2]
 EXTRAS = ("tensorly", "torch_pruning", "tvm", "onnx2torch")  # none is a base dependency
 
 
+def _block(monkeypatch, *names):
+    """As if not installed, even where an earlier test has imported them."""
+    for name in names:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
 def test_require_names_the_extra_in_one_line(monkeypatch):
-    monkeypatch.setitem(sys.modules, "tensorly", None)
+    _block(monkeypatch, "tensorly", "tensorly.decomposition")
     with pytest.raises(ConfigError) as exc:
         require("tensorly.decomposition", extra="compress", feature="low-rank factorisation")
     assert str(exc.value) == ("low-rank factorisation needs tensorly, which is not installed: "
@@ -44,14 +50,14 @@ def test_require_keeps_what_an_installed_extra_lacks_a_bug(monkeypatch, tmp_path
 def test_lowrank_without_tensorly(monkeypatch):
     for lazy in (tucker.tl, tucker.decomposition):
         monkeypatch.setattr(lazy, "_module", None)
-    monkeypatch.setitem(sys.modules, "tensorly", None)
+    _block(monkeypatch, "tensorly", "tensorly.decomposition")
     with pytest.raises(ConfigError, match=r"install edgeopt\[compress\]"):
         tucker.tucker2(nn.Conv2d(4, 4, 3), 2, 2)
 
 
 def test_structured_pruning_without_torch_pruning(monkeypatch):
     monkeypatch.setattr(_tp.tp, "_module", None)
-    monkeypatch.setitem(sys.modules, "torch_pruning", None)
+    _block(monkeypatch, "torch_pruning")
     with pytest.raises(ConfigError, match=r"structured pruning needs torch_pruning.*"
                                           r"install edgeopt\[compress\]"):
         _tp.count(nn.Sequential(nn.Conv2d(1, 2, 3)), torch.zeros(1, 1, 8, 8))

@@ -33,14 +33,16 @@ def _source_root() -> Path:
     return HERE if (HERE / "edgeopt").is_dir() else HERE.parent
 
 
-def runtime_files() -> list[str]:
-    """The files the wheel installs, relative to the source root, sorted."""
+def runtime_files(*, strict: bool = True) -> list[str]:
+    """The files the wheel installs, relative to the source root, sorted. ``strict``: a
+    pattern that matches nothing is an error (not so for the full package's sdist, which
+    leaves them out)."""
     root = _source_root()
     _, patterns = _project()
     found = set()
     for pattern in patterns:
         matches = [p for p in root.glob(pattern) if p.is_file() and "__pycache__" not in p.parts]
-        if not matches:
+        if not matches and strict:
             raise FileNotFoundError(f"edgeopt-runtime: {pattern} matches no file under {root}")
         found.update(p.relative_to(root).as_posix() for p in matches)
     return sorted(found)

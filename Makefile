@@ -11,11 +11,13 @@ FMNIST := /usr/share/datasets/fashion-mnist
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml runtime/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	# The CPU build of torch 2.13 (a looser pin downloads a multi-GB CUDA build).
 	$(VENV)/bin/pip install -q torch==2.13.0
+	# edgeopt-runtime (runtime/) first: the full package depends on it and it is on no index.
+	$(VENV)/bin/pip install -q -e ./runtime
 	$(VENV)/bin/pip install -q -e '.[dev,peers,tvm,compress]'
 	# onnx2torch (ONNX -> torch for techniques that need gradients) without its torchvision
 	# requirement: PyPI's torchvision pulls a CUDA torch and does not import beside ours;

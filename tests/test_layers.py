@@ -27,7 +27,7 @@ RUNTIME = "runtime: numpy and the backend's runtime only"
 DEFERRED = {
     # Each command imports what it runs.
     "edgeopt.cli": "*",
-    # The guest Python has no torch: edgeopt's package __init__s are stubbed first.
+    # The guest Python runs it as a script: --standalone needs nothing of edgeopt.
     "edgeopt.emulate.runner": {"edgeopt.runtime", "edgeopt.core.errors"},
     # core.graph imports torch; evaluating a Predictor or a numpy callable must not.
     "edgeopt.evaluate.runnable": {"edgeopt.core.graph"},

@@ -1,7 +1,7 @@
 """Run an artifact in the emulated aarch64 user space (``root.py``) under qemu-user.
 
-The guest's python3 runs ``runner.py``, which by default loads the artifact with this
-source tree's ``edgeopt.runtime``; root.py says why qemu is called explicitly and why
+The guest's python3 runs ``runner.py``, which by default loads the artifact with
+``edgeopt.runtime`` from edgeopt-runtime, copied into the root (packages.py); root.py says why qemu is called explicitly and why
 the root has its own /proc/cpuinfo. A run costs ~2-3 s of qemu start and imports on
 top of the inference itself.
 """
@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.core.errors import EdgeoptError
+from edgeopt.emulate.packages import runtime_site
 from edgeopt.emulate.root import SITE, ensure_root, find_qemu
 
 RUNNER = Path(__file__).with_name("runner.py")
@@ -68,8 +69,10 @@ def python_command(root: Path, cpu: str = DEFAULT_CPU) -> tuple[list[str], dict[
     argv = [find_qemu(), "-cpu", cpu, "-L", str(root), str(root / "usr/bin/python3")]
     # A clean environment: the host venv's variables must not leak into the aarch64 Python.
     # Bytecode goes to the root's cache: compiled once, and the checkout is never written.
+    # edgeopt comes from the root's copy of edgeopt-runtime only (packages.py).
+    path = os.pathsep.join([str(runtime_site(root)), str(root / SITE)])
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONNOUSERSITE": "1",
-           "PYTHONPATH": str(root / SITE), "HOME": str(root / "tmp"),
+           "PYTHONPATH": path, "HOME": str(root / "tmp"),
            "PYTHONPYCACHEPREFIX": str(root / "var/cache/edgeopt-pyc")}
     return argv, env
 

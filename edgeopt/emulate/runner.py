@@ -5,12 +5,13 @@ This file is executed by the *aarch64* Python of the emulated root (see
 but no torch and not the host's x86 venv. So it imports nothing from edgeopt at the top.
 
 By default it runs the artifact through edgeopt's own deployment code,
-``edgeopt.runtime.load(dir).run(x)``, imported from this source tree: DESIGN.md promises
-that the runtime layer needs numpy and the backend's runtime only, and running it on
-aarch64 proves the very code users deploy (and that promise). The heavy package
-``__init__``s on the way (``edgeopt``, ``edgeopt.compile``: torch) are replaced by empty
-stubs. ``--standalone`` instead uses the copies below, which need nothing of edgeopt: for
-a device with only this file, or to tell an edgeopt runtime bug from a backend one.
+``edgeopt.runtime.load(dir).run(x)``, from the edgeopt-runtime distribution on the
+guest's path (run.py puts the root's copy of it there; on a device, ``pip install
+edgeopt-runtime``): DESIGN.md promises that the runtime needs numpy and the backend's
+runtime only, and running it on aarch64 proves the very package users deploy. It is
+imported in a function so that ``--standalone``, which uses the copies below and needs
+nothing of edgeopt, works on a device with only this file, or tells an edgeopt runtime
+bug from a backend one.
 
     python3 runner.py ARTIFACT_DIR INPUTS.npy OUTPUTS.npy [--threads N] [--standalone]
 
@@ -98,29 +99,16 @@ BACKENDS = {"onnxruntime": run_onnxruntime, "tvm": run_tvm}
 
 
 def run_edgeopt(folder: str, threads: int, x):
-    """``edgeopt.runtime.load(folder).run(x)`` from this source tree, without torch."""
-    import types
-
-    src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    """``edgeopt.runtime.load(folder).run(x)`` from the installed edgeopt-runtime."""
     try:
-        with open(os.path.join(folder, "manifest.json")) as f:
-            backend = json.load(f).get("backend", "")
-    except (OSError, ValueError) as exc:
-        fail(f"{folder}: no readable manifest.json ({exc})")
-    # Packages whose __init__ pulls in torch or a compiler: empty stubs with the real path,
-    # so that only the modules the runtime itself imports are executed. Hence the imports
-    # below sit in this function, after the stubs (and this file is run, never imported).
-    for name in ("edgeopt", "edgeopt.compile", "edgeopt.compile.backends",
-                 f"edgeopt.compile.backends.{backend}"):
-        mod = types.ModuleType(name)
-        mod.__path__ = [os.path.join(src, *name.split("."))]
-        sys.modules[name] = mod
-    import edgeopt.runtime
-    from edgeopt.core.errors import EdgeoptError
-
+        import edgeopt.runtime
+        from edgeopt.core.errors import EdgeoptError
+    except ImportError as exc:
+        fail(f"edgeopt-runtime is not installed here ({exc}); pip install edgeopt-runtime, "
+             "or run with --standalone")
     try:
         predictor = edgeopt.runtime.load(folder, threads=threads)
-        return predictor.run(x), f"edgeopt {type(predictor).__name__}", backend
+        return predictor.run(x), f"edgeopt {type(predictor).__name__}", predictor.backend
     except EdgeoptError as exc:
         fail(str(exc))
 

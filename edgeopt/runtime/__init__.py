@@ -53,8 +53,15 @@ def load(path: str | os.PathLike, *, threads: int | None = None) -> Predictor:
     manifest = read_manifest(path)
     verify(path, manifest)
     backend = manifest.get("backend", "")
+    name = f"edgeopt.compile.backends.{backend}.runtime"
     try:
-        module = importlib.import_module(f"edgeopt.compile.backends.{backend}.runtime")
-    except ModuleNotFoundError:
-        raise ArtifactError(f"artifact {path} needs backend {backend!r}, not available") from None
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and name.startswith(exc.name):  # no such backend
+            raise ArtifactError(f"artifact {path} needs backend {backend!r}, "
+                                f"not available") from None
+        # The backend's own runtime library (TVM's) is an extra of edgeopt-runtime.
+        raise ArtifactError(f"artifact {path} needs backend {backend!r}, whose runtime "
+                            f"{exc.name} is not installed: install edgeopt-runtime[{backend}] "
+                            f"(or edgeopt[{backend}])") from None
     return module.PREDICTOR(Path(path), manifest, threads=threads)

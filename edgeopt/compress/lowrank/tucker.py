@@ -21,10 +21,15 @@ from __future__ import annotations
 
 import warnings
 
-import tensorly as tl
 import torch
-from tensorly.decomposition import parafac, partial_tucker
 from torch import nn
+
+from edgeopt.core.extras import LazyModule
+
+# The `compress` extra: imported by the first factorisation, so that compress imports without.
+tl = LazyModule("tensorly", extra="compress", feature="low-rank factorisation")
+decomposition = LazyModule("tensorly.decomposition", extra="compress",
+                           feature="low-rank factorisation")
 
 
 def _conv(cin: int, cout: int, kernel, weight: torch.Tensor, like: nn.Conv2d, **kw) -> nn.Conv2d:
@@ -51,8 +56,8 @@ def tucker2(conv: nn.Conv2d, r_in: int, r_out: int, *, iters: int = 20) -> tuple
     """The Tucker-2 Sequential of ``conv`` and the weight's relative reconstruction error."""
     w = conv.weight.detach().double().cpu()
     with tl.backend_context("pytorch"):
-        (core, (u_out, u_in)), _ = partial_tucker(w, rank=[r_out, r_in], modes=[0, 1],
-                                                  n_iter_max=iters, init="svd", random_state=0)
+        (core, (u_out, u_in)), _ = decomposition.partial_tucker(
+            w, rank=[r_out, r_in], modes=[0, 1], n_iter_max=iters, init="svd", random_state=0)
         approx = tl.tenalg.multi_mode_dot(core, [u_out, u_in], modes=[0, 1])
     first = _conv(conv.in_channels, r_in, 1, u_in.T[:, :, None, None], conv)
     middle = _conv(r_in, r_out, conv.kernel_size, core, conv, stride=conv.stride,
@@ -67,7 +72,8 @@ def cp(conv: nn.Conv2d, rank: int, *, iters: int = 100) -> tuple[nn.Sequential, 
     with tl.backend_context("pytorch"), warnings.catch_warnings():
         # A rank above a mode's size makes tensorly fill the SVD init randomly: that is fine.
         warnings.simplefilter("ignore", UserWarning)
-        weights, factors = parafac(w, rank=rank, n_iter_max=iters, init="svd", random_state=0)
+        weights, factors = decomposition.parafac(w, rank=rank, n_iter_max=iters, init="svd",
+                                                 random_state=0)
         approx = tl.cp_to_tensor((weights, factors))
     a, b, c, d = factors
     a = a * weights[None, :]

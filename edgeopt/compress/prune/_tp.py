@@ -12,13 +12,16 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-import torch_pruning as tp
 from torch import nn
 
 from edgeopt.compress.prune._common import layers
 from edgeopt.core.config import first_match
 from edgeopt.core.errors import ConfigError
+from edgeopt.core.extras import LazyModule
 from edgeopt.core.train import TrainData
+
+# The `compress` extra: imported by the first pruning step, so that compress imports without.
+tp = LazyModule("torch_pruning", extra="compress", feature="structured pruning")
 
 # Sub-steps of the linear ratio schedule a MACs target is reached in: 1/100 of the
 # per-layer cap each, so the target is overshot by at most about one percent.

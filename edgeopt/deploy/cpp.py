@@ -1,0 +1,107 @@
+"""Build and run the C++ runner of deploy/cpp for x86_64 and aarch64.
+
+The runner opens libonnxruntime.so.1 at run time; the library is the one inside the
+onnxruntime wheel: the host's for x86_64, the arm64 root's (edgeopt.emulate) for aarch64,
+so the C++ and Python runtimes run one ORT build per architecture.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgeopt.core.errors import EdgeoptError
+from edgeopt.emulate.root import SITE, cross_compiler, ensure_root, find_qemu
+from edgeopt.emulate.run import DEFAULT_CPU, write_cpuinfo
+
+ARCHES = ("x86_64", "aarch64")
+BINARY = "edgeopt-run"
+ORT_SONAME = "libonnxruntime.so.1"
+
+
+class DeployError(EdgeoptError):
+    """The runner could not be built, found or run."""
+
+
+def source_dir() -> Path:
+    """deploy/cpp of this checkout (the sources are not in the installed wheel)."""
+    src = Path(__file__).resolve().parents[2] / "deploy" / "cpp"
+    if not (src / "Makefile").is_file():
+        raise DeployError(f"the C++ runner's sources are not at {src}: run from an edgeopt "
+                          "checkout, or pass a built runner with --runner")
+    return src
+
+
+def _check_arch(arch: str) -> None:
+    if arch not in ARCHES:
+        raise DeployError(f"no C++ runner for {arch!r} (known: {', '.join(ARCHES)})")
+
+
+def build_runner(arch: str, build_dir: str | os.PathLike | None = None) -> Path:
+    """``make`` the runner for ``arch`` (a no-op when up to date); returns the binary."""
+    _check_arch(arch)
+    src = source_dir()
+    build = Path(build_dir) if build_dir else src / "build" / arch
+    if shutil.which("make") is None:
+        raise DeployError("make not found: apt-get install make")
+    if arch == "aarch64":
+        cross_compiler("g++")
+    elif shutil.which("g++") is None:
+        raise DeployError("g++ not found: apt-get install g++")
+    proc = subprocess.run(["make", "-C", str(src), f"ARCH={arch}", f"BUILD={build.resolve()}"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        raise DeployError(f"building the {arch} runner failed: "
+                          f"{lines[-1] if lines else 'no output'}")
+    return build.resolve() / BINARY
+
+
+def ort_library(arch: str) -> Path:
+    """The libonnxruntime.so of the onnxruntime wheel for ``arch``."""
+    _check_arch(arch)
+    if arch == platform.machine():
+        import onnxruntime  # the host's wheel, as edgeopt.runtime uses it
+
+        capi = Path(onnxruntime.__file__).parent / "capi"
+    else:
+        capi = ensure_root() / SITE / "onnxruntime" / "capi"
+    libs = sorted(capi.glob("libonnxruntime.so.1*"))
+    if not libs:
+        raise DeployError(f"no libonnxruntime.so.1* in {capi}")
+    return libs[0]
+
+
+def runner_command(binary: Path, arch: str, *, cpu: str = DEFAULT_CPU) -> tuple[list, dict]:
+    """argv prefix and environment that run ``binary``: natively, or under qemu-user."""
+    env = {"PATH": "/usr/bin:/bin", "EDGEOPT_ORT_LIB": str(ort_library(arch))}
+    if arch == platform.machine():
+        return [str(binary)], env
+    root = ensure_root()
+    write_cpuinfo(root, cpu)  # ORT's cpuinfo segfaults on the host's x86 /proc/cpuinfo
+    return [find_qemu(), "-cpu", cpu, "-L", str(root), str(binary)], env
+
+
+def run_runner(binary: str | os.PathLike, artifact: str | os.PathLike, x: np.ndarray, *,
+               arch: str | None = None, threads: int | None = None,
+               timeout: float = 600) -> np.ndarray:
+    """The runner's first output for the float32 batch ``x``."""
+    arch = arch or platform.machine()
+    argv, env = runner_command(Path(binary), arch)
+    with tempfile.TemporaryDirectory(prefix="edgeopt-run.") as tmp:
+        np.save(Path(tmp) / "x.npy", np.ascontiguousarray(x, dtype=np.float32))
+        cmd = [*argv, str(artifact), f"{tmp}/x.npy", f"{tmp}/y.npy"]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            lines = (proc.stderr or proc.stdout).strip().splitlines()
+            raise DeployError(f"the {arch} runner failed (exit {proc.returncode}): "
+                              f"{lines[-1] if lines else 'no output'}")
+        return np.load(Path(tmp) / "y.npy")

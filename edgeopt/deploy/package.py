@@ -66,7 +66,7 @@ def _write_tarball(dest: Path, name: str, arch: str, artifact: Path, manifest: d
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     os.close(fd)
     try:
-        with tarfile.open(tmp, "w:gz") as tar:
+        with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
             _add_file(tar, runner, f"{name}/{BINARY}", 0o755)
             _add_file(tar, library, f"{name}/lib/{ORT_SONAME}", 0o755)
             for f in sorted(p for p in artifact.rglob("*") if p.is_file()):

@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text, end="")
     if not args.tiny:
         args.results.parent.mkdir(parents=True, exist_ok=True)
-        args.results.write_text(text)
+        args.results.write_text(f"$ python bench/cpp_runner.py {' '.join(argv or sys.argv[1:])}\n"
+                                f"{text}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0 if all(r["max_abs_diff"] <= TOL for r in rows) else 1

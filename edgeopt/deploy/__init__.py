@@ -12,8 +12,10 @@ from edgeopt.deploy.cpp import (
     ort_library,
     run_runner,
     source_dir,
+    tvm_libraries,
 )
 from edgeopt.deploy.package import package
 
 __all__ = ["ARCHES", "DeployError", "build_runner", "ort_library", "package", "run_runner",
-           "source_dir"]
+           "source_dir",
+           "tvm_libraries"]

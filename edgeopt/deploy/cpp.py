@@ -43,24 +43,57 @@ def _check_arch(arch: str) -> None:
         raise DeployError(f"no C++ runner for {arch!r} (known: {', '.join(ARCHES)})")
 
 
-def build_runner(arch: str, build_dir: str | os.PathLike | None = None) -> Path:
-    """``make`` the runner for ``arch`` (a no-op when up to date); returns the binary."""
+def build_runner(arch: str, build_dir: str | os.PathLike | None = None, *,
+                 tvm: bool = False) -> Path:
+    """``make`` the runner for ``arch`` (a no-op when up to date); returns the binary.
+
+    ``tvm``: with TVM's runtime linked in, and ``lib/`` beside the binary linking to the
+    TVM libraries it loads (as in a package), so it runs where it was built.
+    """
     _check_arch(arch)
     src = source_dir()
-    build = Path(build_dir) if build_dir else src / "build" / arch
+    build = Path(build_dir) if build_dir else src / "build" / (f"{arch}-tvm" if tvm else arch)
+    extra = []
+    if tvm:
+        libs = tvm_libraries(arch)
+        extra = ["TVM=1", f"TVM_SITE={libs[0].parents[2]}"]
     if shutil.which("make") is None:
         raise DeployError("make not found: apt-get install make")
     if arch == "aarch64":
         cross_compiler("g++")
     elif shutil.which("g++") is None:
         raise DeployError("g++ not found: apt-get install g++")
-    proc = subprocess.run(["make", "-C", str(src), f"ARCH={arch}", f"BUILD={build.resolve()}"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(["make", "-C", str(src), f"ARCH={arch}", f"BUILD={build.resolve()}",
+                           *extra], capture_output=True, text=True)
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         raise DeployError(f"building the {arch} runner failed: "
                           f"{lines[-1] if lines else 'no output'}")
+    if tvm:
+        (build / "lib").mkdir(exist_ok=True)
+        for lib in libs:
+            link = build / "lib" / lib.name
+            link.unlink(missing_ok=True)
+            link.symlink_to(lib)
     return build.resolve() / BINARY
+
+
+def tvm_libraries(arch: str) -> list[Path]:
+    """libtvm_runtime.so and libtvm_ffi.so of the apache-tvm wheel for ``arch``."""
+    _check_arch(arch)
+    if arch == platform.machine():
+        try:
+            import tvm_ffi  # the host's wheel, as edgeopt.runtime uses it
+        except ImportError:
+            raise DeployError("TVM is not installed: pip install 'edgeopt[tvm]'") from None
+        site = Path(tvm_ffi.__file__).parents[1]
+    else:
+        site = ensure_root(tvm=True) / SITE
+    libs = [site / "tvm" / "lib" / "libtvm_runtime.so", site / "tvm_ffi" / "lib" / "libtvm_ffi.so"]
+    for lib in libs:
+        if not lib.is_file():
+            raise DeployError(f"TVM's runtime library {lib} is missing")
+    return libs
 
 
 def ort_library(arch: str) -> Path:

@@ -94,3 +94,23 @@ def test_tampered_artifact_is_not_packaged(int8_artifacts, tmp_path):
 def test_unknown_arch_is_one_clear_error(int8_artifacts, tmp_path):
     with pytest.raises(DeployError, match="no C\\+\\+ runner for 'riscv64'"):
         package(int8_artifacts["x86_64"], tmp_path, arches=["riscv64"])
+
+
+def test_tvm_tarball_runs_on_its_own(runner_x86_64, make_cnn, images, tmp_path):
+    pytest.importorskip("tvm", reason="TVM is not installed (pip install 'edgeopt[tvm]')")
+    art = edgeopt.compile(make_cnn(seed=0, width=8, hidden=32), target="x86_64", backend="tvm",
+                          out=tmp_path / "tvm-art", input_shape=[1, 8, 8]).path
+    try:
+        (tarball,) = package(art, tmp_path / "out")
+    except DeployError as exc:
+        pytest.skip(f"cannot build the TVM runner here: {exc}")
+    top = _unpack(tarball, tmp_path / "device")
+    assert {p.name for p in (top / "lib").iterdir()} == {"libtvm_runtime.so", "libtvm_ffi.so"}
+    np.save(top / "input.npy", images)
+    proc = subprocess.run(["./edgeopt-run", "artifact", "input.npy", "output.npy"], cwd=top,
+                          env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    py = edgeopt.runtime.load(art).run(images)
+    assert np.abs(np.load(top / "output.npy") - py).max() <= TOL
+    with pytest.raises(DeployError, match="TVM library for x86_64: it cannot run on aarch64"):
+        package(art, tmp_path / "out2", arches=["aarch64"])

@@ -1,5 +1,6 @@
 """Acceptance run for the C++ runner (issue 13): the reference ResNet's int8 ONNX Runtime
-artifact on 100 Fashion-MNIST test images, C++ (deploy/cpp) against the Python runtime.
+artifact (and its TVM fp32 and int8 artifacts) on 100 Fashion-MNIST test images, C++
+(deploy/cpp) against the Python runtime.
 
 * x86_64: the runner here against ``edgeopt.runtime.load(dir).run(x)``;
 * aarch64: the cross-built runner under qemu-user in the arm64 root against the Python
@@ -26,7 +27,7 @@ import edgeopt
 from edgeopt import emulate
 from edgeopt.core.data import load_dataset
 from edgeopt.core.model import load_model
-from edgeopt.deploy import build_runner, ort_library, run_runner
+from edgeopt.deploy import build_runner, ort_library, run_runner, tvm_libraries
 from edgeopt.zoo.cache import reference_weights_path
 
 ARCH = "resnet_small"
@@ -35,19 +36,26 @@ TOL = 1e-5
 RESULTS = Path(__file__).with_name("results") / "cpp_runner.txt"
 
 
-def int8_artifacts(weights: Path, data, out: Path, arches: list[str]) -> dict[str, Path]:
-    """The int8 ORT artifact per arch, calibrated on 512 training images (as the int8 recipe)."""
-    model = load_model(FACTORY, weights=str(weights)).module
+CASES = {"onnxruntime": [("onnxruntime", "int8")],
+         "tvm": [("tvm", "fp32"), ("tvm", "int8")]}
+
+
+def artifacts(weights: Path, data, out: Path, arches: list[str],
+              cases: list[tuple[str, str]]) -> dict[tuple, Path]:
+    """(backend, precision, arch) -> artifact; int8 calibrated on 512 training images."""
+    fp32 = load_model(FACTORY, weights=str(weights)).module
     calib = data.train.subset(512, seed=0).x.astype(np.float32) / 255.0
-    q = edgeopt.apply(model, edgeopt.Int8Config(), data=[calib[i:i + 64]
-                                                        for i in range(0, len(calib), 64)])
+    int8 = edgeopt.apply(fp32, edgeopt.Int8Config(), data=[calib[i:i + 64]
+                                                          for i in range(0, len(calib), 64)])
     shape = list(data.sample_shape)
-    return {arch: edgeopt.compile(q, target=arch, backend="onnxruntime", out=out / arch,
-                                  input_shape=shape).path for arch in arches}
+    models = {"fp32": fp32, "int8": int8}
+    return {(b, p, arch): edgeopt.compile(models[p], target=arch, backend=b,
+                                          out=out / f"{b}-{p}-{arch}", input_shape=shape).path
+            for b, p in cases for arch in arches}
 
 
-def measure(arch: str, artifact: Path, x: np.ndarray) -> dict:
-    runner = build_runner(arch)
+def measure(backend: str, precision: str, arch: str, artifact: Path, x: np.ndarray) -> dict:
+    runner = build_runner(arch, tvm=backend == "tvm")
     t0 = time.perf_counter()
     cpp = run_runner(runner, artifact, x, arch=arch)
     cpp_s = time.perf_counter() - t0
@@ -55,25 +63,39 @@ def measure(arch: str, artifact: Path, x: np.ndarray) -> dict:
         py = edgeopt.runtime.load(artifact).run(x)
     else:
         py = emulate.run_artifact(artifact, x).outputs
-    lib = ort_library(arch)
-    return {"arch": arch, "n": len(x), "max_abs_diff": float(np.abs(cpp - py).max()),
+    libs = tvm_libraries(arch) if backend == "tvm" else [ort_library(arch)]
+    return {"backend": backend, "precision": precision, "arch": arch, "n": len(x),
+            "max_abs_diff": float(np.abs(cpp - py).max()),
             "argmax_agreement": float((cpp.argmax(1) == py.argmax(1)).mean()),
-            "runner_bytes": runner.stat().st_size, "library": lib.name,
-            "library_bytes": lib.stat().st_size, "artifact_bytes": sum(
-                f.stat().st_size for f in artifact.iterdir() if f.is_file()),
+            "runner_bytes": runner.stat().st_size,
+            "libraries": {lib.name: lib.stat().st_size for lib in libs},
+            "library_bytes": sum(lib.stat().st_size for lib in libs),
+            "artifact_bytes": sum(f.stat().st_size for f in artifact.iterdir() if f.is_file()),
             "cpp_wall_s": round(cpp_s, 2)}
 
 
 def report(rows: list[dict], data_name: str) -> str:
-    lines = [f"C++ runner vs Python runtime: {ARCH} int8 (ONNX Runtime) on {rows[0]['n']} "
-             f"{data_name} test images", "",
-             "arch     max|C++-Py|  agree   runner B   libonnxruntime B   artifact B  PASS",]
+    lines = [f"C++ runner vs Python runtime: {ARCH} on {rows[0]['n']} {data_name} test images",
+             "", "backend      prec  arch     max|C++-Py|  agree  runner B   runtime libs B  "
+             "artifact B  PASS"]
     for r in rows:
         ok = r["max_abs_diff"] <= TOL
-        lines.append(f"{r['arch']:<8} {r['max_abs_diff']:<12.3g} {r['argmax_agreement']:<7.3f} "
-                     f"{r['runner_bytes']:<10,} {r['library_bytes']:<18,} "
+        lines.append(f"{r['backend']:<12} {r['precision']:<5} {r['arch']:<8} "
+                     f"{r['max_abs_diff']:<12.3g} {r['argmax_agreement']:<6.3f} "
+                     f"{r['runner_bytes']:<10,} {r['library_bytes']:<15,} "
                      f"{r['artifact_bytes']:<11,} {'PASS' if ok else 'FAIL'}")
+    lines.append("")
+    lines.append("runtime libraries: " + "; ".join(sorted({
+        f"{r['arch']} {name} {size:,} B" for r in rows for name, size in r["libraries"].items()})))
     return "\n".join(lines) + "\n"
+
+
+def _has_tvm() -> bool:
+    try:
+        import tvm  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", type=int, default=100, help="test images (default 100)")
     p.add_argument("--arch", action="append", choices=["x86_64", "aarch64"],
                    help="default: both (aarch64 skipped, saying why, without qemu)")
+    p.add_argument("--backend", action="append", choices=list(CASES),
+                   help="default: onnxruntime, and tvm where TVM is installed")
     p.add_argument("--tiny", action="store_true", help="digits, a briefly trained model")
     p.add_argument("--json", type=Path, help="write the rows as JSON")
     p.add_argument("--results", type=Path, default=RESULTS, help="the text table's file")
@@ -94,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         except emulate.EmulationUnavailable as exc:
             print(f"aarch64 skipped: {exc}")
             arches.remove("aarch64")
+    backends = args.backend or ["onnxruntime"] + (["tvm"] if _has_tvm() else [])
+    cases = [case for b in backends for case in CASES[b]]
     with tempfile.TemporaryDirectory() as tmp:
         if args.tiny:
             from edgeopt.zoo.reference import train_reference
@@ -109,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         data = load_dataset(args.data)
         x = data.test.x[: args.n].astype(np.float32) / 255.0
-        artifacts = int8_artifacts(weights, data, Path(tmp), arches)
-        rows = [measure(arch, artifacts[arch], x) for arch in arches]
+        built = artifacts(weights, data, Path(tmp), arches, cases)
+        rows = [measure(*key, path, x) for key, path in built.items()]
     text = report(rows, args.data)
     print(text, end="")
     if not args.tiny:

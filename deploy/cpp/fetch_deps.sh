@@ -10,6 +10,7 @@ set -euo pipefail
 CACHE=${EDGEOPT_CACHE:-$HOME/.cache/edgeopt}
 PKG=com.github.asus4.onnxruntime@0.4.9
 DEST=$CACHE/ort-headers-api29
+mkdir -p "$CACHE"
 if [ ! -f "$DEST/onnxruntime_c_api.h" ]; then
   command -v npm >/dev/null || { echo "fetch_deps.sh: npm not found: apt-get install npm" >&2; exit 1; }
   tmp=$(mktemp -d "$CACHE/.ort-headers.XXXXXX")

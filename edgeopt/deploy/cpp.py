@@ -72,9 +72,11 @@ def build_runner(arch: str, build_dir: str | os.PathLike | None = None, *,
     if tvm:
         (build / "lib").mkdir(exist_ok=True)
         for lib in libs:
-            link = build / "lib" / lib.name
-            link.unlink(missing_ok=True)
-            link.symlink_to(lib)
+            # Renamed into place: a runner started meanwhile never finds the link missing.
+            tmp = build / "lib" / f".{lib.name}.{os.getpid()}"
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(lib)
+            os.replace(tmp, build / "lib" / lib.name)
     return build.resolve() / BINARY
 
 

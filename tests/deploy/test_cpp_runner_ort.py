@@ -86,3 +86,27 @@ def test_npy_round_trip_keeps_shape_and_values(runner_x86_64, int8_artifacts, im
     assert one.shape == (1, 10)
     full = edgeopt.runtime.load(art).run(images[:1])
     np.testing.assert_allclose(one, full, atol=TOL, rtol=0)
+
+
+def test_runner_sha256_agrees_with_hashlib_at_padding_edges(runner_x86_64, int8_artifacts,
+                                                            images, tmp_path):
+    """Files of every length class around SHA-256's 64-byte block and 56-byte padding limit,
+    listed in the manifest: the runner accepts them all, and refuses each one changed."""
+    import hashlib
+
+    art = tmp_path / "art"
+    subprocess.run(["cp", "-r", str(int8_artifacts["x86_64"]), str(art)], check=True)
+    manifest = json.loads((art / "manifest.json").read_text())
+    rng = np.random.default_rng(1)
+    sizes = [0, 1, 55, 56, 57, 63, 64, 65, 119, 120, 128, 1_000_003]
+    for n in sizes:
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        (art / f"extra-{n}.bin").write_bytes(data)
+        manifest["files"][f"extra-{n}.bin"] = {"sha256": hashlib.sha256(data).hexdigest()}
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    np.save(tmp_path / "x.npy", images[:1])
+    proc = _run(runner_x86_64, art, tmp_path / "x.npy", tmp_path / "y.npy")
+    assert proc.returncode == 0, proc.stderr
+    (art / "extra-56.bin").write_bytes(b"\0" * 56)
+    proc = _run(runner_x86_64, art, tmp_path / "x.npy", tmp_path / "y.npy")
+    assert proc.returncode == 2 and "extra-56.bin does not match" in proc.stderr

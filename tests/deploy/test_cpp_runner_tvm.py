@@ -3,6 +3,8 @@ the Python runtime to 1e-5 on x86_64, and under qemu on aarch64 (issue 13)."""
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -36,8 +38,14 @@ def test_x86_64_tvm_runner_matches_python_runtime(precision, runner_x86_64, tvm_
     art = edgeopt.compile(tvm_models[precision], target="x86_64", backend="tvm",
                           out=tmp_path / "art", input_shape=[1, 8, 8]).path
     cpp = run_runner(runner, art, images, arch="x86_64")
-    py = edgeopt.runtime.load(art).run(images)
+    predictor = edgeopt.runtime.load(art)
+    py = predictor.run(images)
     assert cpp.shape == py.shape == (64, 10)
+    # The same ISA build as the Python runtime picked (manifest "libraries", best first).
+    np.save(tmp_path / "x.npy", images[:1])
+    proc = subprocess.run([str(runner), str(art), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and f"tvm runtime, {predictor.library}" in proc.stderr
     assert np.abs(cpp - py).max() <= TOL
 
 

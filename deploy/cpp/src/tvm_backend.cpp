@@ -87,6 +87,7 @@ class TvmBackend : public Backend {
   TvmBackend(const Artifact& a, int threads) {
     if (threads > 0) setenv("TVM_NUM_THREADS", std::to_string(threads).c_str(), 1);
     std::string file = choose_library(a);
+    file_ = file;
     try {
       ffi::Module lib = ffi::Module::LoadFromFile(a.dir + "/" + file);
       vm_ = lib->GetFunction("vm_load_executable").value()().cast<ffi::Module>();
@@ -107,7 +108,7 @@ class TvmBackend : public Backend {
     }
   }
 
-  std::string describe() const override { return "tvm runtime"; }
+  std::string describe() const override { return "tvm runtime, " + file_; }
 
   std::vector<Tensor> run(const Tensor& x) override {
     ffi::Shape shape(x.shape.begin(), x.shape.end());
@@ -150,6 +151,7 @@ class TvmBackend : public Backend {
     return out;
   }
 
+  std::string file_;  // the build chosen for this CPU, e.g. model-avx512.so
   std::optional<ffi::Module> vm_;  // no default constructor
   ffi::Function main_;
   std::vector<ffi::Tensor> params_;

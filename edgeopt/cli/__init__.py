@@ -11,12 +11,14 @@ import warnings
 from edgeopt.cli.compile import cmd_compile
 from edgeopt.cli.inspect import cmd_bench, cmd_evaluate, cmd_inspect
 from edgeopt.cli.optimize import cmd_compress, cmd_optimize, cmd_recipes, cmd_targets
+from edgeopt.cli.package import cmd_package
 from edgeopt.cli.parser import build_parser
 from edgeopt.core.errors import EdgeoptError
 
 COMMANDS = {"optimize": cmd_optimize, "compress": cmd_compress, "compile": cmd_compile,
             "evaluate": cmd_evaluate, "bench": cmd_bench, "inspect": cmd_inspect,
-            "recipes": cmd_recipes, "targets": cmd_targets}
+            "recipes": cmd_recipes, "targets": cmd_targets,
+            "package": cmd_package}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -130,6 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("recipes", help="list built-in recipes")
     sub.add_parser("targets", help="list compile targets")
+
+    p = sub.add_parser("package", help="tarballs of an artifact with the C++ runner, per target")
+    p.add_argument("artifact", help="artifact folder (an ONNX Runtime artifact)")
+    p.add_argument("--target", action="append", choices=["x86_64", "aarch64"], dest="targets",
+                   help="architecture to package for; repeat for several "
+                        "(default: the artifact's own)")
+    p.add_argument("--out", help="folder for the tarballs (default: beside the artifact)")
+    p.add_argument("--runner", action="append", default=[], metavar="ARCH=PATH",
+                   help="a built runner binary to ship instead of building deploy/cpp")
+    p.add_argument("--force", action="store_true", help="replace existing tarballs")
     return parser
 
 

@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q --upgrade pip
 	# The CPU build of torch 2.13 (a looser pin downloads a multi-GB CUDA build).
 	$(VENV)/bin/pip install -q torch==2.13.0
-	$(VENV)/bin/pip install -q -e '.[dev,peers,tvm,compress]'
+	$(VENV)/bin/pip install -q -e '.[dev,peers,tvm,compress,text]'
 	# onnx2torch (ONNX -> torch for techniques that need gradients) without its torchvision
 	# requirement: PyPI's torchvision pulls a CUDA torch and does not import beside ours;
 	# edgeopt/core/onnx_torch.py stubs the two converters (NMS, RoiAlign) that use it.

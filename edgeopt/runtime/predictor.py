@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.core.errors import DataError
+from edgeopt.runtime.text import TextTokenizer  # imports `tokenizers` only when built
 
 
 def _fits(shape: tuple[int, ...], want: list) -> bool:
@@ -129,8 +130,6 @@ class Predictor:
         if self.text is None:
             raise DataError(f"{self.path} is not a text artifact: predict takes arrays")
         if self._tokenizer is None:
-            from edgeopt.runtime.text import TextTokenizer
-
             t = self.text
             self._tokenizer = TextTokenizer(
                 self.path / t["tokenizer"], max_length=t["max_length"],

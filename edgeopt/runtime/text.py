@@ -18,7 +18,6 @@ import numpy as np
 
 from edgeopt.core.errors import ArtifactError, DataError
 
-
 PADDINGS = ("max_length", "longest")
 
 

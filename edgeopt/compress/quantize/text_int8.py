@@ -26,7 +26,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edgeopt.compress.quantize.text_int8_outliers import channel_ranges, split_outliers
 from edgeopt.compress.quantize.text_int8_ops import (
     embedding_gathers,
     int8_embeddings,
@@ -34,6 +33,7 @@ from edgeopt.compress.quantize.text_int8_ops import (
     weight_matmuls,
     weight_only,
 )
+from edgeopt.compress.quantize.text_int8_outliers import channel_ranges, split_outliers
 from edgeopt.core.config import Config
 from edgeopt.core.errors import ConfigError, ExportError
 
@@ -45,8 +45,8 @@ class TextInt8Config(Config):
     # auto: per op group, by measurement; dynamic: every weight MatMul MatMulInteger;
     # weight-only: int8 weights, float compute everywhere.
     activations: str = "auto"
-    group_tolerance: float = 3e-4  # 1 - mean cos a group's int8 activations may cost
-    outlier_channels: int = 8  # input channels a split group keeps float (0: no split)
+    group_tolerance: float = 5e-4  # 1 - mean cos a group's int8 activations may cost
+    outlier_channels: int = 16  # input channels a split group keeps float (0: no split)
     embeddings: bool = True  # int8 word-embedding table, a scale per row
     eval_batches: int = 4  # calibration batches the probes are scored on
 
@@ -132,7 +132,8 @@ def quantize_text(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
     floating = set(matmuls) - set(dynamic) - set(split)
     q = split_outliers(model, set(split), amax, cfg.outlier_channels) if split else model
     q = _dynamic_int8(q, dynamic + split) if dynamic or split else q
-    q = weight_only(q, floating)
+    # The outlier rows' small float MatMuls store int8 weights too (else 0.01x of the size).
+    q = weight_only(q, floating | {n + "_outliers" for n in split})
     gathers = embedding_gathers(q) if cfg.embeddings else []
     q = int8_embeddings(q, set(gathers))
     cos = cosines(_session(q, threads), feeds, refs)

@@ -22,7 +22,7 @@ def weight_matmuls(model: onnx.ModelProto) -> list[str]:
             and n.input[0] not in inits]
 
 
-def embedding_gathers(model: onnx.ModelProto, min_rows: int = 256) -> list[str]:
+def embedding_gathers(model: onnx.ModelProto, min_rows: int = 32) -> list[str]:
     """Gather nodes reading a large float table initializer (word and position embeddings)."""
     inits = {i.name: i for i in model.graph.initializer}
     return [n.name for n in model.graph.node if n.op_type == "Gather"

@@ -10,8 +10,8 @@ import onnxruntime as ort
 import pytest
 
 from edgeopt.compress.quantize.text_int8 import TextInt8Config, group_of, quantize_text
-from edgeopt.compress.quantize.text_int8_outliers import split_outliers
 from edgeopt.compress.quantize.text_int8_ops import weight_matmuls
+from edgeopt.compress.quantize.text_int8_outliers import split_outliers
 from edgeopt.core.errors import ConfigError
 from edgeopt.runtime.text import TextTokenizer
 

@@ -63,9 +63,8 @@ def optimum_int8(fp32: Path, out: Path) -> str | None:
 
 
 def _short(group: str) -> str:
-    """``/model/encoder/layer.*/attention/self/value/MatMul`` -> ``self/value``."""
-    parts = group.split("/")
-    return "/".join(parts[-3:-1])
+    """``/model/encoder/layer.*/attention/self/value/MatMul`` -> ``attention/self/value``."""
+    return group.split("layer.*/")[-1].removesuffix("/MatMul")
 
 
 def embed(session, feeds: list[dict]) -> np.ndarray:

@@ -85,3 +85,19 @@ def test_groups_and_config_checks():
         "/model/encoder/layer.*/attention/self/value/MatMul"
     with pytest.raises(ConfigError, match="activations 'static' unknown"):
         TextInt8Config(activations="static")
+
+
+def test_onnxruntime_runs_the_int8_matmuls_as_integer_kernels(tiny_hf_onnx, tmp_path):
+    import onnx
+
+    folder, graph, info = tiny_hf_onnx
+    q, _ = quantize_text(graph, _feeds(folder, info), TextInt8Config(activations="dynamic"),
+                         log=lambda *_: None)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(q.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    ops = collections.Counter(n.op_type for n in onnx.load(tmp_path / "optimized.onnx").graph.node)
+    integer = sum(ops[k] for k in ("MatMulIntegerToFloat", "DynamicQuantizeMatMul",
+                                   "MatMulInteger"))
+    assert integer == 12 and ops["MatMul"] <= 4  # only Q.K^T and P.V stay float MatMuls

@@ -61,8 +61,10 @@ def _int8(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def weight_only(model: onnx.ModelProto, nodes: set[str]) -> onnx.ModelProto:
-    """Each MatMul of ``nodes`` reads its weight through DequantizeLinear from int8 with a
-    scale per output column: a quarter of the bytes on disk, float compute."""
+    """Each MatMul of ``nodes`` reads its weight as int8 with a scale per output column,
+    through Cast and Mul: a quarter of the bytes on disk, float compute. Not
+    DequantizeLinear: ORT 1.32 fuses DequantizeLinear -> MatMul into an 8-bit MatMulNBits,
+    measured 3x slower than the float MatMul that Cast * scale constant-folds to at load."""
     m = copy(model)
     inits = {i.name: i for i in m.graph.initializer}
     out = []
@@ -73,11 +75,11 @@ def weight_only(model: onnx.ModelProto, nodes: set[str]) -> onnx.ModelProto:
             m.graph.initializer.remove(t)
             m.graph.initializer.extend([
                 numpy_helper.from_array(q, t.name + "_int8"),
-                numpy_helper.from_array(scale, t.name + "_scale"),
-                numpy_helper.from_array(np.zeros(scale.shape, np.int8), t.name + "_zp")])
-            out.append(helper.make_node(
-                "DequantizeLinear", [t.name + "_int8", t.name + "_scale", t.name + "_zp"],
-                [t.name], axis=1, name=n.name + "_weight_dq"))
+                numpy_helper.from_array(scale, t.name + "_scale")])
+            out += [helper.make_node("Cast", [t.name + "_int8"], [t.name + "_f"],
+                                     to=onnx.TensorProto.FLOAT, name=n.name + "_weight_cast"),
+                    helper.make_node("Mul", [t.name + "_f", t.name + "_scale"], [t.name],
+                                     name=n.name + "_weight_dq")]
         out.append(n)
     del m.graph.node[:]
     m.graph.node.extend(out)

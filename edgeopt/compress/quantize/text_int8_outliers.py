@@ -61,12 +61,16 @@ def split_outliers(model: onnx.ModelProto, nodes: set[str], amax: dict[str, np.n
             mask = np.ones(len(amax[x]), np.float32)
             mask[idx] = 0
             key = n.name + "_outlier"
+            # The outlier channels are picked by a one-hot MatMul, not a Gather on the last
+            # axis: ORT's strided Gather there cost more than the int8 MatMul it serves.
+            pick = np.zeros((len(amax[x]), len(idx)), np.float32)
+            pick[idx, np.arange(len(idx))] = 1
             m.graph.initializer.extend([numpy_helper.from_array(mask, key + "_mask"),
-                                        numpy_helper.from_array(idx, key + "_idx")])
+                                        numpy_helper.from_array(pick, key + "_pick")])
             out += [helper.make_node("Mul", [x, key + "_mask"], [key + "_xin"],
                                      name=key + "_mask_mul"),
-                    helper.make_node("Gather", [x, key + "_idx"], [key + "_xout"],
-                                     name=key + "_gather", axis=-1)]
+                    helper.make_node("MatMul", [x, key + "_pick"], [key + "_xout"],
+                                     name=key + "_pick")]
             shared[x] = (key + "_xin", key + "_xout", idx)
         x_in, x_out, idx = shared[x]
         w = numpy_helper.to_array(inits[w_name])

@@ -62,13 +62,18 @@ def split_outliers(model: onnx.ModelProto, nodes: set[str], amax: dict[str, np.n
             mask[idx] = 0
             key = n.name + "_outlier"
             # The outlier channels are picked by a one-hot MatMul, not a Gather on the last
-            # axis: ORT's strided Gather there cost more than the int8 MatMul it serves.
-            pick = np.zeros((len(amax[x]), len(idx)), np.float32)
-            pick[idx, np.arange(len(idx))] = 1
-            m.graph.initializer.extend([numpy_helper.from_array(mask, key + "_mask"),
-                                        numpy_helper.from_array(pick, key + "_pick")])
+            # axis: ORT's strided Gather there cost more than the int8 MatMul it serves. The
+            # one-hot matrix is made by OneHot from the indices (ORT folds it at load), so
+            # the file holds k integers, not a K x k float matrix (1% of MiniLM's int8 size).
+            m.graph.initializer.extend([
+                numpy_helper.from_array(mask, key + "_mask"),
+                numpy_helper.from_array(idx, key + "_idx"),
+                numpy_helper.from_array(np.array(len(mask), np.int64), key + "_depth"),
+                numpy_helper.from_array(np.array([0, 1], np.float32), key + "_values")])
             out += [helper.make_node("Mul", [x, key + "_mask"], [key + "_xin"],
                                      name=key + "_mask_mul"),
+                    helper.make_node("OneHot", [key + "_idx", key + "_depth", key + "_values"],
+                                     [key + "_pick"], name=key + "_onehot", axis=0),
                     helper.make_node("MatMul", [x, key + "_pick"], [key + "_xout"],
                                      name=key + "_pick")]
             shared[x] = (key + "_xin", key + "_xout", idx)

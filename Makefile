@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml runtime/pyproject.toml
 	$(VENV)/bin/pip install -q torch==2.13.0
 	# edgeopt-runtime (runtime/) first: the full package depends on it and it is on no index.
 	$(VENV)/bin/pip install -q -e ./runtime
-	$(VENV)/bin/pip install -q -e '.[dev,peers,tvm,compress]'
+	$(VENV)/bin/pip install -q -e '.[dev,peers,tvm,compress,text]'
 	# onnx2torch (ONNX -> torch for techniques that need gradients) without its torchvision
 	# requirement: PyPI's torchvision pulls a CUDA torch and does not import beside ours;
 	# edgeopt/core/onnx_torch.py stubs the two converters (NMS, RoiAlign) that use it.

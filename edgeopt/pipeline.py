@@ -28,6 +28,7 @@ from edgeopt.compile.targets import get_target
 from edgeopt.core.canonical import canonical_copy, check_finite, check_input_fits
 from edgeopt.core.data import Dataset, Preprocess, load_dataset
 from edgeopt.core.errors import ConfigError, DataError
+from edgeopt.core.hf import is_hf_spec
 from edgeopt.core.model import ModelHandle, load_model
 from edgeopt.core.registry import step_name
 from edgeopt.evaluate import (
@@ -41,6 +42,7 @@ from edgeopt.evaluate import (
 from edgeopt.evaluate.chunked import batch_sizes, chunked
 from edgeopt.evaluate.plots import draw
 from edgeopt.graph_pipeline import optimize_graph, wants_graph_path
+from edgeopt.graph_pipeline.text import optimize_text
 from edgeopt.recipes import Recipe, load_recipe
 from edgeopt.recipes.overrides import with_overrides
 from edgeopt.recipes.run import run_recipe
@@ -65,6 +67,7 @@ class OptimizeOptions:
     data_seed: int = 0  # draws every step's training or calibration subset
     backend: str | None = None  # overrides the recipe's compile backend (a registry name)
     task: str | None = None  # classification | detection | generic (default: from outputs)
+    max_length: int = 128  # hf: text models: tokens per text (longer ones are truncated)
     # ONNX files: "auto" quantizes the graph itself when the recipe allows it (int8 PTQ)
     # and converts to torch (onnx2torch) for the other techniques; "graph"/"torch" force one.
     onnx_path: str = "auto"
@@ -168,6 +171,9 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
         raise ConfigError(f"--onnx-path graph takes an .onnx model and an 8-bit PTQ recipe; "
                           f"recipe {recipe.name} needs the torch path for its "
                           f"{', '.join(step_name(s) for s in recipe.steps)} step(s)")
+    if is_hf_spec(model):
+        return optimize_text(model, data, out=out, force=force, opts=opts, recipe=recipe,
+                             log=log, task=opts.task)
     if opts.onnx_path != "torch" and wants_graph_path(model, recipe, weights):
         return optimize_graph(model, data, out=out, force=force, opts=opts, recipe=recipe,
                               log=log, task=opts.task)

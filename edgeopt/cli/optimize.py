@@ -23,7 +23,8 @@ def cmd_optimize(args) -> int:
     opts = OptimizeOptions(recipe=_recipe(args), target=args.target, preprocess=preprocess(args),
                            eval_limit=args.eval_limit, batch=args.batch, threads=args.threads,
                            progress=not args.no_progress, overrides=step_options(args),
-                           backend=args.backend, task=args.task, onnx_path=args.onnx_path)
+                           backend=args.backend, task=args.task, onnx_path=args.onnx_path,
+                           max_length=args.max_length)
     report = optimize(args.model, args.data, out=args.out, force=args.force,
                       weights=args.weights, options=opts, log=lambda m: print(m, file=sys.stderr))
     print(stage_table(report))

@@ -60,8 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-limit", type=int, help="evaluate on this many test samples (seeded)")
     p.add_argument("--batch", type=int, default=32, help="second latency batch size (default 32)")
     p.add_argument("--threads", type=int, help="threads for every stage (default: all cores)")
-    p.add_argument("--task", choices=["classification", "detection", "generic"],
-                   help="metrics to report (default: from the model's outputs)")
+    p.add_argument("--task", choices=["classification", "detection", "generic", "embedding"],
+                   help="metrics to report (default: from the model's outputs; hf: models "
+                        "take embedding or classification, default embedding)")
+    p.add_argument("--max-length", type=int, default=128,
+                   help="hf: models: tokens per text, longer texts truncated (default 128)")
     p.add_argument("--onnx-path", choices=["auto", "graph", "torch"], default="auto",
                    help="ONNX files: quantize the graph itself (graph), convert to torch "
                         "(torch), or pick by recipe (auto)")

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.core.errors import DataError
+from edgeopt.runtime.text import TextTokenizer  # imports `tokenizers` only when built
 
 
 def _fits(shape: tuple[int, ...], want: list) -> bool:
@@ -45,6 +46,7 @@ class Predictor:
         self.outputs = manifest.get("outputs") or []
         self.input_name = self.inputs[0]["name"]
         self.input_shape = self.inputs[0]["shape"]  # e.g. ["N", C, H, W]
+        self._tokenizer = None  # text artifacts: built on the first predict (runtime.text)
 
     # ------------------------------------------------------------------ inputs
 
@@ -118,7 +120,27 @@ class Predictor:
                 if k in specs and np.asarray(v).dtype == np.uint8 and np.asarray(v).ndim >= 3
                 else v for k, v in raw.items()}
 
+    @property
+    def text(self) -> dict | None:
+        """The manifest's ``text`` section (tokenizer file, max_length, padding, task)."""
+        return self.manifest.get("text")
+
+    def tokenize(self, texts) -> dict[str, np.ndarray]:
+        """Token-id feeds for ``texts`` with the artifact's own tokenizer."""
+        if self.text is None:
+            raise DataError(f"{self.path} is not a text artifact: predict takes arrays")
+        if self._tokenizer is None:
+            t = self.text
+            self._tokenizer = TextTokenizer(
+                self.path / t["tokenizer"], max_length=t["max_length"],
+                inputs=[i["name"] for i in self.inputs], padding=t.get("padding", "max_length"))
+        return self._tokenizer(texts)
+
     def predict(self, raw):
+        """Raw data in: for a text artifact a list of strings (embeddings or logits out);
+        otherwise arrays, the manifest's preprocessing applied first."""
+        if self.text is not None:
+            return self.run(self.tokenize(raw))
         return self.run(self.preprocess(raw))
 
     def __call__(self, x):

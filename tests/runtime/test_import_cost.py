@@ -18,10 +18,11 @@ def _modules_after(code: str) -> set[str]:
     "import edgeopt.runtime",
     "import edgeopt.compile.backends.onnxruntime.runtime",
     "import edgeopt",
+    "import edgeopt.runtime.text",
 ])
 def test_the_runtime_imports_no_torch_onnx_or_compression_code(code):
     loaded = _modules_after(code)
-    assert {"torch", "onnx", "tensorly", "edgeopt.compress"} & loaded == set()
+    assert {"torch", "onnx", "tensorly", "edgeopt.compress", "transformers"} & loaded == set()
 
 
 def test_compress_apply_still_checks_budgets_in_the_default_backends_bytes():

@@ -1,0 +1,173 @@
+"""int8 for transformer encoders (Hugging Face embedders and classifiers) that keeps their
+meaning: which MatMul inputs run dynamic int8 is chosen by measurement.
+
+Measured on all-MiniLM-L6-v2 (bench/compare_peers_text.py): per-channel int8 weights alone
+keep cos 0.9995 to fp32; it is the activations' per-tensor int8 that costs, and not evenly.
+So the op groups (the same Linear in every layer: query, key, value, attention output,
+intermediate, output) are each probed alone with their inputs quantized as ORT's
+DynamicQuantizeLinear does, on the calibration texts. A group whose cost (1 - mean cosine
+of the outputs to fp32) is within ``group_tolerance`` runs MatMulInteger with dynamic
+uint8 activations and per-channel int8 weights; one over it is probed again with its
+``outlier_channels`` largest input channels taken out of the int8 path into a small float
+MatMul (text_int8_outliers), and takes that if it is then within the tolerance; the rest
+keep float compute on weight-only int8 weights. The word-embedding table is int8 with a scale per row. LayerNorm,
+Softmax, GELU, the residual adds, the mask add and the pooling are never quantized.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from edgeopt.compress.quantize.text_int8_ops import (
+    embedding_gathers,
+    int8_embeddings,
+    probe_dynamic,
+    weight_matmuls,
+    weight_only,
+)
+from edgeopt.compress.quantize.text_int8_outliers import channel_ranges, split_outliers
+from edgeopt.core.config import Config
+from edgeopt.core.errors import ConfigError, ExportError
+
+ACTIVATIONS = ("auto", "dynamic", "weight-only")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextInt8Config(Config):
+    # auto: per op group, by measurement; dynamic: every weight MatMul MatMulInteger;
+    # weight-only: int8 weights, float compute everywhere.
+    activations: str = "auto"
+    group_tolerance: float = 5e-4  # 1 - mean cos a group's int8 activations may cost
+    outlier_channels: int = 16  # input channels a split group keeps float (0: no split)
+    embeddings: bool = True  # int8 word-embedding table, a scale per row
+    eval_batches: int = 4  # calibration batches the probes are scored on
+
+    def __post_init__(self) -> None:
+        if self.activations not in ACTIVATIONS:
+            raise ConfigError(f"activations {self.activations!r} unknown "
+                              f"(valid: {', '.join(ACTIVATIONS)})")
+        if not 0 <= self.group_tolerance < 1:
+            raise ConfigError(f"group_tolerance must be in [0, 1), got {self.group_tolerance}")
+        if self.outlier_channels < 0:
+            raise ConfigError(f"outlier_channels must be >= 0, got {self.outlier_channels}")
+        if self.eval_batches < 1:
+            raise ConfigError(f"eval_batches must be >= 1, got {self.eval_batches}")
+
+
+def group_of(name: str) -> str:
+    """The op group of a node: its name with layer indices as ``*``
+    (``/model/encoder/layer.3/attention/self/value/MatMul`` -> ``layer.*/.../value``)."""
+    return re.sub(r"(?<=[./])\d+(?=[./]|$)", "*", name)
+
+
+def _session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+
+
+def cosines(session: ort.InferenceSession, feeds: list[dict], refs: list[np.ndarray]):
+    """Per-sample cosine of the first output to the reference outputs."""
+    out = []
+    for f, r in zip(feeds, refs):
+        y = session.run(None, f)[0].reshape(len(r), -1)
+        r = r.reshape(len(r), -1)
+        out.append((y * r).sum(1) / np.maximum(
+            np.linalg.norm(y, axis=1) * np.linalg.norm(r, axis=1), 1e-12))
+    return np.concatenate(out)
+
+
+def quantize_text(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
+                  cfg: TextInt8Config | None = None, *, threads: int = 1,
+                  log=print) -> tuple[onnx.ModelProto, dict]:
+    """The int8 model and a record of each group's measured cost and choice."""
+    cfg = cfg or TextInt8Config()
+    if not calib:
+        raise ExportError("int8 (text): no calibration texts")
+    matmuls = weight_matmuls(model)
+    if not matmuls:
+        raise ExportError("int8 (text): the graph has no MatMul with a weight initializer")
+    feeds = calib[: cfg.eval_batches]
+    refs = [_session(model, threads).run(None, f)[0] for f in feeds]
+    groups: dict[str, list[str]] = {}
+    for n in matmuls:
+        groups.setdefault(group_of(n), []).append(n)
+    costs: dict[str, float] = {}
+    split: list[str] = []
+    if cfg.activations == "auto":
+        session = lambda m: _session(m, threads)  # noqa: E731
+        score = lambda m, ns: float(1 - cosines(session(probe_dynamic(m, ns)), feeds,  # noqa: E731
+                                                refs).mean())
+        amax = None
+        dynamic = []
+        for g, nodes in groups.items():
+            costs[g] = score(model, set(nodes))
+            log(f"  probe {g}: dynamic int8 activations cost {costs[g]:.2e} (1 - cos)")
+            if costs[g] <= cfg.group_tolerance:
+                dynamic += nodes
+                continue
+            if not cfg.outlier_channels:
+                continue
+            if amax is None:
+                inputs = sorted({n.input[0] for n in model.graph.node if n.name in matmuls})
+                amax = channel_ranges(model, inputs, feeds, session)
+            trial = split_outliers(model, set(nodes), amax, cfg.outlier_channels)
+            costs[g + " +outliers"] = score(trial, set(nodes))
+            log(f"  probe {g}, {cfg.outlier_channels} outlier channels float: "
+                f"{costs[g + ' +outliers']:.2e}")
+            if costs[g + " +outliers"] <= cfg.group_tolerance:
+                split += nodes
+    else:
+        dynamic = matmuls if cfg.activations == "dynamic" else []
+    floating = set(matmuls) - set(dynamic) - set(split)
+    q = split_outliers(model, set(split), amax, cfg.outlier_channels) if split else model
+    q = _dynamic_int8(q, dynamic + split) if dynamic or split else q
+    # The outlier rows' small float MatMuls store int8 weights too (else 0.01x of the size).
+    q = weight_only(q, floating | {n + "_outliers" for n in split})
+    gathers = embedding_gathers(q) if cfg.embeddings else []
+    q = int8_embeddings(q, set(gathers))
+    cos = cosines(_session(q, threads), feeds, refs)
+    record = {
+        "technique": "int8 (text: dynamic MatMulInteger where measured harmless, else "
+                     "weight-only int8; int8 embeddings, a scale per row)",
+        "activations": cfg.activations,
+        "group_cost": {g: round(c, 7) for g, c in costs.items()},
+        "group_tolerance": cfg.group_tolerance,
+        "dynamic_int8": sorted({group_of(n) for n in dynamic}),
+        "dynamic_int8_outliers_float": sorted({group_of(n) for n in split}),
+        "outlier_channels": cfg.outlier_channels,
+        "weight_only_int8": sorted({group_of(n) for n in floating}),
+        "embeddings_int8": gathers,
+        "calib_cos": {"mean": round(float(cos.mean()), 5), "min": round(float(cos.min()), 5)},
+        "size_bytes": {"fp32": model.ByteSize(), "int8": q.ByteSize()},
+    }
+    log(f"  int8 (text): {len(dynamic) + len(split)} MatMuls dynamic int8, {len(split)} of them with "
+        f"outlier channels float, {len(floating)} weight-only, "
+        f"{len(gathers)} embedding tables; calibration cos {cos.mean():.5f} / {cos.min():.5f}, "
+        f"{q.ByteSize() / model.ByteSize():.3f}x size")
+    return q, record
+
+
+def _dynamic_int8(model: onnx.ModelProto, nodes: list[str]) -> onnx.ModelProto:
+    """ORT's quantize_dynamic on ``nodes`` only: per-channel int8 weights, uint8 dynamic
+    activations (DynamicQuantizeLinear -> MatMulInteger)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing", per call
+    with tempfile.TemporaryDirectory(prefix="edgeopt-text-int8-") as tmp:
+        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        onnx.save(model, str(src))
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul"], nodes_to_quantize=list(nodes),
+                         extra_options={"MatMulConstBOnly": True})
+        return onnx.load(str(dst))

@@ -1,0 +1,128 @@
+"""``optimize`` for a Hugging Face folder (``hf:PATH``): export it to ONNX with its pooling
+(core.hf), int8 by measurement (compress.quantize.text_int8), write a text artifact with
+its tokenizer (compile.text), then compare the artifact with the fp32 graph on the
+evaluation texts: cosine (mean/min) and nearest-neighbour agreement for embeddings, top-1
+and argmax agreement for classifiers, and latency at batch 1 and --batch."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from edgeopt.compile.artifact import check_output_dir
+from edgeopt.compile.text import write_text_artifact
+from edgeopt.compress.quantize.text_int8 import TextInt8Config, quantize_text
+from edgeopt.core.data.text import load_text_dataset
+from edgeopt.core.errors import ConfigError
+from edgeopt.core.hf import read_folder
+from edgeopt.core.hf.export import export_hf
+from edgeopt.evaluate.report import Report, StageResult, write_report
+from edgeopt.graph_pipeline.recipe import graph_quant_step
+from edgeopt.graph_pipeline.runners import predictor_runner, session_runner, time_interleaved
+from edgeopt.runtime import load as load_artifact
+from edgeopt.runtime.text import TextTokenizer
+from edgeopt.version import __version__
+
+TEXT_TASKS = ("embedding", "classification")
+
+
+def nn_agreement(ref: np.ndarray, emb: np.ndarray) -> float:
+    """Share of texts whose nearest other text (cosine) is the same under both."""
+    def nearest(e):
+        e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+        sim = e @ e.T
+        np.fill_diagonal(sim, -np.inf)
+        return sim.argmax(1)
+    return float((nearest(ref) == nearest(emb)).mean())
+
+
+def cosine(ref: np.ndarray, emb: np.ndarray) -> np.ndarray:
+    return (ref * emb).sum(1) / np.maximum(
+        np.linalg.norm(ref, axis=1) * np.linalg.norm(emb, axis=1), 1e-12)
+
+
+def optimize_text(model: str, data, *, out, force: bool, opts, recipe,
+                  log: Callable = print, task: str | None = None) -> Report:
+    started = time.perf_counter()
+    check_output_dir(out, force)
+    task = task or "embedding"
+    if task not in TEXT_TASKS:
+        raise ConfigError(f"--task {task} does not apply to a Hugging Face model "
+                          f"(valid: {', '.join(TEXT_TASKS)})")
+    q = graph_quant_step(recipe) if recipe.steps else None
+    if recipe.steps and q is None:
+        raise ConfigError(f"hf: models take the int8 recipe (or none) for now; recipe "
+                          f"{recipe.name} is not one")
+    folder = read_folder(model, task=task)
+    dataset = load_text_dataset(str(data), seed=opts.data_seed)
+    if task == "classification" and dataset.test.y is None:
+        raise ConfigError(f"--task classification needs labelled texts; {dataset.name} has none")
+    max_length = opts.max_length
+    log(f"hf: {folder.model_type} from {folder.path}, task {task}"
+        + (f", {folder.pooling} pooling{', normalised' if folder.normalize else ''}"
+           if task == "embedding" else "") + f", max length {max_length}")
+    graph, info = export_hf(folder, task=task)
+    tok = TextTokenizer(folder.tokenizer, max_length=max_length, inputs=info["inputs"])
+    test = dataset.test.subset(opts.eval_limit, seed=opts.eval_seed)
+    feeds = [tok(test.texts[i:i + 32]) for i in range(0, len(test), 32)]
+    record = None
+    model_graph, precision = graph, "fp32"
+    if q is not None:
+        calib_texts = dataset.train.subset(min(q.calib_size, 256), seed=q.calib_seed).texts
+        calib = [tok(calib_texts[i:i + 32]) for i in range(0, len(calib_texts), 32)]
+        log(f"compress: text int8 with {len(calib_texts)} calibration texts")
+        model_graph, record = quantize_text(graph, calib, TextInt8Config(),
+                                            threads=opts.threads or 1, log=log)
+        precision = "int8"
+    with tempfile.TemporaryDirectory(prefix="edgeopt-text-") as tmp:
+        fp32_path = Path(tmp) / "fp32.onnx"
+        fp32_path.write_bytes(graph.SerializeToString())
+        path = write_text_artifact(out, model_graph, folder, info, max_length=max_length,
+                                   precision=precision, target=opts.target, force=force,
+                                   extra={"recipe": recipe.to_dict(), "compression": record})
+        output = info["output"]
+        runners = [session_runner("fp32 onnxruntime", str(fp32_path), [output],
+                                  threads=opts.threads, size=len(graph.SerializeToString()),
+                                  notes="the exported fp32 graph")]
+        if q is not None:
+            pred = load_artifact(path, threads=opts.threads)
+            runners.append(predictor_runner(f"{precision} onnxruntime", pred, [output],
+                                            precision=precision,
+                                            size=(path / "model.onnx").stat().st_size,
+                                            notes="the artifact"))
+        outs = [np.concatenate([r.run(f)[0] for f in feeds]) for r in runners]
+        latency = {b: time_interleaved(runners, tok(test.texts[:b]), batch=b, rounds=5,
+                                       repeats=max(2, opts.latency_repeats // (5 if b == 1 else 25)),
+                                       threads=opts.threads or 1)
+                   for b in sorted({1, opts.batch})}
+    results = []
+    for r, o in zip(runners, outs):
+        cos = cosine(outs[0], o)
+        fidelity = {"headline": {"cosine_min": float(cos.min())}, "cosine_mean": float(cos.mean())}
+        top1 = agree = None
+        if task == "embedding":
+            agree = 100 * nn_agreement(outs[0], o)
+            fidelity["nn_agreement"] = agree / 100
+        else:
+            top1 = 100 * float((o.argmax(1) == test.y).mean())
+            agree = 100 * float((o.argmax(1) == outs[0].argmax(1)).mean())
+        results.append(StageResult(name=r.name, backend=r.backend, precision=r.precision,
+                                   accuracy_top1=top1, agreement=agree, size_bytes=r.size,
+                                   notes=r.notes, fidelity=fidelity,
+                                   latency={b: lat[r.name] for b, lat in latency.items()}))
+        log(f"  {r.name}: cos mean {cos.mean():.4f} min {cos.min():.4f}"
+            + (f", nearest-neighbour agreement {agree:.1f}%" if task == "embedding"
+               else f", top-1 {top1:.2f}%, agreement {agree:.1f}%"))
+    report = Report(model=str(model), dataset=dataset.name, n_eval=len(test), stages=results,
+                    meta={"recipe": recipe.name, "target": opts.target, "path": "hf-text",
+                          "task": task, "max_length": max_length, "threads": opts.threads,
+                          "edgeopt_version": __version__, "compression": record,
+                          "timings_s": {"total_s": round(time.perf_counter() - started, 2)},
+                          "created_at": datetime.now(UTC).isoformat(timespec="seconds")})
+    write_report(report, path)
+    return report

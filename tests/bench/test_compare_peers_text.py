@@ -1,0 +1,58 @@
+"""bench/compare_peers_text.py end to end on a tiny setting (96 texts, few repeats) with the
+real all-MiniLM-L6-v2 (fetched once into ~/.cache/edgeopt by zoo.hf_models)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # bench/ is a top-level folder, not part of the edgeopt package
+
+from bench import compare_peers_text as peers  # noqa: E402
+from edgeopt.core.errors import ModelLoadError  # noqa: E402
+from edgeopt.zoo.hf_models import hf_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    try:
+        hf_model("all-minilm-l6-v2")
+    except ModelLoadError as exc:
+        pytest.skip(f"all-MiniLM-L6-v2 unavailable: {exc}")
+    out = tmp_path_factory.mktemp("peers-text") / "table.txt"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = peers.main(["--tiny", "--out", str(out)])
+    return code, buf.getvalue(), out.read_text()
+
+
+def _row(text: str, method: str) -> list[float]:
+    line = next(x for x in text.splitlines() if x.startswith(method + " "))
+    return [float(v) for v in re.findall(r"-?\d+\.\d+", line[len(method):])]
+
+
+def test_every_method_has_a_row_and_the_file_keeps_the_command(tiny_run):
+    code, text, saved = tiny_run
+    assert code == 0
+    for method in (peers.FP32, peers.DYN, peers.EDGEOPT):
+        assert len(_row(text, method)) == 7
+    assert saved.startswith("$ HF_HUB_OFFLINE=1 python -m bench.compare_peers_text --tiny")
+
+
+def test_edgeopt_int8_keeps_the_meaning_quantize_dynamic_loses(tiny_run):
+    _, text, _ = tiny_run
+    fp32, dyn, ours = (_row(text, m) for m in (peers.FP32, peers.DYN, peers.EDGEOPT))
+    assert fp32[:3] == [1.0, 1.0, 100.0]
+    # cos mean, cos min: a broken int8 (one per-tensor scale, a lost outlier path) lands
+    # near quantize_dynamic's 0.95 / 0.86.
+    assert ours[0] >= 0.995 and ours[1] >= 0.97
+    assert ours[0] > dyn[0] + 0.02
+    assert ours[4] <= 0.27  # size vs fp32
+    assert "edgeopt int8 cos mean >= 0.995: PASS" in text

@@ -1,0 +1,48 @@
+"""edgeopt optimize hf:PATH end to end through the CLI on a tiny BERT and a small jsonl."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+TEXTS = ["the cat sat on the mat", "a good day", "the dog sat", "fortune is good",
+         "a dog, a cat, a mat.", "is the mat good?", "the cat is good", "a fortune a day"]
+
+
+@pytest.fixture
+def texts(tmp_path):
+    path = tmp_path / "texts.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": i % 2}) + "\n"
+                            for i, t in enumerate(TEXTS * 3)))
+    return path
+
+
+def _optimize(*args):
+    return subprocess.run([sys.executable, "-m", "edgeopt.cli", "optimize", *args, "--no-progress",
+                           "--threads", "1", "--force"], capture_output=True, text=True,
+                          timeout=300, env={"HF_HUB_OFFLINE": "1", **__import__("os").environ})
+
+
+def test_optimize_embedding_int8_end_to_end(tiny_hf, texts, tmp_path):
+    out = tmp_path / "art"
+    res = _optimize(f"hf:{tiny_hf}", "--task", "embedding", "--data", str(texts),
+                    "--recipe", "int8", "--max-length", "16", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "nearest-neighbour agreement" in res.stderr
+    report = json.loads((out / "report.json").read_text())
+    int8 = report["stages"][1]
+    assert int8["precision"] == "int8" and int8["fidelity"]["cosine_mean"] > 0.99
+    from edgeopt import runtime
+
+    emb = runtime.load(out).predict(["the cat sat"])
+    assert emb.shape == (1, 32)
+
+
+def test_bad_hf_folder_is_one_line(tmp_path, texts):
+    res = _optimize(f"hf:{tmp_path}", "--data", str(texts), "--out", str(tmp_path / "o"))
+    assert res.returncode != 0
+    line = res.stderr.strip().splitlines()[-1]
+    assert "not a transformers model folder" in line and "Traceback" not in res.stderr

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import io
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -47,6 +46,7 @@ from edgeopt.recipes import Recipe, load_recipe
 from edgeopt.recipes.overrides import with_overrides
 from edgeopt.recipes.run import run_recipe
 from edgeopt.runtime import load as load_artifact
+from edgeopt.runtime.cpu import cpu_name
 from edgeopt.version import __version__
 
 
@@ -71,16 +71,6 @@ class OptimizeOptions:
     # ONNX files: "auto" quantizes the graph itself when the recipe allows it (int8 PTQ)
     # and converts to torch (onnx2torch) for the other techniques; "graph"/"torch" force one.
     onnx_path: str = "auto"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _torch_file_size(module: torch.nn.Module) -> int:
@@ -243,7 +233,7 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
             model=handle.source, dataset=dataset.name, n_eval=len(test.y), stages=stages.results,
             meta={
                 "recipe": recipe.name, "target": opts.target, "backend": backend,
-                "threads": opts.threads or torch.get_num_threads(), "cpu": _cpu_name(),
+                "threads": opts.threads or torch.get_num_threads(), "cpu": cpu_name(),
                 "edgeopt_version": __version__, "timings_s": timings,
                 "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "preprocessing": opts.preprocess.to_dict(),

@@ -3,6 +3,7 @@ every runtime, emulated arm64 ones included, can use it)."""
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 
@@ -17,3 +18,14 @@ def cpu_flags() -> set[str] | None:
         if key.strip() in ("flags", "Features"):  # x86 / ARM spelling
             return set(value.split())
     return None
+
+
+def cpu_name() -> str:
+    """The CPU's model name, as the report records where its latencies were measured."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -59,3 +59,20 @@ def test_optimize_refuses_nan_npz(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc != 0 and not out.exists()
     assert len(err.splitlines()) == 1 and "NaN" in err and f"{path}:x" in err
+
+
+def test_optimize_refuses_labels_beyond_model_outputs(tmp_path, capsys):
+    """resnet_small outputs 10 classes: a label 12 cannot be predicted."""
+    from edgeopt.cli import main
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "wide.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (20, 1, 8, 8), dtype=np.uint8),
+             y_train=np.arange(20) % 13, x_test=rng.integers(0, 256, (8, 1, 8, 8), dtype=np.uint8),
+             y_test=np.arange(8) % 10)
+    out = tmp_path / "art"
+    rc = main(["optimize", "edgeopt.zoo.resnet:resnet_small", "--data", str(path),
+               "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and not out.exists()
+    assert len(err.splitlines()) == 1 and f"{path}:y_train" in err and "10 classes" in err

@@ -24,7 +24,7 @@ import torch
 from edgeopt.compile.api import model_precision, stage
 from edgeopt.compile.artifact import ArtifactWriter, check_output_dir
 from edgeopt.compile.targets import get_target
-from edgeopt.core.canonical import canonical_copy, check_finite, check_input_fits
+from edgeopt.core.canonical import canonical_copy, check_finite, check_input_fits, check_labels_fit
 from edgeopt.core.data import Dataset, Preprocess, load_dataset
 from edgeopt.core.errors import ConfigError, DataError
 from edgeopt.core.hf import is_hf_spec
@@ -172,7 +172,8 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
     dataset = data if isinstance(data, Dataset) else load_dataset(str(data))
     check_fits(handle, dataset)
     test = dataset.test.subset(opts.eval_limit, seed=opts.eval_seed)
-    check_input_fits(handle.module, torch.from_numpy(opts.preprocess(test.x[:1])))
+    first = check_input_fits(handle.module, torch.from_numpy(opts.preprocess(test.x[:1])))
+    check_labels_fit(first, dataset, dataset.name if isinstance(data, Dataset) else data, opts.task)
 
     timings: dict[str, float] = {}
     started = time.perf_counter()

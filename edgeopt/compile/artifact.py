@@ -7,6 +7,7 @@ and an existing one is replaced only with ``force``.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edgeopt.core.errors import OutputExistsError
+from edgeopt.core.errors import OutputError, OutputExistsError
 from edgeopt.core.files import sha256_file
 from edgeopt.version import __version__
 
@@ -37,9 +38,17 @@ class ArtifactWriter:
 
     def __init__(self, out: str | os.PathLike, *, force: bool = False) -> None:
         self.out = check_output_dir(out, force).resolve()
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent))
         self.committed = False
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.lock = _take_lock(self.out)
+        except OSError as exc:
+            raise OutputError(f"cannot write to {out}: {exc.strerror or exc}") from None
+        try:
+            self.staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent))
+        except OSError as exc:
+            self.lock.unlink(missing_ok=True)
+            raise OutputError(f"cannot write to {out}: {exc.strerror or exc}") from None
 
     def __enter__(self) -> ArtifactWriter:
         return self
@@ -47,6 +56,9 @@ class ArtifactWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if not self.committed:
             shutil.rmtree(self.staging, ignore_errors=True)
+        self.lock.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and _is_write_failure(exc, self.staging):
+            raise OutputError(f"cannot write {self.out}: {exc.strerror or exc}") from None
 
     def path(self, name: str) -> Path:
         return self.staging / name
@@ -83,7 +95,11 @@ class ArtifactWriter:
 
     def commit(self) -> Path:
         """Move the staged folder to its destination (replacing an old one only now)."""
-        replace_dir(self.staging, self.out)
+        try:
+            replace_dir(self.staging, self.out)
+        except OSError as exc:
+            raise OutputError(f"cannot move the artifact into {self.out}: {exc.strerror or exc}"
+                              ) from None
         self.committed = True
         return self.out
 
@@ -104,3 +120,46 @@ def replace_dir(src: Path, out: Path) -> Path:
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
     return out
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _is_write_failure(exc: OSError, staging: Path) -> bool:
+    """A full disk or a file-size limit, or any failure on a file inside the staging folder."""
+    return exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) or (
+        exc.errno in _WRITE_ERRNOS and str(exc.filename or "").startswith(str(staging)))
+
+
+def _take_lock(out: Path) -> Path:
+    """``.{out}.lock`` beside ``out``, made with O_EXCL: a second run aimed at the same
+    folder refuses instead of racing the first. A lock whose run is gone is taken over."""
+    lock = out.with_name(f".{out.name}.lock")
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            if _lock_alive(lock):
+                raise OutputError(f"another edgeopt run is writing {out} (lock {lock})") from None
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return lock
+    raise OutputError(f"cannot lock {out} (lock {lock})")
+
+
+def _lock_alive(lock: Path) -> bool:
+    try:
+        pid = int(lock.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return True  # being written right now, or unreadable: do not steal it
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -31,18 +31,34 @@ def check_finite(model: nn.Module) -> None:
             raise ModelLoadError(f"weights are not finite: {name} has {bad} NaN/Inf values")
 
 
-def check_input_fits(model: nn.Module, example: torch.Tensor) -> None:
+def check_input_fits(model: nn.Module, example: torch.Tensor):
     """Run one sample (the smallest batch the model takes) so a shape mismatch is
-    reported as such, not deep in a trace."""
+    reported as such, not deep in a trace. Returns the model's output."""
     batch = (batch_range(model) or (1, None))[0]
     try:
         with torch.no_grad():
-            eval_mode(model)(example[:1].expand(batch, *example.shape[1:]))
+            return eval_mode(model)(example[:1].expand(batch, *example.shape[1:]))
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DataError(
             f"data sample shape {tuple(example.shape[1:])} does not fit the model input: {first}"
         ) from None
+
+
+def check_labels_fit(output, dataset, where, task: str | None = None) -> None:
+    """Refuse labels a classifier with ``output.shape[1]`` classes cannot predict,
+    naming ``where`` (the data file) and the label array (y_train or y_test)."""
+    if task not in (None, "classification"):
+        return
+    if not (isinstance(output, torch.Tensor) and output.dim() == 2):
+        return  # not an N,C classifier output: nothing to check labels against
+    classes = output.shape[1]
+    for name, y in (("y_train", dataset.train.y), ("y_test", dataset.test.y)):
+        if len(y) and (int(y.max()) >= classes or int(y.min()) < 0):
+            raise DataError(
+                f"{where}:{name}: labels range {int(y.min())}..{int(y.max())} but the model "
+                f"outputs {classes} classes (labels must be 0..{classes - 1})"
+            )
 
 
 def probe_batch_range(model: nn.Module, example: torch.Tensor) -> tuple[int, int | None] | None:

@@ -32,5 +32,9 @@ class ArtifactError(EdgeoptError):
     """An artifact folder is missing, incomplete or has been tampered with."""
 
 
+class OutputError(EdgeoptError):
+    """The output destination cannot be written: invalid, read-only, full, or busy."""
+
+
 class OutputExistsError(EdgeoptError):
     """The output path exists and ``--force`` was not given."""

@@ -18,6 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgeopt.core.errors import DataError, ModelLoadError
+from edgeopt.core.onnx_external import check_external_data
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,7 @@ def load_graph(path: str | Path, *, fixed: dict[str, np.ndarray] | None = None,
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such ONNX file")
+    check_external_data(path)
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)

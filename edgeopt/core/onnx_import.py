@@ -10,6 +10,7 @@ import onnx
 import torch.fx as fx
 
 from edgeopt.core.errors import ModelLoadError
+from edgeopt.core.onnx_external import check_external_data
 from edgeopt.core.onnx_torch import NEEDED_BY, to_torch
 
 
@@ -27,6 +28,7 @@ def input_shape(model: onnx.ModelProto) -> list[int] | None:
 
 def read_onnx(path: str) -> onnx.ModelProto:
     """The checked ModelProto of ``path``; one ``ModelLoadError`` line if it is not valid."""
+    check_external_data(path)
     try:
         model = onnx.load(path)
         onnx.checker.check_model(model)

@@ -21,6 +21,29 @@ def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
+SAMPLE_LIMIT = 1_000_000  # elements; larger arrays are checked on an evenly strided sample
+
+
+def check_values(x: np.ndarray, where: str) -> None:
+    """Refuse NaN/Inf and all-constant samples, naming ``where`` (file:array).
+
+    Arrays over ``SAMPLE_LIMIT`` elements are checked on a strided sample, and the
+    message says so when the sample is what found the problem.
+    """
+    if not np.issubdtype(x.dtype, np.number) or x.size == 0:
+        return
+    flat = x.reshape(-1)
+    sampled = flat.size > SAMPLE_LIMIT
+    if sampled:
+        flat = flat[:: flat.size // SAMPLE_LIMIT + 1]
+    note = f" (checked a sample of {flat.size} of {x.size} values)" if sampled else ""
+    if np.issubdtype(flat.dtype, np.floating) and not np.isfinite(flat).all():
+        bad = "NaN" if np.isnan(flat).any() else "Inf"
+        raise DataError(f"{where}: samples contain {bad} values{note}")
+    if flat.size > 1 and flat.min() == flat.max():
+        raise DataError(f"{where}: every sample value is {flat[0].item()!r} (constant data{note})")
+
+
 def load_npz(path: Path, seed: int, test_fraction: float) -> tuple[Split, Split]:
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -33,6 +56,7 @@ def load_npz(path: Path, seed: int, test_fraction: float) -> tuple[Split, Split]
         y = as_labels(arrays[yk], f"{path}:{yk}")
         if len(x) != len(y):
             raise DataError(f"{path}: {xk} has {len(x)} samples but {yk} has {len(y)} labels")
+        check_values(x, f"{path}:{xk}")
         return x, y
 
     split_keys = {"x_train", "y_train", "x_test", "y_test"}

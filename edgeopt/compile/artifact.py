@@ -30,7 +30,22 @@ def check_output_dir(out: str | os.PathLike, force: bool) -> Path:
         raise OutputExistsError(f"output folder {out} already exists (use --force to replace it)")
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"output path {out} exists and is not a folder")
+    _check_writable(out)
     return out
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before any work when ``out`` cannot be written: a probe file in the nearest
+    folder that exists (root passes every permission check, so only a write tells)."""
+    place = out.resolve().parent
+    while not place.exists():
+        place = place.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.probe.", dir=place)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 class ArtifactWriter:

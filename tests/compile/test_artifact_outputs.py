@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from edgeopt.compile.artifact import ArtifactWriter
+from edgeopt.compile.artifact import ArtifactWriter, check_output_dir
 from edgeopt.core.errors import EdgeoptError, OutputError
 
 
@@ -16,6 +16,17 @@ def test_invalid_destination_is_one_line():
     with pytest.raises(OutputError) as info:
         ArtifactWriter("/proc/x")
     assert "\n" not in str(info.value) and "/proc/x" in str(info.value)
+
+
+def test_a_bad_destination_is_refused_before_any_work(tmp_path):
+    """optimize and compile call check_output_dir first: a destination that cannot be
+    written fails there, not after compression has run; a good one is left untouched."""
+    for bad in ("/proc/x/art", tmp_path / "file" / "art"):
+        (tmp_path / "file").write_text("not a folder")
+        with pytest.raises(OutputError, match="cannot write to"):
+            check_output_dir(bad, force=False)
+    assert check_output_dir(tmp_path / "new" / "art", force=False) == tmp_path / "new" / "art"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # no probe, no folder
 
 
 def test_unwritable_destination_is_one_line(tmp_path):
@@ -61,7 +72,7 @@ def test_full_disk_is_one_line_and_leaves_nothing(tmp_path):
         import resource, signal, sys
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
-        from edgeopt.compile.artifact import ArtifactWriter
+        from edgeopt.compile.artifact import ArtifactWriter, check_output_dir
         from edgeopt.core.errors import EdgeoptError
         try:
             with ArtifactWriter({str(tmp_path / "art")!r}) as w:

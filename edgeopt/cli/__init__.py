@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import warnings
 
 from edgeopt.cli.compile import cmd_compile
@@ -24,6 +26,10 @@ COMMANDS = {"optimize": cmd_optimize, "compress": cmd_compress, "compile": cmd_c
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = COMMANDS[args.command]
+    if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
+        # Past a file-size limit the kernel kills the process with SIGXFSZ; ignored, the
+        # write fails with EFBIG, which the artifact writer reports in one line.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)

@@ -92,3 +92,12 @@ def test_full_disk_is_one_line_and_leaves_nothing(tmp_path):
 
 def test_output_error_is_an_edgeopt_error():
     assert issubclass(OutputError, EdgeoptError)
+
+
+def test_the_cli_ignores_sigxfsz_so_a_file_size_limit_is_one_line():
+    """Without this a size-limited run dies of the signal, with no line at all."""
+    code = ("import signal, sys; from edgeopt.cli import main; main(['recipes']); "
+            "sys.stderr.write(str(signal.getsignal(signal.SIGXFSZ) == signal.SIG_IGN))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stderr.strip().endswith("True"), proc.stderr

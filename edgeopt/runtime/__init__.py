@@ -38,14 +38,39 @@ def read_manifest(path: str | os.PathLike) -> dict:
 def verify(path: str | os.PathLike, manifest: dict) -> None:
     """Check every listed file against its sha256; a tampered artifact is refused."""
     path = Path(path)
-    for name, info in manifest.get("files", {}).items():
+    files = manifest.get("files", {})
+    if not isinstance(files, dict):
+        raise ArtifactError(f"artifact {path}: manifest 'files' must map names to checksums")
+    _refuse_links(path)
+    for name in [*files, manifest.get("model_file")]:
+        if name is not None and not _inside(name):
+            raise ArtifactError(f"artifact {path}: manifest names {name!r}, a path outside "
+                                f"its folder (refused)")
+    for name, info in files.items():
         f = path / name
         if not f.is_file():
             raise ArtifactError(f"artifact {path} is missing {name}")
-        if sha256_file(f) != info["sha256"]:
+        if not isinstance(info, dict) or sha256_file(f) != info.get("sha256"):
             raise ArtifactError(
                 f"artifact file {f} does not match its manifest checksum (modified or corrupt)"
             )
+
+
+def _inside(name: object) -> bool:
+    """A relative path with no '..' part: it cannot leave the artifact folder."""
+    if not isinstance(name, str) or not name or "\\" in name:
+        return False
+    parts = Path(name).parts
+    return not Path(name).is_absolute() and ".." not in parts
+
+
+def _refuse_links(path: Path) -> None:
+    """A link inside an artifact could point anywhere; checksums would be of its target."""
+    for root, dirs, names in os.walk(path):
+        for entry in [*dirs, *names]:
+            if os.path.islink(os.path.join(root, entry)):
+                link = Path(root, entry).relative_to(path)
+                raise ArtifactError(f"artifact {path} holds a symbolic link, {link} (refused)")
 
 
 def load(path: str | os.PathLike, *, threads: int | None = None) -> Predictor:

@@ -106,6 +106,33 @@ def test_bad_manifest_is_refused(art, edit, pattern):
         load(art)
 
 
+@pytest.mark.parametrize("name", ["../outside.onnx", "/etc/hostname", "sub/../../x"])
+def test_a_manifest_naming_a_path_outside_the_folder_is_refused(art, name):
+    """Checksummed or not, a listed path must stay inside the artifact: a manifest naming
+    ../outside.onnx would otherwise make load() read (and a model run) any file."""
+    outside = art.parent / "outside.onnx"
+    shutil.copy(art / "model.onnx", outside)
+    mpath = art / "manifest.json"
+    m = json.loads(mpath.read_text())
+    sha = m["files"]["model.onnx"]["sha256"]
+    for manifest in ({**m, "files": {**m["files"], name: {"sha256": sha}}},
+                     {**m, "model_file": name}):
+        mpath.write_text(json.dumps(manifest))
+        with pytest.raises(ArtifactError, match="outside its folder") as info:
+            load(art)
+        assert "\n" not in str(info.value)
+
+
+def test_a_symbolic_link_inside_an_artifact_is_refused(art, tmp_path):
+    """A link's checksum is its target's, which can change after the check; any link in
+    the folder is refused, even one to a file that matches."""
+    target = tmp_path / "real.onnx"
+    shutil.move(art / "model.onnx", target)
+    (art / "model.onnx").symlink_to(target)
+    with pytest.raises(ArtifactError, match="symbolic link, model.onnx"):
+        load(art)
+
+
 def test_artifact_load_is_runtime_load(tmp_path, tiny_cnn):
     art = edgeopt.compile(tiny_cnn, input_shape=INPUT_SHAPE, out=tmp_path / "a")
     x = np.ones((2, *INPUT_SHAPE), np.float32)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import platform
+import threading
 
 import numpy as np
 import tvm
@@ -100,6 +101,7 @@ class TvmPredictor(Predictor):
         self.library = chosen["file"]
         lib = tvm.runtime.load_module(str(self.path / self.library))
         self.vm = VirtualMachine(lib, self.device)
+        self._lock = threading.Lock()
         self.main = self.vm[manifest.get("entry", "main")]
         self.params = []
         if manifest.get("params_file"):
@@ -109,7 +111,11 @@ class TvmPredictor(Predictor):
 
     def run(self, x: np.ndarray) -> np.ndarray:
         x = self._check(x)
-        out = self.main(tvm.runtime.tensor(x, self.device), *self.params)
+        # TVM does not document a relax VM as safe to call from several threads (it keeps
+        # registers per instance): one call at a time. Without the lock the 8-thread test
+        # still matched on a small CNN, so this is a guarantee, not a measured fix.
+        with self._lock:
+            out = self.main(tvm.runtime.tensor(x, self.device), *self.params)
         if not hasattr(out, "numpy"):  # relax returns a tuple for a single-output model
             out = out[0]
         return out.numpy()

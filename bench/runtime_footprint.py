@@ -5,8 +5,8 @@ edgeopt-runtime, pip-installed from runtime/; it is cached in
 ~/.cache/edgeopt/runtime-venv/<key>, the key hashing the runtime's files and the pins.
 The full venv is this interpreter's (sys.prefix) running this checkout. For each: bytes on
 disk, ``import edgeopt.runtime`` (median of fresh processes, timed inside each) and the
-peak RSS of a fresh process that loads and runs one int8 resnet_small artifact
-(os.wait4's rusage of that child).
+peak RSS of a fresh process that loads and runs one int8 resnet_small artifact, and one that
+tokenizes texts and runs an int8 text artifact (os.wait4's rusage of that child).
 
     python bench/runtime_footprint.py                   # table, 10 imports
     python bench/runtime_footprint.py --json r.json     # and the figures as JSON
@@ -32,7 +32,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME_DIR = REPO / "runtime"
-PINS = ("numpy", "onnxruntime")  # the host's versions: the same releases are compared
+PINS = ("numpy", "onnxruntime", "tokenizers")  # the host's versions: the same releases
+# are compared. tokenizers: text artifacts tokenize on the device (runtime/text.py).
 
 
 class VenvUnavailable(Exception):
@@ -144,7 +145,11 @@ import json, sys
 import numpy as np
 import edgeopt.runtime
 predictor = edgeopt.runtime.load(sys.argv[1])
-np.save(sys.argv[3], predictor.run(np.load(sys.argv[2])))
+if sys.argv[2].endswith(".json"):  # texts, for a text artifact: tokenized here
+    y = predictor.predict(json.load(open(sys.argv[2])))
+else:
+    y = predictor.run(np.load(sys.argv[2]))
+np.save(sys.argv[3], y)
 print(json.dumps({"modules": sorted(sys.modules), "file": edgeopt.runtime.__file__,
                   "predictor": type(predictor).__name__}))
 """
@@ -197,36 +202,70 @@ def build_artifact(out: Path, *, width: int = 16, size: int = 28) -> tuple[Path,
     return Path(artifact), x_path
 
 
+TEXTS = ["the cat sat on the mat", "a good day", "the dog sat", "fortune is good",
+         "a dog, a cat, a mat.", "is the mat good?", "the cat is good", "a fortune a day"]
+
+
+def build_text_artifact(out: Path, *, max_length: int = 16) -> tuple[Path, Path]:
+    """An int8 text artifact (a tiny random BERT, dynamic int8 MatMuls, its tokenizer.json)
+    and a .json list of texts for it: what runtime.text runs with `tokenizers` alone."""
+    from edgeopt.compile.text import write_text_artifact
+    from edgeopt.compress.quantize.text_int8 import TextInt8Config, quantize_text
+    from edgeopt.core.hf import read_folder
+    from edgeopt.core.hf.export import export_hf
+    from edgeopt.runtime.text import TextTokenizer
+    from edgeopt.testing_hf import write_tiny_hf
+
+    (out / "hf").mkdir(parents=True, exist_ok=True)
+    folder = read_folder(f"hf:{write_tiny_hf(out / 'hf')}")
+    graph, info = export_hf(folder)
+    tok = TextTokenizer(folder.tokenizer, max_length=max_length, inputs=info["inputs"])
+    qgraph, _ = quantize_text(graph, [tok(TEXTS)], TextInt8Config(activations="dynamic"),
+                              log=lambda *_: None)
+    artifact = write_text_artifact(out / "int8-text", qgraph, folder, info,
+                                   max_length=max_length, precision="int8", force=True)
+    texts = out / "texts.json"
+    texts.write_text(json.dumps(TEXTS))
+    return Path(artifact), texts
+
+
 def measure(*, repeats: int = 10, width: int = 16, fresh: bool = False) -> dict:
     runtime = runtime_venv(fresh=fresh)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         artifact, x_path = build_artifact(Path(tmp), width=width)
+        text_artifact, texts = build_text_artifact(Path(tmp))
         for name, python, isolated, prefix in [
                 ("edgeopt-runtime", venv_python(runtime), True, runtime),
                 ("full edgeopt", sys.executable, False, Path(sys.prefix))]:
             times = import_seconds(python, isolated=isolated, repeats=repeats)
             run = run_artifact(python, artifact, x_path, Path(tmp) / f"y-{len(rows)}.npy",
                                isolated=isolated)
+            text = run_artifact(python, text_artifact, texts,
+                                Path(tmp) / f"e-{len(rows)}.npy", isolated=isolated)
             rows[name] = {"venv": str(prefix), "bytes": tree_bytes(prefix),
                           "import_s_median": statistics.median(times), "import_s": times,
                           "peak_rss_bytes": run["peak_rss_bytes"],
-                          "torch_loaded": "torch" in run["modules"]}
+                          "text_peak_rss_bytes": text["peak_rss_bytes"],
+                          "torch_loaded": "torch" in {*run["modules"], *text["modules"]}}
     full = rows["full edgeopt"]["bytes"]
     rows["edgeopt-runtime"]["bytes_vs_full"] = rows["edgeopt-runtime"]["bytes"] / full
-    return {"repeats": repeats, "artifact": f"int8 resnet_small width={width}", "rows": rows}
+    return {"repeats": repeats, "artifact": f"int8 resnet_small width={width}",
+            "text_artifact": "int8 tiny BERT (2 layers, 32 wide), 8 texts", "rows": rows}
 
 
 def table(result: dict) -> str:
     lines = [f"{'venv':<16} {'on disk':>10} {'import edgeopt.runtime':>22} "
-             f"{'peak RSS (load+run)':>20}"]
+             f"{'peak RSS (load+run)':>20} {'text artifact':>14}"]
     for name, r in result["rows"].items():
         lines.append(f"{name:<16} {r['bytes'] / 2**20:>7.0f} MB "
                      f"{r['import_s_median'] * 1000:>19.0f} ms "
-                     f"{r['peak_rss_bytes'] / 2**20:>17.0f} MB")
+                     f"{r['peak_rss_bytes'] / 2**20:>17.0f} MB "
+                     f"{r['text_peak_rss_bytes'] / 2**20:>11.0f} MB")
     share = result["rows"]["edgeopt-runtime"]["bytes_vs_full"]
     lines.append(f"runtime venv / full venv on disk: {share:.1%}; import: median of "
-                 f"{result['repeats']} fresh processes; artifact: {result['artifact']}")
+                 f"{result['repeats']} fresh processes; artifacts: {result['artifact']}; "
+                 f"{result['text_artifact']}")
     return "\n".join(lines)
 
 

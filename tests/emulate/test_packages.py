@@ -3,9 +3,12 @@ the root (no checkout, no stubs). Checked here with the host's Python on the sam
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import edgeopt
 from edgeopt.emulate import packages
@@ -36,10 +39,15 @@ def test_the_copy_alone_loads_and_runs_an_artifact(tmp_path, make_cnn):
     assert (site / "edgeopt/runtime/predictor.py").is_file()
     art = edgeopt.compile(make_cnn(), target="x86_64", input_shape=[1, 8, 8],
                           out=tmp_path / "art").path
-    # Only the copy on the path, as in the guest (run.python_command): no checkout.
-    proc = subprocess.run([sys.executable, "-c", CHECK, str(art)], capture_output=True,
+    # Only the copy and the folders of numpy and onnxruntime on the path, as in the guest
+    # (run.python_command): no checkout. -S because this venv's site-packages would add
+    # the checkout itself (the editable installs' .pth files), which the guest has not.
+    deps = {str(Path(importlib.util.find_spec(name).origin).parents[1])
+            for name in ("numpy", "onnxruntime")}
+    path = os.pathsep.join([str(site), *sorted(deps)])
+    proc = subprocess.run([sys.executable, "-S", "-c", CHECK, str(art)], capture_output=True,
                           text=True, timeout=120, cwd=tmp_path,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site),
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": path,
                                "PYTHONNOUSERSITE": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     info = json.loads(proc.stdout.strip().splitlines()[-1])

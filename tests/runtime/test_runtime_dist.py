@@ -1,5 +1,6 @@
 """edgeopt-runtime (runtime/) on its own: a fresh venv with only numpy, onnxruntime and the
-runtime distribution loads and runs an int8 ResNet artifact without torch, onnx or the
+runtime distribution loads and runs an int8 ResNet artifact and an int8 text artifact
+(tokenized there with `tokenizers`) without torch, onnx or the
 compression code, imports in under 0.5 s and is under 20% of the full venv on disk.
 
 The venv is made once (~30 s, pip's cache) and kept in ~/.cache/edgeopt/runtime-venv,
@@ -66,11 +67,22 @@ def test_a_tampered_artifact_is_refused_in_the_runtime_venv(runtime_venv, int8_r
                         isolated=True)
 
 
-def test_a_text_artifact_runs_in_the_runtime_venv():
-    # Hook for issue 13's second acceptance artifact: text artifacts (tokenizer.json, the
-    # `text` extra) are not compiled yet. When they are, build a tiny one here as
-    # int8_resnet does, add `tokenizers` to the venv (fp.PINS) and assert as above.
-    pytest.skip("no text artifact can be compiled yet (transformers support, issue 13)")
+def test_a_text_artifact_runs_in_the_runtime_venv(runtime_venv, tmp_path):
+    pytest.importorskip("transformers", reason="building a text artifact needs the text extra")
+    artifact, texts = fp.build_text_artifact(tmp_path / "text")
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert manifest["precision"] == "int8" and "text" in manifest
+    run = fp.run_artifact(fp.venv_python(runtime_venv), artifact, texts, tmp_path / "e.npy",
+                          isolated=True)
+    assert Path(run["file"]).is_relative_to(runtime_venv)
+    assert "tokenizers" in run["modules"]  # tokenized on the "device", by the library alone
+    assert NEVER_LOADED & set(run["modules"]) == set()
+    assert not {"transformers", "sentence_transformers"} & set(run["modules"])
+    got = np.load(tmp_path / "e.npy")
+    want = edgeopt.runtime.load(artifact).predict(json.loads(texts.read_text()))
+    assert got.shape == (len(fp.TEXTS), 32)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)  # normalised
 
 
 def test_import_edgeopt_runtime_takes_under_half_a_second(runtime_venv):

@@ -46,3 +46,34 @@ def test_bad_hf_folder_is_one_line(tmp_path, texts):
     assert res.returncode != 0
     line = res.stderr.strip().splitlines()[-1]
     assert "not a transformers model folder" in line and "Traceback" not in res.stderr
+
+
+def test_optimize_embedding_w4_text_end_to_end(tiny_hf, texts, tmp_path):
+    out = tmp_path / "art"
+    res = _optimize(f"hf:{tiny_hf}", "--data", str(texts), "--recipe", "w4-text",
+                    "--max-length", "16", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    import onnx
+
+    graph = onnx.load(str(out / "model.onnx")).graph
+    ops = {n.op_type for n in graph.node}
+    inits = {i.name for i in graph.initializer}
+    assert {"MatMulNBits", "GatherBlockQuantized"} <= ops
+    # every weight MatMul went 4-bit; only activation x activation MatMuls (Q.K^T, P.V) stay
+    assert not [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in inits]
+    report = json.loads((out / "report.json").read_text())
+    w4 = report["stages"][1]
+    assert w4["precision"] == "w4" and w4["size_bytes"] < 0.5 * report["stages"][0]["size_bytes"]
+    assert w4["fidelity"]["cosine_mean"] > 0.8
+    from edgeopt import runtime
+
+    assert runtime.load(out).predict(["the cat sat"]).shape == (1, 32)
+
+
+def test_w4_text_on_a_torch_model_is_one_line(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "edgeopt.cli", "optimize",
+                          "edgeopt.zoo.resnet:resnet_small", "--data", "digits", "--recipe", "w4-text", "--out", str(tmp_path / "o"),
+                          "--no-progress", "--eval-limit", "32"], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "text_w4 applies to hf: text models" in res.stderr.strip().splitlines()[-1]

@@ -17,10 +17,13 @@ import numpy as np
 from edgeopt.compile.artifact import check_output_dir
 from edgeopt.compile.text import write_text_artifact
 from edgeopt.compress.quantize.text_int8 import TextInt8Config, quantize_text
+from edgeopt.compress.quantize.text_w4 import TextW4Config
 from edgeopt.core.data.text import load_text_dataset
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.hf import read_folder
 from edgeopt.core.hf.export import export_hf
+from edgeopt.core.registry import handler_for
+from edgeopt.core.step import StepContext
 from edgeopt.evaluate.report import Report, StageResult, write_report
 from edgeopt.graph_pipeline.recipe import graph_quant_step
 from edgeopt.graph_pipeline.runners import predictor_runner, session_runner, time_interleaved
@@ -29,6 +32,7 @@ from edgeopt.runtime.text import TextTokenizer
 from edgeopt.version import __version__
 
 TEXT_TASKS = ("embedding", "classification")
+GRAPH_STEPS = (TextW4Config,)  # steps whose handler takes an ONNX graph (weight-only)
 
 
 def nn_agreement(ref: np.ndarray, emb: np.ndarray) -> float:
@@ -55,9 +59,11 @@ def optimize_text(model: str, data, *, out, force: bool, opts, recipe,
         raise ConfigError(f"--task {task} does not apply to a Hugging Face model "
                           f"(valid: {', '.join(TEXT_TASKS)})")
     q = graph_quant_step(recipe) if recipe.steps else None
-    if recipe.steps and q is None:
-        raise ConfigError(f"hf: models take the int8 recipe (or none) for now; recipe "
-                          f"{recipe.name} is not one")
+    graph_step = (recipe.steps[0] if len(recipe.steps) == 1 and q is None
+                  and isinstance(recipe.steps[0], GRAPH_STEPS) else None)
+    if recipe.steps and q is None and graph_step is None:
+        raise ConfigError(f"hf: models take the int8 or w4-text recipe (or none) for now; "
+                          f"recipe {recipe.name} is not one")
     folder = read_folder(model, task=task)
     dataset = load_text_dataset(str(data), seed=opts.data_seed)
     if task == "classification" and dataset.test.y is None:
@@ -79,6 +85,9 @@ def optimize_text(model: str, data, *, out, force: bool, opts, recipe,
         model_graph, record = quantize_text(graph, calib, TextInt8Config(),
                                             threads=opts.threads or 1, log=log)
         precision = "int8"
+    elif graph_step is not None:  # a step whose handler takes the exported ONNX graph
+        result = handler_for(graph_step)(graph, graph_step, StepContext(log=log))
+        model_graph, record, precision = result.model, result.record.details, "w4"
     with tempfile.TemporaryDirectory(prefix="edgeopt-text-") as tmp:
         fp32_path = Path(tmp) / "fp32.onnx"
         fp32_path.write_bytes(graph.SerializeToString())
@@ -89,7 +98,7 @@ def optimize_text(model: str, data, *, out, force: bool, opts, recipe,
         runners = [session_runner("fp32 onnxruntime", str(fp32_path), [output],
                                   threads=opts.threads, size=len(graph.SerializeToString()),
                                   notes="the exported fp32 graph")]
-        if q is not None:
+        if q is not None or graph_step is not None:
             pred = load_artifact(path, threads=opts.threads)
             runners.append(predictor_runner(f"{precision} onnxruntime", pred, [output],
                                             precision=precision,

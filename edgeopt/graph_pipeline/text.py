@@ -11,18 +11,20 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from edgeopt.compile.artifact import check_output_dir
 from edgeopt.compile.text import write_text_artifact
+from edgeopt.compress.distill.text_student import TextStudentConfig
 from edgeopt.compress.quantize.text_int8 import TextInt8Config, quantize_text
 from edgeopt.compress.quantize.text_w4 import TextW4Config
 from edgeopt.core.data.text import load_text_dataset
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.hf import read_folder
-from edgeopt.core.hf.export import export_hf
-from edgeopt.core.registry import handler_for
+from edgeopt.core.hf.export import export_hf, load_torch
+from edgeopt.core.registry import handler_for, step_name
 from edgeopt.core.step import StepContext
 from edgeopt.evaluate.report import Report, StageResult, write_report
 from edgeopt.graph_pipeline.recipe import graph_quant_step
@@ -33,6 +35,7 @@ from edgeopt.version import __version__
 
 TEXT_TASKS = ("embedding", "classification")
 GRAPH_STEPS = (TextW4Config,)  # steps whose handler takes an ONNX graph (weight-only)
+TORCH_STEPS = (TextStudentConfig,)  # steps on the transformers model, before export
 
 
 def nn_agreement(ref: np.ndarray, emb: np.ndarray) -> float:
@@ -50,6 +53,24 @@ def cosine(ref: np.ndarray, emb: np.ndarray) -> np.ndarray:
         np.linalg.norm(ref, axis=1) * np.linalg.norm(emb, axis=1), 1e-12)
 
 
+def split_text_recipe(recipe):
+    """(student steps, the int8 QuantConfig or None, a graph step or None) of an hf: recipe:
+    steps on the transformers model first, then at most one on the exported graph."""
+    steps = list(recipe.steps)
+    students = []
+    while steps and isinstance(steps[0], TORCH_STEPS):
+        students.append(steps.pop(0))
+    rest = SimpleNamespace(steps=steps)
+    q = graph_quant_step(rest) if steps else None
+    graph_step = steps[0] if len(steps) == 1 and q is None and isinstance(
+        steps[0], GRAPH_STEPS) else None
+    if steps and q is None and graph_step is None:
+        raise ConfigError(f"hf: models take the int8, w4-text, student-text or "
+                          f"student-int8-text recipe (or none) for now; recipe {recipe.name} "
+                          "is not one")
+    return students, q, graph_step
+
+
 def optimize_text(model: str, data, *, out, force: bool, opts, recipe,
                   log: Callable = print, task: str | None = None) -> Report:
     started = time.perf_counter()
@@ -58,12 +79,7 @@ def optimize_text(model: str, data, *, out, force: bool, opts, recipe,
     if task not in TEXT_TASKS:
         raise ConfigError(f"--task {task} does not apply to a Hugging Face model "
                           f"(valid: {', '.join(TEXT_TASKS)})")
-    q = graph_quant_step(recipe) if recipe.steps else None
-    graph_step = (recipe.steps[0] if len(recipe.steps) == 1 and q is None
-                  and isinstance(recipe.steps[0], GRAPH_STEPS) else None)
-    if recipe.steps and q is None and graph_step is None:
-        raise ConfigError(f"hf: models take the int8 or w4-text recipe (or none) for now; "
-                          f"recipe {recipe.name} is not one")
+    students, q, graph_step = split_text_recipe(recipe)
     folder = read_folder(model, task=task)
     dataset = load_text_dataset(str(data), seed=opts.data_seed)
     if task == "classification" and dataset.test.y is None:
@@ -76,18 +92,30 @@ def optimize_text(model: str, data, *, out, force: bool, opts, recipe,
     tok = TextTokenizer(folder.tokenizer, max_length=max_length, inputs=info["inputs"])
     test = dataset.test.subset(opts.eval_limit, seed=opts.eval_seed)
     feeds = [tok(test.texts[i:i + 32]) for i in range(0, len(test), 32)]
-    record = None
-    model_graph, precision = graph, "fp32"
+    record, records = None, {}
+    model_graph, precision, student_graph = graph, "fp32", None
+    for cfg in students:  # steps on the transformers model, before export
+        train = dataset.train.subset(min(len(dataset.train), 32 * cfg.steps), seed=cfg.seed)
+        batches = [tok(train.texts[i:i + 32]) for i in range(0, len(train), 32)]
+        cfg = cfg.replace(pooling=folder.pooling or "mean", normalize=folder.normalize)
+        log(f"compress: {step_name(cfg)} on {len(train)} training texts, {cfg.steps} steps")
+        result = handler_for(cfg)(load_torch(folder, task), cfg,
+                                  StepContext(calibration=batches, log=log, seed=cfg.seed))
+        records[step_name(cfg)] = result.record.details
+        student_graph, _ = export_hf(folder, task=task, model=result.model)
+        model_graph = student_graph
     if q is not None:
         calib_texts = dataset.train.subset(min(q.calib_size, 256), seed=q.calib_seed).texts
         calib = [tok(calib_texts[i:i + 32]) for i in range(0, len(calib_texts), 32)]
         log(f"compress: text int8 with {len(calib_texts)} calibration texts")
-        model_graph, record = quantize_text(graph, calib, TextInt8Config(),
+        model_graph, record = quantize_text(model_graph, calib, TextInt8Config(),
                                             threads=opts.threads or 1, log=log)
         precision = "int8"
     elif graph_step is not None:  # a step whose handler takes the exported ONNX graph
-        result = handler_for(graph_step)(graph, graph_step, StepContext(log=log))
+        result = handler_for(graph_step)(model_graph, graph_step, StepContext(log=log))
         model_graph, record, precision = result.model, result.record.details, "w4"
+    if records:
+        record = {**records, **({"quantize": record} if record else {})}
     with tempfile.TemporaryDirectory(prefix="edgeopt-text-") as tmp:
         fp32_path = Path(tmp) / "fp32.onnx"
         fp32_path.write_bytes(graph.SerializeToString())
@@ -98,9 +126,16 @@ def optimize_text(model: str, data, *, out, force: bool, opts, recipe,
         runners = [session_runner("fp32 onnxruntime", str(fp32_path), [output],
                                   threads=opts.threads, size=len(graph.SerializeToString()),
                                   notes="the exported fp32 graph")]
-        if q is not None or graph_step is not None:
+        if student_graph is not None and model_graph is not student_graph:
+            s_path = Path(tmp) / "student.onnx"
+            s_path.write_bytes(student_graph.SerializeToString())
+            runners.append(session_runner("student fp32 onnxruntime", str(s_path), [output],
+                                          threads=opts.threads, size=s_path.stat().st_size,
+                                          notes="the distilled student, before quantization"))
+        if recipe.steps:
             pred = load_artifact(path, threads=opts.threads)
-            runners.append(predictor_runner(f"{precision} onnxruntime", pred, [output],
+            name = f"{'student ' if students else ''}{precision} onnxruntime"
+            runners.append(predictor_runner(name, pred, [output],
                                             precision=precision,
                                             size=(path / "model.onnx").stat().st_size,
                                             notes="the artifact"))

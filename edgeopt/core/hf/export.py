@@ -83,9 +83,11 @@ def input_names(model: nn.Module) -> tuple[str, ...]:
     return tuple(n for n in INPUTS if n in takes)
 
 
-def export_hf(folder: HfFolder, *, task: str = "embedding") -> tuple[onnx.ModelProto, dict]:
-    """The ONNX graph (dynamic batch and sequence) and what the manifest records of it."""
-    model = load_torch(folder, task)
+def export_hf(folder: HfFolder, *, task: str = "embedding",
+              model: nn.Module | None = None) -> tuple[onnx.ModelProto, dict]:
+    """The ONNX graph (dynamic batch and sequence) and what the manifest records of it;
+    ``model``: the folder's model as a step changed it (a student), else loaded from it."""
+    model = load_torch(folder, task) if model is None else model.eval()
     names = input_names(model)
     wrapper = _Pooled(model, task=task, pooling=folder.pooling, normalize=folder.normalize,
                       names=names)

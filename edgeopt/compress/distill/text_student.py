@@ -1,0 +1,139 @@
+"""The ``text_student`` step: a half-depth transformer encoder, DistilBERT-style.
+
+The student is the teacher with every other encoder layer kept (layers 0, 2, 4 of six:
+Sanh et al. 2019 initialise DistilBERT from every other BERT layer, which starts the
+student far closer to the teacher than a fresh init), then distilled on the run's
+training texts: ``1 - cos`` between the student's and the teacher's pooled embeddings
+(what a user of the embedding compares; for a classifier, KL on the logits) plus
+``hidden_weight`` x the MSE between each student layer's output and the teacher layer it
+stands for (student layer j <-> teacher layer (j + 1) * depth / layers - 1).
+
+A step of an ``hf:`` model's recipe (``student-text``, ``student-int8-text``): its handler
+takes the transformers model before export, the ``calibration`` it is given is a list of
+tokenized batches of training texts.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from edgeopt.core.errors import ConfigError
+from edgeopt.core.registry import register
+from edgeopt.core.step import StepConfig, StepContext, StepRecord, StepResult
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextStudentConfig(StepConfig):
+    layers: int = 0  # encoder layers the student keeps; 0: half the teacher's
+    steps: int = 400  # optimizer steps, one batch of training texts each
+    lr: float = 5e-5
+    hidden_weight: float = 1.0  # weight of the per-layer hidden-state MSE
+    seed: int = 0
+    pooling: str = "mean"  # set by the pipeline from the folder
+    normalize: bool = True
+
+    def __post_init__(self) -> None:
+        if self.layers < 0 or self.steps < 0 or self.lr <= 0 or self.hidden_weight < 0:
+            raise ConfigError("text_student: layers and steps must be >= 0, lr > 0, "
+                              "hidden_weight >= 0")
+
+
+class TextStudentRecord(StepRecord):
+    def summary(self) -> list[str]:
+        d = self.details
+        return [f"student: {d['layers']} of {d['teacher_layers']} encoder layers "
+                f"(teacher layers {d['kept']}), distilled {d['steps']} steps, "
+                f"training cos to teacher {d['cos_first']:.4f} -> {d['cos_last']:.4f}"]
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The ``encoder.layer`` list of a BERT-family model (base or with a head)."""
+    base = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ConfigError(f"text_student: {type(model).__name__} has no encoder.layer list "
+                          "(BERT-family models only)")
+    return layers
+
+
+def make_student(teacher: nn.Module, layers: int) -> tuple[nn.Module, list[int]]:
+    depth = len(encoder_layers(teacher))
+    layers = layers or max(1, depth // 2)
+    if not 1 <= layers < depth:
+        raise ConfigError(f"text_student: layers must be in 1..{depth - 1}, got {layers}")
+    step = depth / layers
+    kept = [int(round(j * step)) for j in range(layers)]
+    student = copy.deepcopy(teacher)
+    base = getattr(student, getattr(student, "base_model_prefix", ""), student)
+    base.encoder.layer = nn.ModuleList(base.encoder.layer[i] for i in kept)
+    student.config.num_hidden_layers = layers
+    return student, kept
+
+
+def _pool(out, mask, cfg: TextStudentConfig):
+    if getattr(out, "logits", None) is not None:
+        return out.logits
+    h = out.last_hidden_state
+    if cfg.pooling == "cls":
+        e = h[:, 0]
+    else:
+        m = mask.unsqueeze(-1).to(h.dtype)
+        e = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    return nn.functional.normalize(e, dim=-1) if cfg.normalize else e
+
+
+@register(TextStudentConfig, step="text_student")
+def text_student(model, config: TextStudentConfig, ctx: StepContext) -> StepResult:
+    if not isinstance(model, nn.Module) or not hasattr(model, "config"):
+        raise ConfigError("text_student applies to hf: text models (a transformers model); "
+                          f"this model is a {type(model).__name__}")
+    batches = list(ctx.calibration or [])
+    if not batches:
+        raise ConfigError("text_student: no training texts")
+    teacher = model.eval()
+    student, kept = make_student(teacher, config.layers)
+    depth, layers = len(encoder_layers(teacher)), len(kept)
+    torch.manual_seed(config.seed)
+    opt = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=0.0)
+    order = torch.randperm(len(batches), generator=torch.Generator().manual_seed(config.seed))
+    student.eval()  # no dropout: the student is fitted to the teacher's deterministic outputs
+    cos_log, started = [], time.perf_counter()
+    for step in range(config.steps):
+        feed = {k: torch.as_tensor(v) for k, v in batches[int(order[step % len(order)])].items()}
+        with torch.no_grad():
+            t_out = teacher(**feed, output_hidden_states=True, return_dict=True)
+            t_emb = _pool(t_out, feed["attention_mask"], config)
+        s_out = student(**feed, output_hidden_states=True, return_dict=True)
+        s_emb = _pool(s_out, feed["attention_mask"], config)
+        if getattr(s_out, "logits", None) is not None:
+            out_loss = nn.functional.kl_div(s_emb.log_softmax(-1), t_emb.softmax(-1),
+                                            reduction="batchmean")
+            cos = nn.functional.cosine_similarity(s_emb, t_emb, dim=-1).mean()
+        else:
+            cos = nn.functional.cosine_similarity(s_emb, t_emb, dim=-1).mean()
+            out_loss = 1 - cos
+        mask = feed["attention_mask"].unsqueeze(-1).to(s_emb.dtype)
+        hidden = sum(((s_out.hidden_states[j + 1] - t_out.hidden_states[(j + 1) * depth // layers])
+                      ** 2 * mask).sum() / (mask.sum() * s_emb.new_tensor(
+                          s_out.hidden_states[j + 1].shape[-1]))
+                     for j in range(layers)) / layers
+        loss = out_loss + config.hidden_weight * hidden
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        cos_log.append(float(cos))
+        if ctx.log and (step + 1) % max(1, config.steps // 10) == 0:
+            recent = cos_log[-max(1, config.steps // 10):]
+            ctx.log(f"  student step {step + 1}/{config.steps}: cos to teacher "
+                    f"{sum(recent) / len(recent):.4f}, {time.perf_counter() - started:.0f} s")
+    window = max(1, min(20, len(cos_log)))
+    details = {"layers": layers, "teacher_layers": depth, "kept": kept, "steps": config.steps,
+               "cos_first": sum(cos_log[:window]) / window if cos_log else 0.0,
+               "cos_last": sum(cos_log[-window:]) / window if cos_log else 0.0,
+               "config": config.to_dict(), "seconds": round(time.perf_counter() - started, 1)}
+    return StepResult(student.eval(), TextStudentRecord("DistilBERT-style student", details))

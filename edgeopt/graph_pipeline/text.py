@@ -96,7 +96,10 @@ def optimize_text(model: str, data, *, out, force: bool, opts, recipe,
     model_graph, precision, student_graph = graph, "fp32", None
     for cfg in students:  # steps on the transformers model, before export
         train = dataset.train.subset(min(len(dataset.train), 32 * cfg.steps), seed=cfg.seed)
-        batches = [tok(train.texts[i:i + 32]) for i in range(0, len(train), 32)]
+        # Padded to each batch's longest text: most fortunes are far shorter than 64 tokens.
+        pad = TextTokenizer(folder.tokenizer, max_length=max_length, inputs=info["inputs"],
+                            padding="longest")
+        batches = [pad(train.texts[i:i + 32]) for i in range(0, len(train), 32)]
         cfg = cfg.replace(pooling=folder.pooling or "mean", normalize=folder.normalize)
         log(f"compress: {step_name(cfg)} on {len(train)} training texts, {cfg.steps} steps")
         result = handler_for(cfg)(load_torch(folder, task), cfg,

@@ -1,12 +1,15 @@
 """The ``text_student`` step: a half-depth transformer encoder, DistilBERT-style.
 
-The student is the teacher with every other encoder layer kept (layers 0, 2, 4 of six:
-Sanh et al. 2019 initialise DistilBERT from every other BERT layer, which starts the
-student far closer to the teacher than a fresh init), then distilled on the run's
-training texts: ``1 - cos`` between the student's and the teacher's pooled embeddings
-(what a user of the embedding compares; for a classifier, KL on the logits) plus
-``hidden_weight`` x the MSE between each student layer's output and the teacher layer it
-stands for (student layer j <-> teacher layer (j + 1) * depth / layers - 1).
+The student is the teacher with evenly spaced encoder layers kept, the first and the last
+among them (Sanh et al. 2019 initialise DistilBERT from every other BERT layer, 0, 2, ...,
+11 of 12, which starts the student far closer to the teacher than a fresh init). Measured
+on all-MiniLM-L6-v2 and fortunes texts, the undistilled 3-layer student's cosine to the
+teacher is 0.35 with layers 0, 2, 4, 0.48 with 1, 3, 5 and 0.65 with 0, 3, 5: keeping the
+last layer matters most, so ``kept_layers`` picks ceil(j * (depth - 1) / (layers - 1)).
+It is then distilled on the run's training texts: ``1 - cos`` between the student's and the
+teacher's pooled embeddings (what a user of the embedding compares; for a classifier, KL on
+the logits) plus ``hidden_weight`` x the MSE between each student layer's output and that
+of the teacher layer it was copied from.
 
 A step of an ``hf:`` model's recipe (``student-text``, ``student-int8-text``): its handler
 takes the transformers model before export, the ``calibration`` it is given is a list of
@@ -31,7 +34,7 @@ from edgeopt.core.step import StepConfig, StepContext, StepRecord, StepResult
 class TextStudentConfig(StepConfig):
     layers: int = 0  # encoder layers the student keeps; 0: half the teacher's
     steps: int = 400  # optimizer steps, one batch of training texts each
-    lr: float = 5e-5
+    lr: float = 2e-4  # 40 steps: cos 0.65 -> 0.82 at 2e-4 (MiniLM), far less at 5e-5
     hidden_weight: float = 1.0  # weight of the per-layer hidden-state MSE
     seed: int = 0
     pooling: str = "mean"  # set by the pipeline from the folder
@@ -61,13 +64,19 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
     return layers
 
 
+def kept_layers(depth: int, layers: int) -> list[int]:
+    """Evenly spaced teacher layers, the first and the last kept: 3 of 6 -> 0, 3, 5."""
+    if layers == 1:
+        return [depth - 1]
+    return [-(-j * (depth - 1) // (layers - 1)) for j in range(layers)]
+
+
 def make_student(teacher: nn.Module, layers: int) -> tuple[nn.Module, list[int]]:
     depth = len(encoder_layers(teacher))
     layers = layers or max(1, depth // 2)
     if not 1 <= layers < depth:
         raise ConfigError(f"text_student: layers must be in 1..{depth - 1}, got {layers}")
-    step = depth / layers
-    kept = [int(round(j * step)) for j in range(layers)]
+    kept = kept_layers(depth, layers)
     student = copy.deepcopy(teacher)
     base = getattr(student, getattr(student, "base_model_prefix", ""), student)
     base.encoder.layer = nn.ModuleList(base.encoder.layer[i] for i in kept)
@@ -118,7 +127,7 @@ def text_student(model, config: TextStudentConfig, ctx: StepContext) -> StepResu
             cos = nn.functional.cosine_similarity(s_emb, t_emb, dim=-1).mean()
             out_loss = 1 - cos
         mask = feed["attention_mask"].unsqueeze(-1).to(s_emb.dtype)
-        hidden = sum(((s_out.hidden_states[j + 1] - t_out.hidden_states[(j + 1) * depth // layers])
+        hidden = sum(((s_out.hidden_states[j + 1] - t_out.hidden_states[kept[j] + 1])
                       ** 2 * mask).sum() / (mask.sum() * s_emb.new_tensor(
                           s_out.hidden_states[j + 1].shape[-1]))
                      for j in range(layers)) / layers
@@ -126,7 +135,7 @@ def text_student(model, config: TextStudentConfig, ctx: StepContext) -> StepResu
         opt.zero_grad()
         loss.backward()
         opt.step()
-        cos_log.append(float(cos))
+        cos_log.append(float(cos.detach()))
         if ctx.log and (step + 1) % max(1, config.steps // 10) == 0:
             recent = cos_log[-max(1, config.steps // 10):]
             ctx.log(f"  student step {step + 1}/{config.steps}: cos to teacher "

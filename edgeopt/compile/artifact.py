@@ -103,14 +103,14 @@ class ArtifactWriter:
     def discard(self) -> None:
         """Remove the staging folder (unless committed), the lock and the folders made."""
         with deferred():
+            if not self.committed and self.staging is not None:
+                shutil.rmtree(self.staging, ignore_errors=True)
+            if self.lock is not None:
+                self.lock.unlink(missing_ok=True)
             if not self.committed:
-                if self.staging is not None:
-                    shutil.rmtree(self.staging, ignore_errors=True)
                 for folder in self.made:  # deepest first; rmdir leaves one that is not empty
                     with contextlib.suppress(OSError):
                         folder.rmdir()
-            if self.lock is not None:
-                self.lock.unlink(missing_ok=True)
             _OPEN.discard(self)
 
     def path(self, name: str) -> Path:

@@ -22,6 +22,7 @@ when the moment falls within the measured interpreter start.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,15 +41,15 @@ TIMEOUT_S = 300  # a run this much longer than the reference has hung
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def workload(root: Path) -> list[str]:
-    """`edgeopt optimize` argv (without --out) of a quick int8 run: edgeopt.testing's
-    TinyCNN (5 classes, 1x8x8) on a small seeded .npz written into ``root``."""
+def workload(root: Path, recipe: str = "int8") -> list[str]:
+    """`edgeopt optimize` argv (without --out) of a quick run: edgeopt.testing's TinyCNN
+    (5 classes, 1x8x8) on a small seeded .npz written into ``root``."""
     rng = np.random.default_rng(0)
     data = root / "data.npz"
     np.savez(data, x_train=rng.integers(0, 256, (64, 1, 8, 8), dtype=np.uint8),
              y_train=np.arange(64) % 5, x_test=rng.integers(0, 256, (16, 1, 8, 8), dtype=np.uint8),
              y_test=np.arange(16) % 5)
-    return ["optimize", "edgeopt.testing:tiny_cnn", "--data", str(data), "--recipe", "int8",
+    return ["optimize", "edgeopt.testing:tiny_cnn", "--data", str(data), "--recipe", recipe,
             "--calib-size", "32", "--eval-limit", "16", "--batch", "2", "--threads", "1",
             "--no-progress"]
 
@@ -65,6 +67,7 @@ class Outcome:
     stray: list[str] = field(default_factory=list)
     clear: bool = False  # ended as a signal should: exit code and one line
     note: str = ""
+    stderr: str = ""
 
     @property
     def half_written(self) -> bool:
@@ -105,9 +108,11 @@ def leftovers(folder: Path, keep: set[str]) -> list[str]:
 
 
 def run(argv: list[str], work: Path, *, sig: int | None = None, at_s: float = 0.0,
-        caches: set[str] | None = None, startup_s: float = 0.0) -> Outcome:
-    """Run ``argv`` with --out work/place/art (TMPDIR work/tmp), signal it at ``at_s``;
-    TMPDIR is checked when ``caches`` (what an uninterrupted run leaves there) is given."""
+        when: Callable[[], bool] | None = None, caches: set[str] | None = None,
+        startup_s: float = 0.0) -> Outcome:
+    """Run ``argv`` with --out work/place/art (TMPDIR work/tmp) and signal it at ``at_s``,
+    or as soon as ``when()`` is true; TMPDIR is checked when ``caches`` (what an
+    uninterrupted run leaves there) is given."""
     place, tmpdir = work / "place", work / "tmp"
     place.mkdir(parents=True)
     tmpdir.mkdir()
@@ -118,10 +123,8 @@ def run(argv: list[str], work: Path, *, sig: int | None = None, at_s: float = 0.
     rc, err = None, ""
     try:
         if sig is not None:
-            try:
-                proc.wait(timeout=at_s)
-            except subprocess.TimeoutExpired:
-                proc.send_signal(sig)
+            _signal_at(proc, sig, at_s, when)
+            at_s = time.perf_counter() - t0
         _, err = proc.communicate(timeout=TIMEOUT_S)
         rc = proc.returncode
     except subprocess.TimeoutExpired:
@@ -131,12 +134,29 @@ def run(argv: list[str], work: Path, *, sig: int | None = None, at_s: float = 0.
     lines = err.strip().splitlines()
     result = Outcome(signame=signal.Signals(sig).name if sig else None,
                      at_s=at_s if sig else None, rc=rc, last_line=lines[-1] if lines else "",
-                     seconds=seconds, artifact=artifact_state(out),
+                     seconds=seconds, artifact=artifact_state(out), stderr=err,
                      stray=leftovers(place, {"art"}))
     if caches is not None:
         result.stray += [f"TMPDIR/{name}" for name in leftovers(tmpdir, caches)]
     result.clear, result.note = _judge(result, err, sig, startup_s)
     return result
+
+
+def _signal_at(proc: subprocess.Popen, sig: int, at_s: float,
+               when: Callable[[], bool] | None) -> None:
+    if when is None:
+        try:
+            proc.wait(timeout=at_s)
+            return  # finished first
+        except subprocess.TimeoutExpired:
+            proc.send_signal(sig)
+            return
+    deadline = time.perf_counter() + TIMEOUT_S
+    while proc.poll() is None and time.perf_counter() < deadline:
+        if when():
+            proc.send_signal(sig)
+            return
+        time.sleep(0.005)
 
 
 def _judge(r: Outcome, err: str, sig: int | None, startup_s: float) -> tuple[bool, str]:
@@ -186,6 +206,56 @@ def kill_runs(kills: int, seed: int, root: Path, log=None) -> tuple[Outcome, lis
         if log:
             log(row(i, outcomes[-1]))
     return reference, outcomes
+
+
+# Distillation long enough to be cut while it trains, then int8: a training recipe.
+RESUME_RECIPE = """\
+name: resume-check
+description: 120 distillation steps (a checkpoint every 10), then int8
+steps:
+  - distill: {steps: 120, lr: 1.0e-3, batch_size: 16, checkpoint_every: 10}
+  - quantize: {bias_correction: true}
+"""
+
+
+@dataclass
+class Resume:
+    """An uninterrupted training run, one cut by SIGINT while it trains, its --resume."""
+
+    reference: Outcome
+    cut: Outcome
+    resumed: Outcome
+    cut_at_step: int | None  # the step the cut run's checkpoint holds
+    resumed_from: int | None  # the step the resumed run's report says it started at
+    same_bytes: bool  # model.onnx of the resumed run == the uninterrupted one's (sha256)
+
+    @property
+    def ok(self) -> bool:
+        return (self.cut.ok and self.cut.artifact == "absent" and self.resumed.ok
+                and self.cut_at_step is not None and self.resumed_from == self.cut_at_step
+                and self.same_bytes)
+
+
+def resume_run(root: Path) -> Resume:
+    from edgeopt.core.checkpoint import load_checkpoint
+    from edgeopt.core.files import sha256_file
+
+    (root / "resume.yaml").write_text(RESUME_RECIPE)
+    argv = workload(root, recipe=str(root / "resume.yaml"))
+    ck = root / "checkpoints"
+    first = ck / "step0-distill.pt"
+    reference = run(argv, root / "resume-reference")
+    cut = run([*argv, "--checkpoint-dir", str(ck)], root / "resume-cut", sig=signal.SIGINT,
+              when=first.exists)
+    step = int(load_checkpoint(first)["step"]) if first.exists() else None
+    resumed = run([*argv, "--checkpoint-dir", str(ck), "--resume"], root / "resume-end")
+    ref_art, end_art = root / "resume-reference/place/art", root / "resume-end/place/art"
+    same = ((ref_art / "model.onnx").is_file() and (end_art / "model.onnx").is_file()
+            and sha256_file(ref_art / "model.onnx") == sha256_file(end_art / "model.onnx"))
+    report = end_art / "report.json"
+    resumed_from = (json.loads(report.read_text())["meta"]["compression"]["steps"][0]
+                    ["resumed_from"] if report.is_file() else None)
+    return Resume(reference, cut, resumed, step, resumed_from, same)
 
 
 def row(i: int, o: Outcome) -> str:

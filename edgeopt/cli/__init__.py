@@ -28,9 +28,11 @@ def _commands() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; without ``argv`` (the console script, ``python -m edgeopt.cli``)
+    it is this process's whole work, and a signal after it is ignored while Python exits."""
     name = "edgeopt"
     try:
-        with handle_signals():
+        with handle_signals(then_ignore=argv is None):
             from edgeopt.cli.parser import build_parser
 
             commands = _commands()

@@ -45,10 +45,11 @@ def _raise(signum: int, frame) -> None:
 
 
 @contextmanager
-def handle_signals() -> Iterator[None]:
+def handle_signals(*, then_ignore: bool = False) -> Iterator[None]:
     """SIGINT and SIGTERM raise ``Interrupted`` inside the block; the previous handlers
-    come back after it. Signals can only be handled in the main thread: elsewhere this
-    does nothing."""
+    come back after it, or with ``then_ignore`` (a process that only exits after the
+    block) both are ignored: SIGTERM's default action would kill it mid-exit, with its
+    work done. Signals can only be handled in the main thread: elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -57,7 +58,7 @@ def handle_signals() -> Iterator[None]:
         yield
     finally:
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            signal.signal(s, signal.SIG_IGN if then_ignore else handler)
         _held.clear()
 
 

@@ -49,3 +49,15 @@ def test_a_section_without_a_signal_raises_nothing():
     with handle_signals(), deferred():
         value = 1
     assert value == 1
+
+
+def test_then_ignore_leaves_both_signals_ignored():
+    """For a process that only exits after the command: SIGTERM's default would kill it."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with handle_signals(then_ignore=True):
+            pass
+        assert all(signal.getsignal(s) == signal.SIG_IGN for s in before)
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)

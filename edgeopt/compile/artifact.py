@@ -84,6 +84,11 @@ class ArtifactWriter:
                 try:
                     self.out.parent.mkdir(parents=True, exist_ok=True)
                     self.lock = _take_lock(self.out)
+                    if self.out.exists() and not force:
+                        # A run that took the lock after another committed: checked
+                        # again under the lock, it refuses instead of replacing that one.
+                        raise OutputExistsError(f"output folder {self.out} already exists "
+                                                f"(use --force to replace it)")
                     self.staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.",
                                                          dir=self.out.parent))
                 except OSError as exc:

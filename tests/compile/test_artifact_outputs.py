@@ -194,3 +194,23 @@ def test_a_writer_never_entered_is_removed_at_exit(tmp_path):
                           env=env, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "2", proc.stderr  # lock + staging
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_locking_after_another_committed_refuses(tmp_path, monkeypatch):
+    """Both passed the early check while --out did not exist; the second takes the lock
+    once the first has committed and released it: it must not replace the first's."""
+    out = tmp_path / "art"
+    real = artifact._take_lock
+
+    def take_lock_after_the_other_committed(path):
+        monkeypatch.setattr(artifact, "_take_lock", real)  # the first run locks plainly
+        with ArtifactWriter(out) as first:
+            first.write_manifest({"first": True})
+            first.commit()
+        return real(path)
+
+    monkeypatch.setattr(artifact, "_take_lock", take_lock_after_the_other_committed)
+    with pytest.raises(EdgeoptError, match="already exists"):
+        ArtifactWriter(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+    assert '"first": true' in (out / "manifest.json").read_text()

@@ -191,6 +191,7 @@ def interpreter_start_s() -> float:
 
 def kill_runs(kills: int, seed: int, root: Path, log=None) -> tuple[Outcome, list[Outcome]]:
     """The reference run, then ``kills`` runs signalled at seeded moments within it."""
+    root.mkdir(parents=True, exist_ok=True)
     argv = workload(root)
     reference = run(argv, root / "reference")
     if not reference.ok:

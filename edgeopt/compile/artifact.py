@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edgeopt.compile.lock import take_lock
 from edgeopt.core.errors import OutputError, OutputExistsError
 from edgeopt.core.files import sha256_file
 from edgeopt.core.interrupts import deferred
@@ -83,7 +84,7 @@ class ArtifactWriter:
                 _OPEN.add(self)
                 try:
                     self.out.parent.mkdir(parents=True, exist_ok=True)
-                    self.lock = _take_lock(self.out)
+                    self.lock = take_lock(self.out)
                     if self.out.exists() and not force:
                         # A run that took the lock after another committed: checked
                         # again under the lock, it refuses instead of replacing that one.
@@ -203,38 +204,3 @@ def _is_write_failure(exc: OSError, staging: Path) -> bool:
     """A full disk or a file-size limit, or any failure on a file inside the staging folder."""
     return exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) or (
         exc.errno in _WRITE_ERRNOS and str(exc.filename or "").startswith(str(staging)))
-
-
-def _take_lock(out: Path) -> Path:
-    """``.{out}.lock`` beside ``out``, made with O_EXCL: a second run aimed at the same
-    folder refuses instead of racing the first. A lock whose run is gone is taken over."""
-    lock = out.with_name(f".{out.name}.lock")
-    # Called in a deferred section: a lock is never left made but without its owner's pid.
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            if _lock_alive(lock):
-                raise OutputError(f"another edgeopt run is writing {out} (lock {lock})") from None
-            lock.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return lock
-    raise OutputError(f"cannot lock {out} (lock {lock})")
-
-
-def _lock_alive(lock: Path) -> bool:
-    try:
-        pid = int(lock.read_text().strip() or 0)
-    except (OSError, ValueError):
-        return True  # being written right now, or unreadable: do not steal it
-    if pid <= 0:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

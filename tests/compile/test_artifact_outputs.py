@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from edgeopt.compile import artifact
+from edgeopt.compile import artifact, lock
 from edgeopt.compile.artifact import ArtifactWriter, check_output_dir
 from edgeopt.core.errors import EdgeoptError, OutputError
 from edgeopt.core.interrupts import Interrupted, handle_signals
@@ -125,7 +125,7 @@ def test_a_signal_while_the_lock_is_made_leaves_no_lock(tmp_path, monkeypatch):
         _signal_self()
         return real(fd, *args, **kwargs)
 
-    monkeypatch.setattr(artifact.os, "fdopen", fdopen)
+    monkeypatch.setattr(lock.os, "fdopen", fdopen)
     with pytest.raises(Interrupted), handle_signals():
         ArtifactWriter(tmp_path / "art")
     monkeypatch.undo()
@@ -200,16 +200,16 @@ def test_a_run_locking_after_another_committed_refuses(tmp_path, monkeypatch):
     """Both passed the early check while --out did not exist; the second takes the lock
     once the first has committed and released it: it must not replace the first's."""
     out = tmp_path / "art"
-    real = artifact._take_lock
+    real = artifact.take_lock
 
     def take_lock_after_the_other_committed(path):
-        monkeypatch.setattr(artifact, "_take_lock", real)  # the first run locks plainly
+        monkeypatch.setattr(artifact, "take_lock", real)  # the first run locks plainly
         with ArtifactWriter(out) as first:
             first.write_manifest({"first": True})
             first.commit()
         return real(path)
 
-    monkeypatch.setattr(artifact, "_take_lock", take_lock_after_the_other_committed)
+    monkeypatch.setattr(artifact, "take_lock", take_lock_after_the_other_committed)
     with pytest.raises(EdgeoptError, match="already exists"):
         ArtifactWriter(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]

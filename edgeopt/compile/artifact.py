@@ -3,10 +3,18 @@
 Everything is written into a staging folder beside the destination and moved
 into place at the end, so a failed run never leaves a half-written artifact
 and an existing one is replaced only with ``force``.
+
+Interrupted (SIGINT, SIGTERM: ``core.interrupts``), a run leaves nothing either: the steps
+that create or move files (the probe, the lock and its owner, the staging folder, the
+move into place) are deferred sections, so each happens whole or not at all, and a
+writer whose ``__exit__`` never ran (a signal between ``__init__`` and ``__enter__``) is
+cleaned up at exit.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import errno
 import json
 import os
@@ -16,8 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edgeopt.compile.lock import take_lock
 from edgeopt.core.errors import OutputError, OutputExistsError
 from edgeopt.core.files import sha256_file
+from edgeopt.core.interrupts import deferred
 from edgeopt.version import __version__
 
 FORMAT_VERSION = 1
@@ -40,12 +50,23 @@ def _check_writable(out: Path) -> None:
     place = out.resolve().parent
     while not place.exists():
         place = place.parent
-    try:
-        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.probe.", dir=place)
-    except OSError as exc:
-        raise OutputError(f"cannot write to {out}: {exc.strerror or exc}") from None
-    os.close(fd)
-    os.unlink(probe)
+    with deferred():
+        try:
+            fd, probe = tempfile.mkstemp(prefix=f".{out.name}.probe.", dir=place)
+        except OSError as exc:
+            raise OutputError(f"cannot write to {out}: {exc.strerror or exc}") from None
+        os.close(fd)
+        os.unlink(probe)
+
+
+# Writers whose staging folder and lock are on disk; at exit, what is left is removed.
+_OPEN: set[ArtifactWriter] = set()
+
+
+@atexit.register
+def _discard_open() -> None:
+    for writer in list(_OPEN):
+        writer.discard()
 
 
 class ArtifactWriter:
@@ -54,26 +75,49 @@ class ArtifactWriter:
     def __init__(self, out: str | os.PathLike, *, force: bool = False) -> None:
         self.out = check_output_dir(out, force).resolve()
         self.committed = False
+        self.lock: Path | None = None
+        self.staging: Path | None = None
+        # Folders above --out this writer made: removed again if it never commits.
+        self.made = _missing_parents(self.out)
         try:
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.lock = _take_lock(self.out)
-        except OSError as exc:
-            raise OutputError(f"cannot write to {out}: {exc.strerror or exc}") from None
-        try:
-            self.staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent))
-        except OSError as exc:
-            self.lock.unlink(missing_ok=True)
-            raise OutputError(f"cannot write to {out}: {exc.strerror or exc}") from None
+            with deferred():
+                _OPEN.add(self)
+                try:
+                    self.out.parent.mkdir(parents=True, exist_ok=True)
+                    self.lock = take_lock(self.out)
+                    if self.out.exists() and not force:
+                        # A run that took the lock after another committed: checked
+                        # again under the lock, it refuses instead of replacing that one.
+                        raise OutputExistsError(f"output folder {self.out} already exists "
+                                                f"(use --force to replace it)")
+                    self.staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.",
+                                                         dir=self.out.parent))
+                except OSError as exc:
+                    raise OutputError(f"cannot write to {out}: {exc.strerror or exc}") from None
+        except BaseException:
+            self.discard()  # the OutputError, or a signal held while the lock was taken
+            raise
 
     def __enter__(self) -> ArtifactWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if not self.committed:
-            shutil.rmtree(self.staging, ignore_errors=True)
-        self.lock.unlink(missing_ok=True)
+        self.discard()
         if isinstance(exc, OSError) and _is_write_failure(exc, self.staging):
             raise OutputError(f"cannot write {self.out}: {exc.strerror or exc}") from None
+
+    def discard(self) -> None:
+        """Remove the staging folder (unless committed), the lock and the folders made."""
+        with deferred():
+            if not self.committed and self.staging is not None:
+                shutil.rmtree(self.staging, ignore_errors=True)
+            if self.lock is not None:
+                self.lock.unlink(missing_ok=True)
+            if not self.committed:
+                for folder in self.made:  # deepest first; rmdir leaves one that is not empty
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+            _OPEN.discard(self)
 
     def path(self, name: str) -> Path:
         return self.staging / name
@@ -110,17 +154,28 @@ class ArtifactWriter:
 
     def commit(self) -> Path:
         """Move the staged folder to its destination (replacing an old one only now)."""
-        try:
-            replace_dir(self.staging, self.out)
-        except OSError as exc:
-            raise OutputError(f"cannot move the artifact into {self.out}: {exc.strerror or exc}"
-                              ) from None
-        self.committed = True
+        with deferred():  # moved and marked so together: discard() must not remove it
+            try:
+                replace_dir(self.staging, self.out)
+            except OSError as exc:
+                raise OutputError(f"cannot move the artifact into {self.out}: "
+                                  f"{exc.strerror or exc}") from None
+            self.committed = True
         return self.out
 
 
 # What manifest() adds itself, never carried over from an older manifest.
 _GENERATED = ("format_version", "edgeopt_version", "files", "created_at")
+
+
+def _missing_parents(out: Path) -> list[Path]:
+    """The folders above ``out`` that do not exist yet, deepest first."""
+    missing = []
+    for folder in out.parents:
+        if folder.exists():
+            break
+        missing.append(folder)
+    return missing
 
 
 def replace_dir(src: Path, out: Path) -> Path:
@@ -131,7 +186,12 @@ def replace_dir(src: Path, out: Path) -> Path:
         backup = out.with_name(f".{out.name}.old")
         shutil.rmtree(backup, ignore_errors=True)
         os.replace(out, backup)
-    os.replace(src, out)
+    try:
+        os.replace(src, out)
+    except BaseException:
+        if backup is not None:
+            os.replace(backup, out)  # the old artifact back, rather than none at all
+        raise
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
     return out
@@ -144,37 +204,3 @@ def _is_write_failure(exc: OSError, staging: Path) -> bool:
     """A full disk or a file-size limit, or any failure on a file inside the staging folder."""
     return exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) or (
         exc.errno in _WRITE_ERRNOS and str(exc.filename or "").startswith(str(staging)))
-
-
-def _take_lock(out: Path) -> Path:
-    """``.{out}.lock`` beside ``out``, made with O_EXCL: a second run aimed at the same
-    folder refuses instead of racing the first. A lock whose run is gone is taken over."""
-    lock = out.with_name(f".{out.name}.lock")
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            if _lock_alive(lock):
-                raise OutputError(f"another edgeopt run is writing {out} (lock {lock})") from None
-            lock.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return lock
-    raise OutputError(f"cannot lock {out} (lock {lock})")
-
-
-def _lock_alive(lock: Path) -> bool:
-    try:
-        pid = int(lock.read_text().strip() or 0)
-    except (OSError, ValueError):
-        return True  # being written right now, or unreadable: do not steal it
-    if pid <= 0:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

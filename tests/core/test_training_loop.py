@@ -1,4 +1,6 @@
 import io
+import os
+import signal
 import time
 
 import numpy as np
@@ -7,6 +9,7 @@ import torch
 from torch import nn
 
 from edgeopt.core.errors import ConfigError, DataError
+from edgeopt.core.interrupts import Interrupted, handle_signals
 from edgeopt.core.train import (
     Schedule,
     TrainData,
@@ -110,6 +113,32 @@ def test_resume_after_a_crash_gives_the_uninterrupted_weights(data, tmp_path):
     other = _net()
     fit(other, data, _opts(seed=4), progress=False)
     assert not torch.equal(other.fc.weight, ref.fc.weight)
+
+
+def test_a_signal_mid_step_checkpoints_that_step_and_resumes_exactly(data, tmp_path):
+    """SIGTERM inside step 5 (after the optimizer moved the weights, before the count):
+    the step finishes, the checkpoint says 5 and holds step 5's weights. Cut mid-step,
+    it held moved weights under step 4, and the resumed run took step 4 twice."""
+    ref = _net()
+    fit(ref, data, _opts(), progress=False)
+    ckpt, calls = tmp_path / "ck.pt", {"n": 0}
+
+    def signal_in_step_5(model):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(100):  # the handler runs in the main thread at its next check
+                time.sleep(0.002)
+
+    with pytest.raises(Interrupted), handle_signals():
+        fit(_net(), data, _opts(checkpoint=str(ckpt)), after_step=signal_in_step_5,
+            progress=False)
+    assert load_checkpoint(ckpt)["step"] == 5  # checkpoint_every is 200: written for the signal
+    resumed = _net()
+    r = fit(resumed, data, _opts(checkpoint=str(ckpt), resume=True), progress=False)
+    assert (r.resumed_from, r.steps) == (5, 12)
+    for (name, a), b in zip(ref.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
 
 
 def test_repeated_time_limited_runs_add_up_to_one_run(data, tmp_path):

@@ -2,7 +2,8 @@
 
 ``fit(model, data, options, loss_fn=...)`` trains on preprocessed arrays with a
 budget in steps, epochs and/or wall-clock seconds, writes checkpoints
-atomically, and resumes from one exactly where it stopped.
+atomically (also when SIGINT or SIGTERM stops it, see ``core.interrupts``), and
+resumes from one exactly where it stopped.
 
 Reproducibility: the sample order of step ``s`` is a function of (seed, epoch)
 and its augmentation a function of (seed, s); the global torch RNG (dropout)
@@ -28,6 +29,7 @@ from tqdm import tqdm
 
 from edgeopt.core.checkpoint import load_checkpoint, save_checkpoint
 from edgeopt.core.errors import ConfigError, DataError
+from edgeopt.core.interrupts import Interrupted, deferred
 from edgeopt.core.train.options import TrainOptions, TrainResult
 from edgeopt.core.train.schedule import lr_factor, make_optimizer
 from edgeopt.core.train_data import TrainData, augment
@@ -144,22 +146,29 @@ def _loop(model, data, options, optimizer, peaks, step, resumed_from, total, sto
             idx = _batch_indices(len(data), options.batch_size, options.seed, step)
             xb = augment(data.x[idx], _step_generator(options.seed, step), options.shift,
                          options.hflip)
-            loss = loss_fn(model, xb, None if y is None else y[idx])
-            if not torch.isfinite(loss):
-                raise ConfigError(f"{desc}: the loss became {float(loss)} at step {step}; "
-                                  f"lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if after_step is not None:
-                with torch.no_grad():
-                    after_step(model)
-            step += 1
-            losses.append(loss.item())
+            # One step whole or not at all: the weights, the optimizer, the torch RNG
+            # (dropout) and ``step`` agree whenever a signal is raised, so the checkpoint
+            # written for it resumes exactly.
+            with deferred():
+                loss = loss_fn(model, xb, None if y is None else y[idx])
+                if not torch.isfinite(loss):
+                    raise ConfigError(f"{desc}: the loss became {float(loss)} at step {step}; "
+                                      f"lower the learning rate")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if after_step is not None:
+                    with torch.no_grad():
+                        after_step(model)
+                step += 1
+                losses.append(loss.item())
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
             if options.checkpoint and step % options.checkpoint_every == 0:
                 checkpoint()
+    except Interrupted:
+        checkpoint()  # SIGINT or SIGTERM: --resume continues from this very step
+        raise
     finally:
         bar.close()
         model.train(was_training)  # hand the model back in the mode it came in

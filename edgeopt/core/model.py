@@ -20,6 +20,7 @@ from torch import nn
 
 from edgeopt.core.canonical import probe_batch_range
 from edgeopt.core.errors import ModelLoadError
+from edgeopt.core.errors import first_line as _first_line
 from edgeopt.core.graph import batch_range, eval_mode
 from edgeopt.core.onnx_import import load_onnx
 
@@ -61,10 +62,6 @@ class ModelHandle:
         return Path(self.source).stem if self.kind != "factory" else self.source.split(":")[-1]
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-
-
 def _load_pt2(path: str) -> ModelHandle:
     try:
         ep = torch.export.load(path)
@@ -81,10 +78,21 @@ def _load_pt2(path: str) -> ModelHandle:
     return handle
 
 
-def _load_torchscript(path: str) -> ModelHandle:
-    if zipfile.is_zipfile(path):
+def _zip_names(path: str) -> list[str] | None:
+    """The members of a zip file, None for a file that is no zip at all."""
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
         with zipfile.ZipFile(path) as z:
-            names = z.namelist()
+            return z.namelist()
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, NotImplementedError, EOFError, ...
+        raise ModelLoadError(f"{path} is not a valid TorchScript file: damaged zip archive "
+                             f"({_first_line(exc)})") from None
+
+
+def _load_torchscript(path: str) -> ModelHandle:
+    names = _zip_names(path)
+    if names is not None:
         if not any(n.endswith("constants.pkl") or "/code/" in n for n in names):
             raise ModelLoadError(
                 f"{path} is a pickled PyTorch file, not TorchScript; edgeopt does not unpickle "

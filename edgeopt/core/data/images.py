@@ -38,7 +38,7 @@ def load_image_tree(root: Path, seed: int, test_fraction: float):
     if not classes:
         raise DataError(f"{root}: no IDX files and no class folders (expected <class>/*.png|jpg)")
     x, y = _read_images(_tree_files(root, classes, require_all=True), root)
-    return (*split_train_test(x, y, seed, test_fraction), len(classes))
+    return (*split_train_test(x, y, seed, test_fraction, where=str(root)), len(classes))
 
 
 def _tree_files(root: Path, classes: list[str], *, require_all: bool) -> list[tuple[Path, int]]:

@@ -23,6 +23,7 @@ from edgeopt.core.errors import ModelLoadError
 from edgeopt.core.errors import first_line as _first_line
 from edgeopt.core.graph import batch_range, eval_mode
 from edgeopt.core.onnx_import import load_onnx
+from edgeopt.core.pt2_load import load_exported
 
 MODEL_SUFFIXES = (".onnx", ".pt2", ".pt", ".ts")
 
@@ -64,7 +65,9 @@ class ModelHandle:
 
 def _load_pt2(path: str) -> ModelHandle:
     try:
-        ep = torch.export.load(path)
+        ep = load_exported(path)
+    except ModelLoadError:
+        raise
     except Exception as exc:
         raise ModelLoadError(f"{path} is not a valid torch.export (.pt2) file: {_first_line(exc)}") from None
     shape = None

@@ -74,7 +74,11 @@ def parse_recipe(data: Any, source: str) -> Recipe:
             raise ConfigError(f"recipe {source}: step {i + 1} must be one mapping like "
                               f"'quantize: {{...}}'")
         (kind, options), = step.items()
-        steps.append(step_config(kind, f"recipe {source}: ").from_dict(options or {}))
+        config = step_config(kind, f"recipe {source}: ")
+        try:
+            steps.append(config.from_dict(options or {}))
+        except ConfigError as exc:  # the config names the option, not the file it is in
+            raise ConfigError(f"recipe {source}: step {i + 1} ({kind}): {exc}") from None
     try:
         section = CompileSection.from_dict(data.get("compile") or {})
     except ConfigError as exc:
@@ -99,7 +103,11 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
             raise ConfigError(f"unknown recipe {key!r} (built-in: {', '.join(builtin)}; "
                               f"or a path to a .yaml file)")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes())  # bytes: yaml reads the encoding it finds
     except yaml.YAMLError as exc:
         raise ConfigError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:  # the parser recurses per level of "[[[[..." or "- - - -"
+        raise ConfigError(f"recipe {path} is not valid YAML: nested too deeply") from None
+    except OSError as exc:
+        raise ConfigError(f"recipe {path} cannot be read: {exc.strerror or exc}") from None
     return parse_recipe(data, str(path))

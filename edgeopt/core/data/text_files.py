@@ -95,6 +95,8 @@ def _jsonl_rows(path: Path, text: str) -> list[Row]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{number}: not JSON ({exc.msg})") from None
+        except RecursionError:  # json nests by recursion: "[[[[..." thousands deep
+            raise DataError(f"{path}:{number}: not JSON (nested too deeply)") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{number}: expected a JSON object with a text field")
         if "text" not in obj:
@@ -142,7 +144,9 @@ def _csv_rows(path: Path, text: str, delimiter: str) -> list[Row]:
 def _columns(path: Path, header: list[str]) -> tuple[int | None, int | None, int | None]:
     """Indices of the text, label and split columns (None where absent)."""
     if "text" not in header:
-        raise DataError(f"{path}: no text column (columns: {', '.join(header)})")
+        # A quoted header name may hold a newline: shown as repr, the error stays one line.
+        names = ", ".join(h if h.isprintable() else repr(h) for h in header)
+        raise DataError(f"{path}: no text column (columns: {names})")
     return tuple(header.index(c) if c in header else None for c in ("text", "label", "split"))
 
 

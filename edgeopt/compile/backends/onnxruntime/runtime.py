@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import onnxruntime as ort
 
+from edgeopt.core.errors import ArtifactError, first_line
 from edgeopt.runtime.predictor import Predictor
 
 
@@ -22,7 +23,14 @@ class OrtPredictor(Predictor):
 
     def __init__(self, path, manifest, *, threads=None):
         super().__init__(path, manifest, threads=threads)
-        self.session = make_session(str(self.path / manifest["model_file"]), threads)
+        model = self.path / manifest["model_file"]
+        try:
+            self.session = make_session(str(model), threads)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind types
+            # The checksum matched, so the file is what was written: a broken build or a
+            # hand-edited manifest (whose checksums it edited too).
+            raise ArtifactError(f"{model} cannot be loaded by onnxruntime: "
+                                f"{first_line(exc)}") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.output_name = self.output_names[0]
 

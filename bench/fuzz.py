@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from edgeopt.fuzz import LOADERS, run_case
+from edgeopt.fuzz import LOADERS, run_case, warm_up
 
 COLUMNS = ("cases", "ok", "clear", "unhandled", "hangs", "stray")
 
@@ -33,6 +33,7 @@ def run_loader(name: str, cases: int, seed: int, *, limit: float = 10.0,
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as with_seed
 
+    warm_up()
     loader = LOADERS[name]
     counts: Counter = Counter()
     shown: list[str] = []

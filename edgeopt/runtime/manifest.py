@@ -69,7 +69,11 @@ def _check_tensors(tensors: Any, field: str, refuse, *, required: bool) -> None:
                 isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool))
                 for d in shape)):
             raise refuse(f"{at}.shape must be a list of sizes and names, got {shape!r}")
+        dtype = spec.get("dtype", "float32")
         try:
-            np.dtype(spec.get("dtype", "float32"))
-        except TypeError:
-            raise refuse(f"{at}.dtype {spec.get('dtype')!r} is not a numpy dtype") from None
+            # A name only: np.dtype would also build a record type from a list or a dict.
+            if not isinstance(dtype, str):
+                raise TypeError
+            np.dtype(dtype)
+        except (TypeError, ValueError):
+            raise refuse(f"{at}.dtype {dtype!r} is not the name of a numpy dtype") from None

@@ -83,8 +83,10 @@ def as_labels(y: np.ndarray, where: str) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim != 1:
         raise DataError(f"{where}: labels must be 1-D, got shape {y.shape}")
-    # isfinite first: np.mod warns on Inf, and Inf or NaN is no class index either way.
-    if y.dtype.kind == "f" and np.isfinite(y).all() and np.all(np.mod(y, 1) == 0):
+    # Whole floats within int32 are class indices; Inf, NaN and 1e300 are none (and would
+    # warn in np.mod, or wrap to a negative int64).
+    if (y.dtype.kind == "f" and np.all(np.abs(y.astype(np.float64)) < 2**31)
+            and np.all(np.mod(y, 1) == 0)):
         y = y.astype(np.int64)
     if y.dtype.kind not in "iu":
         raise DataError(f"{where}: labels must be integers, got dtype {y.dtype}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import onnxruntime as ort
 
 from edgeopt.core.errors import ArtifactError, first_line
@@ -15,7 +18,11 @@ def make_session(model: str | bytes, threads: int | None = None) -> ort.Inferenc
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # warnings about NCHWc serialization are noise here
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    # A model ORT cannot load (ValueError, RuntimeError) makes it print four "EP Error ...
+    # Falling back" lines to stdout and retry on the same CPU provider; the caller's error
+    # says it in one line instead.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
 class OrtPredictor(Predictor):

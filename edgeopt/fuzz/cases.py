@@ -138,9 +138,12 @@ def image_cases(draw) -> Tree:
     names = sorted(files)
     for _ in range(draw(st.integers(0, 2))):
         name = draw(st.sampled_from(names))
-        kind = draw(st.sampled_from(["edit", "edit", "empty", "text"]))
+        kind = draw(st.sampled_from(["edit", "edit", "empty", "text", "claim"]))
         if kind == "edit":
             files[name] = draw(mutated(files[name]))
+        elif kind == "claim":  # a header claiming a size far beyond its data
+            files[name] = seeds.png_claiming(draw(st.sampled_from([20000, 9000, 0, 2**31])),
+                                             draw(st.sampled_from([20000, 1, 2**31 - 1])))
         elif kind == "empty":
             files[name] = b""
         else:

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import io
 import json
+import zlib
 
 import numpy as np
 
@@ -119,6 +120,18 @@ def image_bytes(pixels: np.ndarray, mode: str, fmt: str) -> bytes:
     buf = io.BytesIO()
     img.save(buf, fmt)
     return buf.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` over a few bytes of data: PIL
+    refuses one over its pixel limit before decoding (a decompression bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (len(data).to_bytes(4, "big") + kind + data
+                + zlib.crc32(kind + data).to_bytes(4, "big"))
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
 
 
 def builtin_recipes() -> list[dict]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeopt.core.data.splits import Split, split_train_test
-from edgeopt.core.errors import DataError
+from edgeopt.core.errors import DataError, first_line
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
@@ -61,8 +61,9 @@ def _read_images(files: list[tuple[Path, int]], root: Path) -> tuple[np.ndarray,
         try:
             with Image.open(path) as img:
                 img.load()
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"{path}: cannot read image ({exc})") from None
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+            # DecompressionBombError: a header claiming over 179M pixels (PIL's own limit).
+            raise DataError(f"{path}: cannot read image ({first_line(exc)})") from None
         if size is None:
             size = img.size
         elif img.size != size:

@@ -76,6 +76,42 @@ def npz_cases(draw) -> Tree:
     (np.savez_compressed if draw(st.booleans()) else np.savez)(buf, **arrays)
     return Tree({"data.npz": draw(sometimes_mutated(buf.getvalue()))}, "data.npz")
 
+# A two-input model's data (core.inputs): samples keyed by input name, in one .npz or a
+# folder of NAME.npy (split into train/ and test/ or not).
+INPUT_KEYS = ["image", "ids", "rate", "y", "x", "image_train", "image_test", "ids_train",
+              "ids_test", "y_train", "y_test", "other"]
+
+
+@st.composite
+def inputs_cases(draw) -> Tree:
+    n = draw(st.integers(0, 6))
+    arrays = {}
+    valid = st.sampled_from([["image", "ids", "rate", "y"], ["image", "ids", "rate"],
+                             ["image_train", "image_test", "ids_train", "ids_test", "rate",
+                              "y_train", "y_test"]])
+    keys = st.lists(st.sampled_from(INPUT_KEYS), min_size=1, max_size=5, unique=True)
+    for key in draw(valid | keys):
+        base = key.split("_")[0]
+        shape = {"image": (n, 1, 4, 4), "ids": (n, 3), "rate": (), "y": (n,)}.get(base, (n,))
+        if draw(st.integers(0, 4)) == 0:
+            shape = draw(hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=4))
+        dtype = {"image": "f4", "ids": "i8", "rate": "i8", "y": "i8"}.get(base, "f4")
+        dtype = draw(st.just(dtype) | st.just(dtype) | st.sampled_from(DTYPES))
+        elements = st.integers(0, 9) if base in ("y", "ids", "rate") and dtype == "i8" else None
+        arrays[key] = draw(hnp.arrays(np.dtype(dtype), shape, elements=elements))
+    if draw(st.booleans()):
+        buf = io.BytesIO()
+        (np.savez_compressed if draw(st.booleans()) else np.savez)(buf, **arrays)
+        return Tree({"data.npz": draw(sometimes_mutated(buf.getvalue()))}, "data.npz")
+    files = {}
+    for key, array in arrays.items():
+        base, _, split = key.partition("_")
+        buf = io.BytesIO()
+        np.save(buf, array)
+        name = f"{split}/{base}.npy" if split in ("train", "test") else f"{key}.npy"
+        files[name] = draw(sometimes_mutated(buf.getvalue()))
+    return Tree(files)
+
 # --------------------------------------------------------------------------- IDX
 
 IDX_CODES = [0x08, 0x08, 0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E]

@@ -48,6 +48,21 @@ def check_text(ds) -> None:
             assert split.y is None
 
 
+def check_inputs(ds) -> None:
+    from edgeopt.core.inputs import InputDataset
+
+    assert isinstance(ds, InputDataset)
+    for split in (ds.train, ds.test):
+        assert len(split) > 0
+        for name, array in split.inputs.items():
+            # uint8 is allowed for a float input: raw pixels, preprocessed when fed.
+            assert array.dtype.kind in "buif" and name in INPUTS, (name, array.dtype)
+            assert len(array) == len(split)
+            assert array.dtype.kind != "f" or np.isfinite(array).all(), name
+        if split.y is not None:
+            _check_labels(split.y, len(split), ds.num_classes)
+
+
 def check_model(handle) -> None:
     from torch import nn
 
@@ -77,6 +92,24 @@ def _load_dataset(path: Path):
     from edgeopt.core.data import load_dataset
 
     return load_dataset(str(path))
+
+
+def _inputs():
+    from edgeopt.core.inputs.specs import TensorSpec
+
+    # An image and token ids with a sample axis, and a scalar (a sample rate) without.
+    return {spec.name: spec for spec in (TensorSpec("image", "float32", ["N", 1, 4, 4]),
+                                         TensorSpec("ids", "int64", ["N", 3]),
+                                         TensorSpec("rate", "int64", []))}
+
+
+INPUTS = _inputs()
+
+
+def _load_inputs(path: Path):
+    from edgeopt.core.inputs import load_inputs
+
+    return load_inputs(str(path), list(INPUTS.values()))
 
 
 def _load_model(path: Path):
@@ -124,6 +157,7 @@ LOADERS = {
     loader.name: loader
     for loader in [
         Loader("npz", cases.npz_cases, _load_dataset, check_dataset),
+        Loader("inputs", cases.inputs_cases, _load_inputs, check_inputs),
         Loader("idx", cases.idx_cases, _load_dataset, check_dataset),
         Loader("images", cases.image_cases, _load_dataset, check_dataset),
         Loader("onnx", cases.onnx_cases, _load_model, check_model),

@@ -122,6 +122,6 @@ def test_tree_mutations_almost_always_change_the_tree():
 
 
 def test_every_issue_14_format_has_a_loader():
-    assert set(LOADERS) == {"npz", "idx", "images", "onnx", "pt2", "torchscript", "manifest",
-                            "recipe", "text"}
+    assert set(LOADERS) == {"npz", "inputs", "idx", "images", "onnx", "pt2", "torchscript",
+                            "manifest", "recipe", "text"}
     assert zip_members(rezip({"x": b"1"})) == {"x": b"1"}

@@ -1,13 +1,15 @@
 """Fuzz every user-facing loader and count the outcomes (issue 14).
 
-    python -m bench.fuzz [--cases 10000] [--seed 0] [--loaders npz,onnx] [--json OUT]
+    python bench/fuzz.py [--cases 10000] [--seed 0] [--loaders npz,onnx] [--seconds S]
+                         [--json OUT] [--show N]
 
 For each loader in ``edgeopt.fuzz.LOADERS``: ``--cases`` hypothesis-generated cases (valid
 files damaged one field, member or byte at a time), each run in a sandbox under a time
 limit. The table counts successes (ok), one-line EdgeoptErrors naming the file (clear),
 anything else (unhandled: must be 0), cases past the time limit (hangs) and cases that left
 a file outside the sandbox's output folder (stray). ``--show`` prints the first few
-unhandled cases in full.
+unhandled cases in full; ``--seconds`` ends each loader at a time budget, its row then
+counting the cases that ran.
 
 ``run(cases, seed)`` returns the same rows for other benches (bench/reliability.py).
 """
@@ -27,9 +29,14 @@ from edgeopt.fuzz import LOADERS, run_case, warm_up
 COLUMNS = ("cases", "ok", "clear", "unhandled", "hangs", "stray")
 
 
+class _OutOfTime(Exception):
+    """Raised from inside hypothesis's loop to end it at the time budget."""
+
+
 def run_loader(name: str, cases: int, seed: int, *, limit: float = 10.0,
-               show: int = 0) -> dict:
-    """One loader's row: ``cases`` generated cases run and counted."""
+               show: int = 0, seconds: float | None = None) -> dict:
+    """One loader's row: ``cases`` generated cases run and counted, or as many as
+    ``seconds`` allow (the row's ``cases`` is then the number that ran)."""
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as with_seed
 
@@ -47,13 +54,18 @@ def run_loader(name: str, cases: int, seed: int, *, limit: float = 10.0,
         @with_seed(seed)
         @given(loader.cases())
         def one(tree):
+            if seconds is not None and time.perf_counter() - started > seconds:
+                raise _OutOfTime
             result = run_case(loader, tree, Path(root), limit=limit)
             counts[result.outcome] += 1
             if result.outcome not in ("ok", "clear") and len(shown) < show:
                 shown.append(f"--- {name} {result.outcome}: {sorted(tree.files)} "
                              f"-> {tree.target}\n{result.detail}")
 
-        one()
+        try:
+            one()
+        except _OutOfTime:
+            pass
     for text in shown:
         print(text, file=sys.stderr)
     return {"loader": name, "cases": sum(counts.values()), "ok": counts["ok"],
@@ -88,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loaders", help=f"comma-separated subset of {', '.join(LOADERS)}")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--show", type=int, default=0, help="print this many bad cases")
+    parser.add_argument("--seconds", type=float,
+                        help="stop each loader after this long (its row counts what ran)")
     args = parser.parse_args(argv)
     names = args.loaders.split(",") if args.loaders else list(LOADERS)
     unknown = [n for n in names if n not in LOADERS]
@@ -95,9 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown loader {unknown[0]!r} (valid: {', '.join(LOADERS)})")
     rows = []
     for name in names:  # printed as each loader finishes: a long run shows progress
-        rows.append(run_loader(name, args.cases, args.seed, show=args.show))
+        rows.append(run_loader(name, args.cases, args.seed, show=args.show,
+                               seconds=args.seconds))
         print(f"{name}: {rows[-1]}", file=sys.stderr, flush=True)
-    print(f"bench/fuzz.py --cases {args.cases} --seed {args.seed}")
+    budget = f" --seconds {args.seconds:g}" if args.seconds else ""
+    print(f"bench/fuzz.py --cases {args.cases} --seed {args.seed}{budget}")
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")

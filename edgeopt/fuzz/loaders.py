@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.fuzz import cases
+from edgeopt.fuzz import data_cases, file_cases, onnx_cases
 from edgeopt.fuzz.harness import Loader
 
 
@@ -156,15 +156,15 @@ def warm_up() -> None:
 LOADERS = {
     loader.name: loader
     for loader in [
-        Loader("npz", cases.npz_cases, _load_dataset, check_dataset),
-        Loader("inputs", cases.inputs_cases, _load_inputs, check_inputs),
-        Loader("idx", cases.idx_cases, _load_dataset, check_dataset),
-        Loader("images", cases.image_cases, _load_dataset, check_dataset),
-        Loader("onnx", cases.onnx_cases, _load_model, check_model),
-        Loader("pt2", cases.pt2_cases, _load_model, check_model),
-        Loader("torchscript", cases.torchscript_cases, _load_model, check_model),
-        Loader("manifest", cases.manifest_cases, _load_artifact, check_predictor),
-        Loader("recipe", cases.recipe_cases, _load_recipe, check_recipe),
-        Loader("text", cases.text_cases, _load_text, check_text),
+        Loader("npz", data_cases.npz_cases, _load_dataset, check_dataset),
+        Loader("inputs", data_cases.inputs_cases, _load_inputs, check_inputs),
+        Loader("idx", data_cases.idx_cases, _load_dataset, check_dataset),
+        Loader("images", data_cases.image_cases, _load_dataset, check_dataset),
+        Loader("onnx", onnx_cases.onnx_cases, _load_model, check_model),
+        Loader("pt2", file_cases.pt2_cases, _load_model, check_model),
+        Loader("torchscript", file_cases.torchscript_cases, _load_model, check_model),
+        Loader("manifest", file_cases.manifest_cases, _load_artifact, check_predictor),
+        Loader("recipe", file_cases.recipe_cases, _load_recipe, check_recipe),
+        Loader("text", data_cases.text_cases, _load_text, check_text),
     ]
 }

@@ -106,6 +106,10 @@ def mutated_zip(draw, archive: bytes) -> bytes:
     return draw(st.just(data) | mutated(data, max_edits=2))
 
 
+# Well-formed JSON that breaks parsers by size or depth rather than syntax.
+NASTY_JSON = ["[" * 100_000 + "]" * 100_000, '{"a":' * 50_000 + "1" + "}" * 50_000,
+              '"' + "\\u0000" * 1000 + '"', "1e999999", "-0", "NaN", "Infinity"]
+
 JSON_LEAVES = (st.none() | st.booleans() | st.sampled_from(EDGE_INTS) | st.integers()
                | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12)
                | st.sampled_from(["", "N", "..", "../x", "/etc/passwd", "model.onnx",

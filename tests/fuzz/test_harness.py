@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 
 from edgeopt.core.errors import DataError
 from edgeopt.fuzz import LOADERS, Loader, Tree, run_case
@@ -86,7 +86,8 @@ def test_a_loader_past_the_limit_is_a_hang_even_if_it_catches_exception(tmp_path
 def _drawn(strategy, n=50) -> list:
     seen = []
 
-    @settings(max_examples=n, derandomize=True, database=None, deadline=None)
+    @settings(max_examples=n, derandomize=True, database=None, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow])
     @given(strategy)
     def draw(value):
         seen.append(value)

@@ -1,8 +1,9 @@
-"""The case strategies of each loader: file trees built from valid data, then damaged.
+"""Case strategies of the data loaders: ``.npz`` (``load_dataset`` and the multi-input
+``load_inputs``), IDX folders, image folders and text files.
 
-Each strategy mostly yields nearly-valid input (one field, member or byte wrong), since
-that is what reaches deep into a loader; plain valid input is a case too, so that a
-loader refusing good files is seen (as a drop in ``ok``).
+Each mostly yields nearly-valid input (one array, field or byte wrong), since that is what
+reaches deep into a loader; valid input is a case too, so that a loader refusing good
+files shows as a drop in ``ok``.
 """
 
 from __future__ import annotations
@@ -20,21 +21,11 @@ from edgeopt.fuzz.harness import Tree
 from edgeopt.fuzz.mutate import (
     EDGE_INTS,
     JSON_VALUES,
+    NASTY_JSON,
     mutated,
-    mutated_tree,
-    mutated_zip,
     sometimes_mutated,
 )
 
-# Well-formed text that breaks parsers by size or depth rather than syntax.
-NASTY_JSON = ["[" * 100_000 + "]" * 100_000, '{"a":' * 50_000 + "1" + "}" * 50_000,
-              '"' + "\\u0000" * 1000 + '"', "1e999999", "-0", "NaN", "Infinity"]
-NASTY_YAML = ["a: &a [*a]", "- " * 5000 + "x", "[" * 5000 + "]" * 5000,
-              "a: &a ['x','x','x','x','x','x','x','x']\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a]\n"
-              "c: &c [*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c]\n"
-              "steps: [*d,*d,*d,*d,*d,*d,*d,*d]",
-              "!!python/object/apply:os.system ['true']", "steps: !!binary AAAA", "? [a]\n: b",
-              "%YAML 1.1\n---\nsteps: []\n...\n---\nname: two", "\t- tab", "name: \x00"]
 TEXTS = (st.text(max_size=20) | st.sampled_from(["", " ", "a,b", 'say "hi"', "x\ny", "\t",
                                                   "\u2028", "\ufeff", "0", "-1", "héllo"]))
 
@@ -185,194 +176,6 @@ def image_cases(draw) -> Tree:
         else:
             files[name.rsplit("/", 1)[0] + "/notes.txt"] = b"not an image"
     return Tree(files)
-
-# --------------------------------------------------------------------------- ONNX
-
-ONNX_OPS = ["Relu", "Conv", "Gemm", "MatMul", "Add", "Reshape", "Flatten", "Softmax",
-            "MaxPool", "Identity", "If", "Loop", "NonMaxSuppression", "Gelu", "Bogus", ""]
-ATTR_NAMES = ["axis", "pads", "strides", "kernel_shape", "group", "transB", "dilations",
-              "alpha", "allowzero", "bogus"]
-LOCATIONS = ["w.bin", "model.onnx", "../w.bin", "/etc/hostname", "sub/w.bin", "", "."]
-_INTS = st.sampled_from(EDGE_INTS) | st.integers(-4, 40)
-
-
-def _onnx_edits():
-    """(draw, model) -> None edits of a ModelProto, each damaging one field."""
-    from onnx import TensorProto, helper
-
-    def pick(draw, seq):
-        return seq[draw(st.integers(0, len(seq) - 1))] if len(seq) else None
-
-    def op_type(draw, m):
-        node = pick(draw, m.graph.node)
-        if node is not None:
-            node.op_type = draw(st.sampled_from(ONNX_OPS))
-
-    def attribute(draw, m):
-        node = pick(draw, m.graph.node)
-        if node is None:
-            return
-        attr = pick(draw, node.attribute)
-        if attr is not None and draw(st.booleans()):
-            node.attribute.remove(attr)
-            return
-        value = draw(_INTS | st.lists(_INTS, max_size=5) | st.floats(width=32)
-                     | st.text(max_size=4))
-        if attr is not None:
-            node.attribute.remove(attr)
-        name = attr.name if attr is not None else draw(st.sampled_from(ATTR_NAMES))
-        try:
-            node.attribute.append(helper.make_attribute(name, value))
-        except (ValueError, TypeError):  # an empty list has no type: leave it out
-            pass
-
-    def wiring(draw, m):
-        node = pick(draw, m.graph.node)
-        names = [n for nd in m.graph.node for n in (*nd.input, *nd.output)] + ["ghost", ""]
-        if node is None:
-            return
-        edges = node.input if draw(st.booleans()) and len(node.input) else node.output
-        if len(edges):
-            edges[draw(st.integers(0, len(edges) - 1))] = draw(st.sampled_from(names))
-
-    def nodes(draw, m):
-        node = pick(draw, m.graph.node)
-        if node is None:
-            return
-        kind = draw(st.sampled_from(["drop", "copy", "reverse"]))
-        if kind == "drop":
-            m.graph.node.remove(node)
-        elif kind == "copy":
-            m.graph.node.append(node)
-        else:
-            reordered = list(m.graph.node)[::-1]
-            del m.graph.node[:]
-            m.graph.node.extend(reordered)
-
-    def initializer(draw, m):
-        init = pick(draw, m.graph.initializer)
-        if init is None:
-            return
-        kind = draw(st.sampled_from(["dims", "dtype", "data", "external"]))
-        if kind == "dims":
-            del init.dims[:]
-            init.dims.extend(draw(st.lists(st.integers(0, 64) | st.sampled_from(EDGE_INTS[:9]),
-                                           max_size=4)))
-        elif kind == "dtype":
-            init.data_type = draw(st.integers(0, 25))
-        elif kind == "data":
-            init.raw_data = draw(mutated(init.raw_data))
-        else:
-            init.ClearField("raw_data")
-            init.data_location = TensorProto.EXTERNAL
-            for key, value in (("location", draw(st.sampled_from(LOCATIONS))),
-                               ("offset", str(draw(_INTS))), ("length", str(draw(_INTS)))):
-                entry = init.external_data.add()
-                entry.key, entry.value = key, value
-
-    def graph_io(draw, m):
-        value = pick(draw, [*m.graph.input, *m.graph.output])
-        kind = draw(st.sampled_from(["dtype", "dim", "rank", "name"]))
-        tensor = value.type.tensor_type
-        if kind == "dtype":
-            tensor.elem_type = draw(st.integers(0, 25))
-        elif kind == "dim" and len(tensor.shape.dim):
-            dim = tensor.shape.dim[draw(st.integers(0, len(tensor.shape.dim) - 1))]
-            if draw(st.booleans()):
-                dim.dim_value = draw(st.integers(-2, 2**40))
-            else:
-                dim.dim_param = draw(st.text(max_size=3))
-        elif kind == "rank":
-            if len(tensor.shape.dim) and draw(st.booleans()):
-                del tensor.shape.dim[-1]
-            else:
-                tensor.shape.dim.add().dim_value = draw(st.integers(0, 8))
-        else:
-            value.name = draw(st.sampled_from(["ghost", "", "w", "logits", "input"]))
-
-    def opset(draw, m):
-        entry = m.opset_import[0] if len(m.opset_import) else m.opset_import.add()
-        entry.version = draw(st.integers(-1, 30))
-        if draw(st.integers(0, 3)) == 0:
-            entry.domain = draw(st.sampled_from(["ai.onnx", "com.microsoft", "bogus"]))
-
-    def ir_version(draw, m):
-        m.ir_version = draw(st.integers(-1, 13))
-
-    return [op_type, attribute, attribute, wiring, nodes, initializer, initializer,
-            graph_io, opset, ir_version]
-
-
-@st.composite
-def onnx_cases(draw) -> Tree:
-    import onnx
-
-    model = onnx.ModelProto.FromString(seeds.onnx_model())
-    edits = _onnx_edits()
-    for _ in range(draw(st.integers(0, 3))):
-        draw(st.sampled_from(edits))(draw, model)
-    data = model.SerializeToString()
-    files = {"model.onnx": draw(st.just(data) | mutated(data, max_edits=2))}
-    if draw(st.booleans()):
-        files["w.bin"] = draw(st.binary(max_size=256))
-    return Tree(files, "model.onnx")
-
-# --------------------------------------------------------------------------- archives
-
-
-@st.composite
-def pt2_cases(draw) -> Tree:
-    return Tree({"model.pt2": draw(mutated_zip(seeds.pt2_archive()))}, "model.pt2")
-
-
-@st.composite
-def torchscript_cases(draw) -> Tree:
-    name = draw(st.sampled_from(["model.pt", "model.ts"]))
-    return Tree({name: draw(mutated_zip(seeds.torchscript_archive()))}, name)
-
-# --------------------------------------------------------------------------- manifest
-
-
-@st.composite
-def manifest_cases(draw) -> Tree:
-    model = seeds.onnx_model()
-    manifest = seeds.manifest_for(model)
-    kind = draw(st.sampled_from(["tree", "tree", "tree", "bytes", "model", "nasty", "valid"]))
-    if kind == "model":
-        # A damaged model file whose checksum was updated to match: what a broken tool
-        # (or a hand edit) leaves; the checksum alone cannot catch it.
-        model = draw(mutated(model))
-        manifest = seeds.manifest_for(model)
-    if kind == "tree":
-        manifest = draw(mutated_tree(manifest, keys=st.sampled_from(list(manifest))
-                                     | st.text(max_size=8)))
-    text = seeds.dumps(manifest)
-    if kind == "bytes":
-        text = draw(mutated(text))
-    elif kind == "nasty":
-        text = draw(st.sampled_from(NASTY_JSON)).encode()
-    return Tree({"art/manifest.json": text, "art/model.onnx": model}, "art")
-
-# --------------------------------------------------------------------------- recipes
-
-
-@st.composite
-def recipe_cases(draw) -> Tree:
-    import yaml
-
-    recipe = draw(st.sampled_from(seeds.builtin_recipes()))
-    kind = draw(st.sampled_from(["tree", "tree", "tree", "bytes", "random", "nasty", "valid"]))
-    if kind == "tree":
-        recipe = draw(mutated_tree(recipe))
-    text = yaml.safe_dump(recipe).encode()
-    if kind == "bytes":
-        text = draw(mutated(text))
-    elif kind == "random":
-        text = yaml.safe_dump(draw(JSON_VALUES)).encode()
-    elif kind == "nasty":
-        text = draw(st.sampled_from(NASTY_YAML)).encode()
-    name = draw(st.sampled_from(["recipe.yaml", "recipe.yml"]))
-    return Tree({name: text}, name)
 
 # --------------------------------------------------------------------------- text data
 

@@ -70,15 +70,26 @@ def _load_pt2(path: str) -> ModelHandle:
         raise
     except Exception as exc:
         raise ModelLoadError(f"{path} is not a valid torch.export (.pt2) file: {_first_line(exc)}") from None
-    shape = None
+    try:
+        # A program torch deserialized can still be inconsistent (a call graph without a
+        # signature): rebuilding the module is where that shows.
+        shape = _pt2_input_shape(ep)
+        module, batches = ep.module(), batch_range(ep)
+    except Exception as exc:  # noqa: BLE001 - torch raises AttributeError, KeyError, ...
+        raise ModelLoadError(f"{path} is not a valid torch.export (.pt2) file: its program "
+                             f"cannot be rebuilt ({_first_line(exc)})") from None
+    handle = ModelHandle(module, path, "pt2", shape)
+    handle._record_batches(batches)  # it runs only at the batches it was exported for
+    return handle
+
+
+def _pt2_input_shape(ep) -> list[int] | None:
+    """(C, H, W) of the first user input, when its sample dims are static."""
     for spec, node in zip(ep.graph_signature.input_specs, ep.graph.nodes):
         if spec.kind.name == "USER_INPUT" and "val" in node.meta:
             dims = list(node.meta["val"].shape)[1:]
-            shape = [int(d) for d in dims] if all(isinstance(d, int) for d in dims) else None
-            break
-    handle = ModelHandle(ep.module(), path, "pt2", shape)
-    handle._record_batches(batch_range(ep))  # it runs only at the batches it was exported for
-    return handle
+            return [int(d) for d in dims] if all(isinstance(d, int) for d in dims) else None
+    return None
 
 
 def _zip_names(path: str) -> list[str] | None:

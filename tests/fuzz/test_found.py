@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import io
 import json
+import zlib
 
 import numpy as np
 import pytest
 
 from edgeopt.fuzz import LOADERS, Tree, run_case, seeds, warm_up
+from edgeopt.fuzz.mutate import rezip, zip_members
 
 
 def _npz(**arrays) -> bytes:
@@ -47,6 +49,22 @@ def _torchscript_bad_central_directory() -> bytes:
     return data[:at] + b"PK\x01\x09" + data[at + 4:]
 
 
+def _png_short_header() -> bytes:
+    data = seeds.png_claiming(4, 4)
+    at = data.index(b"IHDR") - 4
+    chunk = (5).to_bytes(4, "big") + b"IHDR" + b"\x00" * 5
+    chunk += zlib.crc32(b"IHDR" + b"\x00" * 5).to_bytes(4, "big")
+    return data[:at] + chunk + data[at + 4 + 4 + 13 + 4:]  # PIL: ValueError, no OSError
+
+
+def _pt2_without_signature() -> bytes:
+    members = zip_members(seeds.pt2_archive())
+    name = next(n for n in members if n.endswith("models/model.json"))
+    program = json.loads(members[name])
+    program["graph_module"]["module_call_graph"][0]["signature"] = None  # ep.module() fails
+    return rezip({**members, name: json.dumps(program).encode()})
+
+
 def _manifest(text: bytes, model: bytes | None = None) -> Tree:
     model = model if model is not None else seeds.onnx_model()
     return Tree({"art/manifest.json": text, "art/model.onnx": model}, "art")
@@ -71,6 +89,9 @@ FOUND = {
         np.array([[[np.nan, 1.0]], [[2.0, 3.0]]]), 0x0E)))),
     "images-bomb-header": ("images", Tree({"cat/a.png": seeds.png_claiming(20000, 20000),
                                            "dog/b.png": seeds.png_claiming(20000, 20000)})),
+    "images-short-header": ("images", Tree({"cat/a.png": _png_short_header(),
+                                            "dog/b.png": _png_short_header()})),
+    "pt2-no-signature": ("pt2", Tree({"m.pt2": _pt2_without_signature()}, "m.pt2")),
     "torchscript-central-directory": ("torchscript", Tree(
         {"m.pt": _torchscript_bad_central_directory()}, "m.pt")),
     "manifest-a-list": ("manifest", _manifest(b"[]")),

@@ -53,7 +53,7 @@ def _tree_files(root: Path, classes: list[str], *, require_all: bool) -> list[tu
 
 
 def _read_images(files: list[tuple[Path, int]], root: Path) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     images = []
     size = None
@@ -61,8 +61,9 @@ def _read_images(files: list[tuple[Path, int]], root: Path) -> tuple[np.ndarray,
         try:
             with Image.open(path) as img:
                 img.load()
-        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
-            # DecompressionBombError: a header claiming over 179M pixels (PIL's own limit).
+        except Exception as exc:  # noqa: BLE001 - PIL's decoders raise what they meet:
+            # OSError (truncated), UnidentifiedImageError, ValueError ("Truncated IHDR
+            # chunk"), SyntaxError, DecompressionBombError (over 179M pixels claimed).
             raise DataError(f"{path}: cannot read image ({first_line(exc)})") from None
         if size is None:
             size = img.size

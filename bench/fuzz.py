@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import tempfile
 import time
@@ -33,41 +34,76 @@ class _OutOfTime(Exception):
     """Raised from inside hypothesis's loop to end it at the time budget."""
 
 
-def run_loader(name: str, cases: int, seed: int, *, limit: float = 10.0,
-               show: int = 0, seconds: float | None = None) -> dict:
-    """One loader's row: ``cases`` generated cases run and counted, or as many as
-    ``seconds`` allow (the row's ``cases`` is then the number that ran)."""
+def _generate(name: str, cases: int, seed: int, root: str, limit: float, show: int,
+              deadline: float | None, send) -> None:
+    """In a child process: run the cases, sending ``(outcome, detail or "")`` for each."""
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as with_seed
 
     warm_up()
     loader = LOADERS[name]
+    shown = 0
+
+    # Generation only: no shrinking (nothing fails here, every outcome is counted), no
+    # database, the seed fixed so that a count can be reproduced.
+    @settings(max_examples=cases, database=None, deadline=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @with_seed(seed)
+    @given(loader.cases())
+    def one(tree):
+        nonlocal shown
+        if deadline is not None and time.time() > deadline:
+            raise _OutOfTime
+        result = run_case(loader, tree, Path(root), limit=limit)
+        text = ""
+        if result.outcome not in ("ok", "clear") and shown < show:
+            shown += 1
+            text = f"--- {name} {result.outcome}: {sorted(tree.files)} -> {tree.target}\n" \
+                   f"{result.detail}"
+        send.send((result.outcome, text))
+
+    try:
+        one()
+    except _OutOfTime:
+        pass
+
+
+def run_loader(name: str, cases: int, seed: int, *, limit: float = 10.0,
+               show: int = 0, seconds: float | None = None) -> dict:
+    """One loader's row: ``cases`` generated cases run and counted, or as many as
+    ``seconds`` allow (the row's ``cases`` is then the number that ran).
+
+    The cases run in a child process: a loader that kills the interpreter (a segfault in a
+    C++ parser: torch's TorchScript reader had one) is one unhandled case, and a new child
+    goes on with the next seed, rather than the bench ending without a table."""
     counts: Counter = Counter()
-    shown: list[str] = []
     started = time.perf_counter()
+    deadline = None if seconds is None else time.time() + seconds
+    context = multiprocessing.get_context("fork")
     with tempfile.TemporaryDirectory(prefix=f"fuzz-{name}-") as root:
-
-        # Generation only: no shrinking (nothing fails here, every outcome is counted), no
-        # database, the seed fixed so that a count can be reproduced.
-        @settings(max_examples=cases, database=None, deadline=None, phases=[Phase.generate],
-                  suppress_health_check=list(HealthCheck))
-        @with_seed(seed)
-        @given(loader.cases())
-        def one(tree):
-            if seconds is not None and time.perf_counter() - started > seconds:
-                raise _OutOfTime
-            result = run_case(loader, tree, Path(root), limit=limit)
-            counts[result.outcome] += 1
-            if result.outcome not in ("ok", "clear") and len(shown) < show:
-                shown.append(f"--- {name} {result.outcome}: {sorted(tree.files)} "
-                             f"-> {tree.target}\n{result.detail}")
-
-        try:
-            one()
-        except _OutOfTime:
-            pass
-    for text in shown:
-        print(text, file=sys.stderr)
+        for attempt in range(cases):
+            left = cases - sum(counts.values())
+            if left <= 0 or (deadline is not None and time.time() > deadline):
+                break
+            receive, send = context.Pipe(duplex=False)
+            child = context.Process(target=_generate, args=(
+                name, left, seed + attempt, root, limit, show, deadline, send))
+            child.start()
+            send.close()
+            while True:
+                try:
+                    outcome, text = receive.recv()
+                except EOFError:
+                    break
+                counts[outcome] += 1
+                if text:
+                    print(text, file=sys.stderr)
+            child.join()
+            if child.exitcode == 0:
+                break
+            counts["unhandled"] += 1  # the case it was running when it died
+            print(f"--- {name} unhandled: the interpreter died (exit {child.exitcode}); "
+                  f"going on with seed {seed + attempt + 1}", file=sys.stderr)
     return {"loader": name, "cases": sum(counts.values()), "ok": counts["ok"],
             "clear": counts["clear"], "unhandled": counts["unhandled"],
             "hangs": counts["hang"], "stray": counts["stray"],

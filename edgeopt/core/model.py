@@ -9,6 +9,7 @@ state dicts with ``weights_only=True``.
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import warnings
 import zipfile
@@ -104,6 +105,25 @@ def _zip_names(path: str) -> list[str] | None:
                              f"({_first_line(exc)})") from None
 
 
+def _without_debug_info(path: str, names: list[str] | None):
+    """The archive without its ``*.debug_pkl`` members (source ranges for error messages),
+    as a buffer: torch's reader of those segfaults on damaged ones (fuzzing found one), and
+    the model loads and runs the same without them."""
+    if names is None or not any(n.endswith(".debug_pkl") for n in names):
+        return path
+    buf = io.BytesIO()
+    try:
+        with zipfile.ZipFile(path) as src, zipfile.ZipFile(buf, "w") as out:
+            for name in names:
+                if not name.endswith(".debug_pkl"):
+                    out.writestr(src.getinfo(name), src.read(name))
+    except Exception as exc:  # noqa: BLE001 - a member's data fails its CRC, or inflating
+        raise ModelLoadError(f"{path} is not a valid TorchScript file: damaged zip archive "
+                             f"({_first_line(exc)})") from None
+    buf.seek(0)
+    return buf
+
+
 def _load_torchscript(path: str) -> ModelHandle:
     names = _zip_names(path)
     if names is not None:
@@ -114,7 +134,7 @@ def _load_torchscript(path: str) -> ModelHandle:
                 f"pkg.module:factory --weights state_dict.pt)"
             )
     try:
-        module = torch.jit.load(path, map_location="cpu")
+        module = torch.jit.load(_without_debug_info(path, names), map_location="cpu")
     except Exception as exc:
         raise ModelLoadError(f"{path} is not a valid TorchScript file: {_first_line(exc)}") from None
     return ModelHandle(module.eval(), path, "torchscript")

@@ -47,3 +47,17 @@ def test_an_unhandled_case_fails_the_bench(monkeypatch, capsys):
     monkeypatch.setitem(fuzz.LOADERS, "npz", Loader("npz", LOADERS["npz"].cases, broken))
     assert fuzz.main(["--cases", "2", "--loaders", "npz"]) == 1
     assert "    2" in capsys.readouterr().out
+
+
+def test_a_loader_that_kills_the_interpreter_is_counted_and_the_run_goes_on(monkeypatch):
+    """A segfault in a C++ parser must not end the bench without its table."""
+    import os
+
+    from edgeopt.fuzz import Loader
+
+    def crash(path):
+        os.abort()
+
+    monkeypatch.setitem(fuzz.LOADERS, "npz", Loader("npz", LOADERS["npz"].cases, crash))
+    row = fuzz.run_loader("npz", 3, 0)
+    assert row["cases"] == row["unhandled"] == 3

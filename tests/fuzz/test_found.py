@@ -127,3 +127,21 @@ def test_each_found_case_is_one_clear_line(case, root):
     name, tree = FOUND[case]
     result = run_case(LOADERS[name], tree, root)
     assert result.outcome == "clear", result.detail
+
+
+def test_a_damaged_debug_pickle_is_one_line_not_a_segfault(tmp_path):
+    """torch.jit.load segfaulted on this archive (its *.debug_pkl members damaged by
+    fuzzing): run in a child process, so that a regression fails this test, not pytest."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / "torchscript-debug-pkl-segv.pt"
+    code = ("import sys\nfrom edgeopt.core.errors import ModelLoadError\n"
+            "from edgeopt.core.model import load_model\n"
+            f"try:\n    load_model({str(path)!r})\nexcept ModelLoadError as exc:\n"
+            "    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith(f"{path} is not a valid TorchScript file")

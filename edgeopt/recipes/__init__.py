@@ -68,8 +68,12 @@ def parse_recipe(data: Any, source: str) -> Recipe:
     if unknown:
         raise ConfigError(f"recipe {source}: unknown key {sorted(unknown)[0]!r} "
                           f"(valid: name, description, steps, compile)")
+    listed = data.get("steps") or []
+    if not isinstance(listed, list):
+        raise ConfigError(f"recipe {source}: steps must be a list of steps, got "
+                          f"{type(listed).__name__} {listed!r:.60}")
     steps = []
-    for i, step in enumerate(data.get("steps") or []):
+    for i, step in enumerate(listed):
         if not isinstance(step, dict) or len(step) != 1:
             raise ConfigError(f"recipe {source}: step {i + 1} must be one mapping like "
                               f"'quantize: {{...}}'")

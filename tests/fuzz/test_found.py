@@ -104,6 +104,7 @@ FOUND = {
         json.dumps(seeds.manifest_for(b"not onnx")).encode(), b"not onnx")),
     "recipe-not-utf8": ("recipe", Tree({"r.yaml": b"name: \xff\xfe"}, "r.yaml")),
     "recipe-deep": ("recipe", Tree({"r.yaml": b"[" * 5000 + b"]" * 5000}, "r.yaml")),
+    "recipe-steps-not-a-list": ("recipe", Tree({"r.yaml": b"steps: 5"}, "r.yaml")),
     "recipe-null-int": ("recipe", Tree({"r.yaml": b"steps: [{quantize: {calib_size: null}}]"},
                                        "r.yaml")),
     "recipe-list-percentile": ("recipe", Tree(

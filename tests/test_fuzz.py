@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 
 from edgeopt.fuzz import ACCEPTED, LOADERS, run_case, warm_up
 
-# 200 cases each: 1,800 loads, about 40 s here (2 shared cores). ONNX is the slowest at
-# ~25 ms a load (onnxslim and onnx2torch on every valid model) and still fits.
+# 200 cases each, every loader: 2,000 loads in about 35 s on 2 idle cores (55 s beside other
+# jobs). None needs fewer: the slowest, recipes (7 s: its deep-YAML cases recurse until
+# RecursionError), and ONNX (onnxslim and onnx2torch on every valid model, 2 s) both fit.
 EXAMPLES = 200
 LIMIT_S = 30.0  # per case: a stall under load is not a hang; a loop is, long before
 

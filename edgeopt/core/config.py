@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from edgeopt.core.errors import ConfigError
+from edgeopt.core.errors import ConfigError, first_line
 
 T = TypeVar("T", bound="Config")
 
@@ -42,9 +42,14 @@ def enum_value(enum_type: type[enum.Enum], value: Any, where: str) -> enum.Enum:
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
     """Turn a plain YAML value into the field's declared type."""
-    if value is None:
-        return None
     origin = typing.get_origin(tp)
+    if value is None:
+        # YAML's `bits:` (no value) is null: only a field that may be None takes it; any
+        # other would reach __post_init__ as None and fail there with a TypeError.
+        if tp is Any or (origin in (typing.Union, types.UnionType)
+                         and type(None) in typing.get_args(tp)):
+            return None
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got null")
     if origin in (typing.Union, types.UnionType):
         last_error: ConfigError | None = None
         for arg in typing.get_args(tp):
@@ -87,6 +92,10 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp in (int, float, str, bool) and not isinstance(value, tp):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
+
+
+def _type_name(tp: Any) -> str:
+    return tp.__name__ if isinstance(tp, type) else str(tp)
 
 
 def matches(name: str, pattern: str) -> bool:
@@ -148,7 +157,12 @@ class Config:
                 f"{cls.__name__}: unknown option {unknown[0]!r} (valid: {', '.join(sorted(names))})"
             )
         kwargs = {k: _coerce(hints[k], v, f"{cls.__name__}.{k}") for k, v in data.items()}
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as exc:
+            # A value of the declared type can still fail a __post_init__ check written for
+            # sane ones (a list where it compares numbers): one line, not a traceback.
+            raise ConfigError(f"{cls.__name__}: {first_line(exc)}") from None
 
     def replace(self: T, **changes: Any) -> T:
         return dataclasses.replace(self, **changes)

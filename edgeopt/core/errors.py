@@ -38,3 +38,11 @@ class OutputError(EdgeoptError):
 
 class OutputExistsError(EdgeoptError):
     """The output path exists and ``--force`` was not given."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of a third-party exception, cut to ``limit`` characters: parsers of
+    damaged files put whole byte dumps and tracebacks in their messages (zipfile quotes
+    the header it found), which would break the one-line rule."""
+    text = (str(exc).strip().splitlines() or [""])[0] or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -9,6 +9,7 @@ state dicts with ``weights_only=True``.
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import warnings
 import zipfile
@@ -20,8 +21,10 @@ from torch import nn
 
 from edgeopt.core.canonical import probe_batch_range
 from edgeopt.core.errors import ModelLoadError
+from edgeopt.core.errors import first_line as _first_line
 from edgeopt.core.graph import batch_range, eval_mode
 from edgeopt.core.onnx_import import load_onnx
+from edgeopt.core.pt2_load import load_exported
 
 MODEL_SUFFIXES = (".onnx", ".pt2", ".pt", ".ts")
 
@@ -61,30 +64,69 @@ class ModelHandle:
         return Path(self.source).stem if self.kind != "factory" else self.source.split(":")[-1]
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-
-
 def _load_pt2(path: str) -> ModelHandle:
     try:
-        ep = torch.export.load(path)
+        ep = load_exported(path)
+    except ModelLoadError:
+        raise
     except Exception as exc:
         raise ModelLoadError(f"{path} is not a valid torch.export (.pt2) file: {_first_line(exc)}") from None
-    shape = None
-    for spec, node in zip(ep.graph_signature.input_specs, ep.graph.nodes):
-        if spec.kind.name == "USER_INPUT" and "val" in node.meta:
-            dims = list(node.meta["val"].shape)[1:]
-            shape = [int(d) for d in dims] if all(isinstance(d, int) for d in dims) else None
-            break
-    handle = ModelHandle(ep.module(), path, "pt2", shape)
-    handle._record_batches(batch_range(ep))  # it runs only at the batches it was exported for
+    try:
+        # A program torch deserialized can still be inconsistent (a call graph without a
+        # signature): rebuilding the module is where that shows.
+        shape = _pt2_input_shape(ep)
+        module, batches = ep.module(), batch_range(ep)
+    except Exception as exc:  # noqa: BLE001 - torch raises AttributeError, KeyError, ...
+        raise ModelLoadError(f"{path} is not a valid torch.export (.pt2) file: its program "
+                             f"cannot be rebuilt ({_first_line(exc)})") from None
+    handle = ModelHandle(module, path, "pt2", shape)
+    handle._record_batches(batches)  # it runs only at the batches it was exported for
     return handle
 
 
-def _load_torchscript(path: str) -> ModelHandle:
-    if zipfile.is_zipfile(path):
+def _pt2_input_shape(ep) -> list[int] | None:
+    """(C, H, W) of the first user input, when its sample dims are static."""
+    for spec, node in zip(ep.graph_signature.input_specs, ep.graph.nodes):
+        if spec.kind.name == "USER_INPUT" and "val" in node.meta:
+            dims = list(node.meta["val"].shape)[1:]
+            return [int(d) for d in dims] if all(isinstance(d, int) for d in dims) else None
+    return None
+
+
+def _zip_names(path: str) -> list[str] | None:
+    """The members of a zip file, None for a file that is no zip at all."""
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
         with zipfile.ZipFile(path) as z:
-            names = z.namelist()
+            return z.namelist()
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, NotImplementedError, EOFError, ...
+        raise ModelLoadError(f"{path} is not a valid TorchScript file: damaged zip archive "
+                             f"({_first_line(exc)})") from None
+
+
+def _without_debug_info(path: str, names: list[str] | None):
+    """The archive without its ``*.debug_pkl`` members (source ranges for error messages),
+    as a buffer: torch's reader of those segfaults on damaged ones (fuzzing found one), and
+    the model loads and runs the same without them."""
+    if names is None or not any(n.endswith(".debug_pkl") for n in names):
+        return path
+    buf = io.BytesIO()
+    try:
+        with zipfile.ZipFile(path) as src, zipfile.ZipFile(buf, "w") as out:
+            for name in names:
+                if not name.endswith(".debug_pkl"):
+                    out.writestr(src.getinfo(name), src.read(name))
+    except Exception as exc:  # noqa: BLE001 - a member's data fails its CRC, or inflating
+        raise ModelLoadError(f"{path} is not a valid TorchScript file: damaged zip archive "
+                             f"({_first_line(exc)})") from None
+    buf.seek(0)
+    return buf
+
+
+def _load_torchscript(path: str) -> ModelHandle:
+    names = _zip_names(path)
+    if names is not None:
         if not any(n.endswith("constants.pkl") or "/code/" in n for n in names):
             raise ModelLoadError(
                 f"{path} is a pickled PyTorch file, not TorchScript; edgeopt does not unpickle "
@@ -92,7 +134,7 @@ def _load_torchscript(path: str) -> ModelHandle:
                 f"pkg.module:factory --weights state_dict.pt)"
             )
     try:
-        module = torch.jit.load(path, map_location="cpu")
+        module = torch.jit.load(_without_debug_info(path, names), map_location="cpu")
     except Exception as exc:
         raise ModelLoadError(f"{path} is not a valid TorchScript file: {_first_line(exc)}") from None
     return ModelHandle(module.eval(), path, "torchscript")

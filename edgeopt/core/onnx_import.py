@@ -9,7 +9,7 @@ from __future__ import annotations
 import onnx
 import torch.fx as fx
 
-from edgeopt.core.errors import ModelLoadError
+from edgeopt.core.errors import ModelLoadError, first_line
 from edgeopt.core.onnx_external import check_external_data
 from edgeopt.core.onnx_torch import NEEDED_BY, to_torch
 
@@ -41,4 +41,14 @@ def read_onnx(path: str) -> onnx.ModelProto:
 def load_onnx(path: str, *, needed_by: str = NEEDED_BY) -> tuple[fx.GraphModule, list[int] | None]:
     """(torch module, declared (C, H, W) or None) of the ONNX file ``path``."""
     model = read_onnx(path)
-    return to_torch(model, path, needed_by=needed_by), input_shape(model)
+    try:
+        return to_torch(model, path, needed_by=needed_by), input_shape(model)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see below
+        # The checker passes graphs that onnxslim, onnx2torch or the renaming after them
+        # still trip over (a node's domain read as bytes, an initializer that cannot be
+        # decoded): a damaged file, reported as one.
+        raise ModelLoadError(f"{path}: the ONNX model cannot be converted to PyTorch "
+                             f"({first_line(exc)}); the PyTorch form is needed by "
+                             f"{needed_by}") from None

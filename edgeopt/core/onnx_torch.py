@@ -150,7 +150,10 @@ def to_torch(model: onnx.ModelProto, path, *, needed_by: str = NEEDED_BY) -> fx.
     try:
         gm = mod.convert(model)
     except Exception as exc:  # converters raise NotImplementedError, KeyError, ...
-        found = _culprit(model)
+        try:
+            found = _culprit(model)
+        except Exception:  # noqa: BLE001 - the search itself can fail on a damaged graph
+            found = None
         if found is None:
             raise _refuse(path, "?", "?", _why(exc), needed_by) from None
         i, node, err = found

@@ -68,13 +68,21 @@ def parse_recipe(data: Any, source: str) -> Recipe:
     if unknown:
         raise ConfigError(f"recipe {source}: unknown key {sorted(unknown)[0]!r} "
                           f"(valid: name, description, steps, compile)")
+    listed = data.get("steps") or []
+    if not isinstance(listed, list):
+        raise ConfigError(f"recipe {source}: steps must be a list of steps, got "
+                          f"{type(listed).__name__} {listed!r:.60}")
     steps = []
-    for i, step in enumerate(data.get("steps") or []):
+    for i, step in enumerate(listed):
         if not isinstance(step, dict) or len(step) != 1:
             raise ConfigError(f"recipe {source}: step {i + 1} must be one mapping like "
                               f"'quantize: {{...}}'")
         (kind, options), = step.items()
-        steps.append(step_config(kind, f"recipe {source}: ").from_dict(options or {}))
+        config = step_config(kind, f"recipe {source}: ")
+        try:
+            steps.append(config.from_dict(options or {}))
+        except ConfigError as exc:  # the config names the option, not the file it is in
+            raise ConfigError(f"recipe {source}: step {i + 1} ({kind}): {exc}") from None
     try:
         section = CompileSection.from_dict(data.get("compile") or {})
     except ConfigError as exc:
@@ -99,7 +107,11 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
             raise ConfigError(f"unknown recipe {key!r} (built-in: {', '.join(builtin)}; "
                               f"or a path to a .yaml file)")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes())  # bytes: yaml reads the encoding it finds
     except yaml.YAMLError as exc:
         raise ConfigError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:  # the parser recurses per level of "[[[[..." or "- - - -"
+        raise ConfigError(f"recipe {path} is not valid YAML: nested too deeply") from None
+    except OSError as exc:
+        raise ConfigError(f"recipe {path} cannot be read: {exc.strerror or exc}") from None
     return parse_recipe(data, str(path))

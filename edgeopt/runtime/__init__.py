@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edgeopt.core.errors import ArtifactError
 from edgeopt.core.files import sha256_file
+from edgeopt.runtime.manifest import check_manifest
 from edgeopt.runtime.predictor import Predictor
 
 MANIFEST = "manifest.json"
@@ -27,6 +28,10 @@ def read_manifest(path: str | os.PathLike) -> dict:
         manifest = json.loads(mpath.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{mpath} is not valid JSON ({exc})") from None
+    except RecursionError:  # json nests by recursion: "[[[[...": no manifest is that deep
+        raise ArtifactError(f"{mpath} is not valid JSON (nested too deeply)") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{mpath} must hold a JSON object, got {type(manifest).__name__}")
     if manifest.get("format_version") not in SUPPORTED_FORMATS:
         raise ArtifactError(
             f"{mpath}: format_version {manifest.get('format_version')!r} is not supported "
@@ -78,6 +83,10 @@ def load(path: str | os.PathLike, *, threads: int | None = None) -> Predictor:
     manifest = read_manifest(path)
     verify(path, manifest)
     backend = manifest.get("backend", "")
+    if not isinstance(backend, str) or not backend.isidentifier():
+        # Not a name to import: "" or "a.b" would reach other modules than a backend's.
+        raise ArtifactError(f"artifact {path}: manifest backend {backend!r} is not a backend "
+                            "name")
     name = f"edgeopt.compile.backends.{backend}.runtime"
     try:
         module = importlib.import_module(name)
@@ -89,4 +98,5 @@ def load(path: str | os.PathLike, *, threads: int | None = None) -> Predictor:
         raise ArtifactError(f"artifact {path} needs backend {backend!r}, whose runtime "
                             f"{exc.name} is not installed: install edgeopt-runtime[{backend}] "
                             f"(or edgeopt[{backend}])") from None
+    check_manifest(Path(path), manifest)
     return module.PREDICTOR(Path(path), manifest, threads=threads)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+from edgeopt.core.data.npz import check_values
 from edgeopt.core.data.splits import Split, as_labels
-from edgeopt.core.errors import DataError
+from edgeopt.core.errors import DataError, first_line
 
 _IDX_DTYPES = {
     0x08: np.dtype(np.uint8),
@@ -38,8 +40,8 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
                 data = f.read()
         else:
             data = path.read_bytes()
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read IDX file ({exc})") from None
+    except (OSError, EOFError, zlib.error) as exc:  # zlib.error: damaged gzip data
+        raise DataError(f"{path}: cannot read IDX file ({first_line(exc)})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise DataError(f"{path}: not an IDX file (bad magic number {data[:4].hex() or 'empty'})")
     if data[3] != ndim:
@@ -72,6 +74,7 @@ def _load_idx_split(root: Path, prefix: str) -> Split:
     y = as_labels(read_idx(labels, 1), str(labels))
     if len(x) != len(y):
         raise DataError(f"{images}: {len(x)} images but {labels.name} has {len(y)} labels")
+    check_values(x, str(images))  # float IDX (0x0D, 0x0E) can hold NaN, as .npz can
     return Split(x, y)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeopt.core.data.splits import Split, split_train_test
-from edgeopt.core.errors import DataError
+from edgeopt.core.errors import DataError, first_line
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
@@ -38,7 +38,7 @@ def load_image_tree(root: Path, seed: int, test_fraction: float):
     if not classes:
         raise DataError(f"{root}: no IDX files and no class folders (expected <class>/*.png|jpg)")
     x, y = _read_images(_tree_files(root, classes, require_all=True), root)
-    return (*split_train_test(x, y, seed, test_fraction), len(classes))
+    return (*split_train_test(x, y, seed, test_fraction, where=str(root)), len(classes))
 
 
 def _tree_files(root: Path, classes: list[str], *, require_all: bool) -> list[tuple[Path, int]]:
@@ -53,7 +53,7 @@ def _tree_files(root: Path, classes: list[str], *, require_all: bool) -> list[tu
 
 
 def _read_images(files: list[tuple[Path, int]], root: Path) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     images = []
     size = None
@@ -61,8 +61,10 @@ def _read_images(files: list[tuple[Path, int]], root: Path) -> tuple[np.ndarray,
         try:
             with Image.open(path) as img:
                 img.load()
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"{path}: cannot read image ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - PIL's decoders raise what they meet:
+            # OSError (truncated), UnidentifiedImageError, ValueError ("Truncated IHDR
+            # chunk"), SyntaxError, DecompressionBombError (over 179M pixels claimed).
+            raise DataError(f"{path}: cannot read image ({first_line(exc)})") from None
         if size is None:
             size = img.size
         elif img.size != size:

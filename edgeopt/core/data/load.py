@@ -49,10 +49,10 @@ def load_dataset(spec: str, *, seed: int = 0, test_fraction: float = 0.2) -> Dat
     if path.is_file():
         if path.suffix.lower() != ".npz":
             raise DataError(f"{path}: unsupported dataset file (expected .npz or a folder)")
-        return _finish(name, *load_npz(path, seed, test_fraction))
+        return _finish(name, *load_npz(path, seed, test_fraction), where=str(path))
     if find_idx(path, "train", "images") or find_idx(path, "t10k", "images"):
-        return _finish(name, *load_idx_folder(path))
-    return _finish(name, *load_image_tree(path, seed, test_fraction))
+        return _finish(name, *load_idx_folder(path), where=str(path))
+    return _finish(name, *load_image_tree(path, seed, test_fraction), where=str(path))
 
 
 def dataset_name(spec: str) -> str:
@@ -63,13 +63,16 @@ def dataset_name(spec: str) -> str:
     return path.stem if path.suffix.lower() in (".npz", *TEXT_SUFFIXES) else path.name
 
 
-def _finish(name: str, train: Split, test: Split, num_classes: int | None = None) -> Dataset:
+def _finish(name: str, train: Split, test: Split, num_classes: int | None = None, *,
+            where: str | None = None) -> Dataset:
+    """The Dataset, checked; errors name ``where`` (the file or folder) or else ``name``."""
+    where = where or name
     for label, split in (("train", train), ("test", test)):
         if len(split) == 0:
-            raise DataError(f"{name}: the {label} split is empty")
+            raise DataError(f"{where}: the {label} split is empty")
     if train.x.shape[1:] != test.x.shape[1:]:
         raise DataError(
-            f"{name}: train samples have shape {train.x.shape[1:]} "
+            f"{where}: train samples have shape {train.x.shape[1:]} "
             f"but test samples have {test.x.shape[1:]}"
         )
     if num_classes is None:

@@ -7,10 +7,14 @@ from pathlib import Path
 import numpy as np
 
 from edgeopt.core.data.splits import Split, as_labels, split_train_test
-from edgeopt.core.errors import DataError
+from edgeopt.core.errors import DataError, first_line
 
 
 def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
+    # bool, integer or float: strings, dates, complex numbers and records are no pixels,
+    # and would fail far from here (in Preprocess, or in a model's first layer).
+    if x.dtype.kind not in "buif":
+        raise DataError(f"{where}: samples must be numbers, got dtype {x.dtype}")
     if x.ndim == 3:
         return x[:, None, :, :]
     if x.ndim != 4:
@@ -48,8 +52,11 @@ def load_npz(path: Path, seed: int, test_fraction: float) -> tuple[Split, Split]
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read .npz ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - see below
+        # A damaged archive raises whatever the layer that noticed raises: BadZipFile,
+        # EOFError, zlib.error, NotImplementedError (an unknown compression method),
+        # ValueError from the .npy header, MemoryError for a header claiming terabytes.
+        raise DataError(f"{path}: cannot read .npz ({first_line(exc)})") from None
 
     def pair(xk: str, yk: str) -> tuple[np.ndarray, np.ndarray]:
         x = _to_nchw(arrays[xk], f"{path}:{xk}")
@@ -63,7 +70,7 @@ def load_npz(path: Path, seed: int, test_fraction: float) -> tuple[Split, Split]
     if split_keys <= arrays.keys():
         return Split(*pair("x_train", "y_train")), Split(*pair("x_test", "y_test"))
     if {"x", "y"} <= arrays.keys():
-        return split_train_test(*pair("x", "y"), seed, test_fraction)
+        return split_train_test(*pair("x", "y"), seed, test_fraction, where=str(path))
     raise DataError(
         f"{path}: expected arrays x and y (or x_train, y_train, x_test, y_test), "
         f"found {', '.join(sorted(arrays)) or 'none'}"

@@ -60,19 +60,21 @@ def iter_batches(x: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
 
 
 
-def train_test_indices(n: int, seed: int, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+def train_test_indices(n: int, seed: int, test_fraction: float,
+                       where: str = "data") -> tuple[np.ndarray, np.ndarray]:
     """(train, test) indices of ``n`` samples split by ``seed``; image and multi-input
-    data split alike."""
+    data split alike. ``where`` names the source in the error for too few samples."""
     if n < 2:
-        raise DataError(f"need at least 2 samples to split into train and test, got {n}")
+        raise DataError(f"{where}: need at least 2 samples to split into train and test, "
+                        f"got {n}")
     n_test = min(n - 1, max(1, round(n * test_fraction)))
     idx = np.random.default_rng(seed).permutation(n)
     return idx[n_test:], idx[:n_test]
 
 
-def split_train_test(x: np.ndarray, y: np.ndarray, seed: int,
-                     test_fraction: float) -> tuple[Split, Split]:
-    train, test = train_test_indices(len(y), seed, test_fraction)
+def split_train_test(x: np.ndarray, y: np.ndarray, seed: int, test_fraction: float,
+                     where: str = "data") -> tuple[Split, Split]:
+    train, test = train_test_indices(len(y), seed, test_fraction, where)
     return Split(x[train], y[train]), Split(x[test], y[test])
 
 
@@ -81,7 +83,10 @@ def as_labels(y: np.ndarray, where: str) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim != 1:
         raise DataError(f"{where}: labels must be 1-D, got shape {y.shape}")
-    if y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0):
+    # Whole floats within int32 are class indices; Inf, NaN and 1e300 are none (and would
+    # warn in np.mod, or wrap to a negative int64).
+    if (y.dtype.kind == "f" and np.all(np.abs(y.astype(np.float64)) < 2**31)
+            and np.all(np.mod(y, 1) == 0)):
         y = y.astype(np.int64)
     if y.dtype.kind not in "iu":
         raise DataError(f"{where}: labels must be integers, got dtype {y.dtype}")

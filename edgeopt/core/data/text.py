@@ -114,7 +114,7 @@ def split_indices(y: np.ndarray | None, n: int, seed: int, test_fraction: float,
     (``train_test_indices``); labelled ones per class, each class's share of the test split
     rounded but at least one text in each split, so that no class is missing from either."""
     if y is None:
-        return train_test_indices(n, seed, test_fraction)
+        return train_test_indices(n, seed, test_fraction, where)
     rng = np.random.default_rng(seed)
     train, test = [], []
     for label in np.unique(y):

@@ -70,6 +70,12 @@ def _lines(text: str) -> list[str]:
     return [line.removesuffix("\r") for line in text.split("\n")]
 
 
+def _names(names) -> str:
+    # A quoted header name or a JSON key may hold a newline: shown as repr, the error
+    # stays one line.
+    return ", ".join(n if n.isprintable() else repr(n) for n in names)
+
+
 def _check_text(path: Path, line: int, text) -> str:
     if not isinstance(text, str):
         raise DataError(f"{path}:{line}: text must be a string, got {type(text).__name__}")
@@ -95,11 +101,12 @@ def _jsonl_rows(path: Path, text: str) -> list[Row]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{number}: not JSON ({exc.msg})") from None
+        except RecursionError:  # json nests by recursion: "[[[[..." thousands deep
+            raise DataError(f"{path}:{number}: not JSON (nested too deeply)") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{number}: expected a JSON object with a text field")
         if "text" not in obj:
-            keys = ", ".join(obj) or "none"
-            raise DataError(f"{path}:{number}: no text field (fields: {keys})")
+            raise DataError(f"{path}:{number}: no text field (fields: {_names(obj) or 'none'})")
         label = obj.get("label")
         # bool is an int in Python; true/false as a class index is almost surely a mistake.
         if label is not None and (isinstance(label, bool) or not isinstance(label, int | str)):
@@ -142,7 +149,7 @@ def _csv_rows(path: Path, text: str, delimiter: str) -> list[Row]:
 def _columns(path: Path, header: list[str]) -> tuple[int | None, int | None, int | None]:
     """Indices of the text, label and split columns (None where absent)."""
     if "text" not in header:
-        raise DataError(f"{path}: no text column (columns: {', '.join(header)})")
+        raise DataError(f"{path}: no text column (columns: {_names(header)})")
     return tuple(header.index(c) if c in header else None for c in ("text", "label", "split"))
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from edgeopt.core.data import dataset_name
 from edgeopt.core.data.splits import check_fraction
-from edgeopt.core.errors import DataError
+from edgeopt.core.errors import DataError, first_line
 from edgeopt.core.inputs.check import make_split
 from edgeopt.core.inputs.specs import TensorLike
 from edgeopt.core.inputs.splits import InputDataset, split_train_test
@@ -39,7 +39,7 @@ def load_inputs(
         test = make_split(groups["test"], groups[""], models, path, "test")
     else:
         whole = make_split(groups[""], {}, models, path, "")
-        train, test = split_train_test(whole, seed, test_fraction)
+        train, test = split_train_test(whole, seed, test_fraction, str(path))
     for label, split in (("train", train), ("test", test)):
         if len(split) == 0:
             raise DataError(f"{path}: the {label} split is empty")
@@ -51,8 +51,8 @@ def load_inputs(
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read .npz ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, EOFError, ValueError, ... (_load_array)
+        raise DataError(f"{path}: cannot read .npz ({first_line(exc)})") from None
     with npz:
         return {key: _load_array(lambda k=key: npz[k], f"{path}:{key}") for key in npz.files}
 
@@ -79,9 +79,11 @@ def _load_array(load, where: str) -> np.ndarray:
             raise DataError(
                 f"{where}: holds Python objects (pickled); save plain numeric arrays instead"
             ) from None
-        raise DataError(f"{where}: cannot read array ({exc})") from None
-    except OSError as exc:
-        raise DataError(f"{where}: cannot read array ({exc})") from None
+        raise DataError(f"{where}: cannot read array ({first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged file raises what its layer raises:
+        # BadZipFile, zlib.error, EOFError, tokenize.TokenError (numpy parses the .npy
+        # header as Python tokens), NotImplementedError (an unknown zip compression).
+        raise DataError(f"{where}: cannot read array ({first_line(exc)})") from None
 
 
 def _group(arrays: dict[str, np.ndarray], models: dict, path: Path) -> dict[str, dict]:

@@ -60,9 +60,9 @@ class InputDataset:
     num_classes: int | None  # from integer labels; None without labels
 
 
-def split_train_test(split: InputSplit, seed: int,
-                     test_fraction: float) -> tuple[InputSplit, InputSplit]:
+def split_train_test(split: InputSplit, seed: int, test_fraction: float,
+                     where: str = "data") -> tuple[InputSplit, InputSplit]:
     """The draw ``data.split_train_test`` makes, so one seed splits image and multi-input
     data alike."""
-    train, test = train_test_indices(len(split), seed, test_fraction)
+    train, test = train_test_indices(len(split), seed, test_fraction, where)
     return split._take(train), split._take(test)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import onnxruntime as ort
 
+from edgeopt.core.errors import ArtifactError, first_line
 from edgeopt.runtime.predictor import Predictor
 
 
@@ -14,7 +18,11 @@ def make_session(model: str | bytes, threads: int | None = None) -> ort.Inferenc
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # warnings about NCHWc serialization are noise here
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    # A model ORT cannot load (ValueError, RuntimeError) makes it print four "EP Error ...
+    # Falling back" lines to stdout and retry on the same CPU provider; the caller's error
+    # says it in one line instead.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
 class OrtPredictor(Predictor):
@@ -22,7 +30,14 @@ class OrtPredictor(Predictor):
 
     def __init__(self, path, manifest, *, threads=None):
         super().__init__(path, manifest, threads=threads)
-        self.session = make_session(str(self.path / manifest["model_file"]), threads)
+        model = self.path / manifest["model_file"]
+        try:
+            self.session = make_session(str(model), threads)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind types
+            # The checksum matched, so the file is what was written: a broken build or a
+            # hand-edited manifest (whose checksums it edited too).
+            raise ArtifactError(f"{model} cannot be loaded by onnxruntime: "
+                                f"{first_line(exc)}") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.output_name = self.output_names[0]
 

@@ -1,4 +1,4 @@
-"""bench/compare_peers.py end to end on random-init tiny models (digits, --tiny)."""
+"""bench/compare_peers.py end to end on briefly trained tiny models (digits, --tiny)."""
 
 from __future__ import annotations
 

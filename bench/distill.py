@@ -10,6 +10,10 @@ Every figure comes from an ONNX Runtime artifact loaded with
 
     python bench/distill.py                 # full run (about 20 min on 2 cores)
     python bench/distill.py --tiny          # seconds; what the tests run
+
+``--tiny`` is the same experiment in miniature, where it still has to pass: a teacher
+trained to ~96% on all of digits, half-width students given only 128 of its images
+(little data is where soft targets teach most; seeded, distillation wins by 6-8 points).
 """
 
 from __future__ import annotations
@@ -50,9 +54,10 @@ def run(args, out: Path) -> dict:
     train = data.train.subset(args.train_size, seed=0)
     train_data = TrainData(x=pre(train.x), y=train.y)
     width = args.teacher_width // 2
-    teacher = reference_model("resnet_small", args.data, tiny=args.tiny, out=out, epochs=8,
-                              limit=512)
-    common = dict(epochs=args.epochs, batch_size=128, optimizer="sgd", lr=args.lr,
+    # A teacher worth learning from: a near-random one makes the comparison noise.
+    teacher = reference_model("resnet_small", args.data, tiny=args.tiny, out=out, epochs=4,
+                              limit=None, batch_size=32, hflip=False)
+    common = dict(epochs=args.epochs, batch_size=args.batch_size, optimizer="sgd", lr=args.lr,
                   weight_decay=5e-4, schedule="onecycle", shift=2 if not args.tiny else 0,
                   hflip=not args.tiny and args.data == "fashion-mnist", seed=0)
     rows = {}
@@ -91,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--temperature", type=float, default=4.0)
     ap.add_argument("--alpha", type=float, default=0.9)
     ap.add_argument("--teacher-width", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--train-size", type=int, default=None)
     ap.add_argument("--eval-limit", type=int, default=None)
     ap.add_argument("--tiny", action="store_true", help="digits, a few steps: what tests run")
@@ -99,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     if args.tiny:
-        args.data, args.epochs, args.train_size, args.eval_limit = "digits", 2.0, 512, 200
+        args.data, args.epochs, args.train_size, args.batch_size = "digits", 8.0, 128, 32
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="edgeopt-distill-") as tmp:
@@ -120,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     result["checks"] = [{"check": "distilled beats labels-only", "pass": ok, "gain": gain}]
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
-    return 0 if ok or args.tiny else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

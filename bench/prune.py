@@ -47,12 +47,16 @@ class Bench:
         train = self.data.train
         self.train = TrainData(x=self.pre(train.x), y=train.y)
         self.shape = list(self.data.sample_shape)
-        self.model = reference_model(ARCH, args.data, tiny=args.tiny, out=out_root)
+        # --tiny: a model trained to ~96% (seconds on digits), so the accuracy checks
+        # still mean something: a near-random one has no accuracy left to lose.
+        self.model = reference_model(ARCH, args.data, tiny=args.tiny, out=out_root, epochs=4,
+                                     limit=None, batch_size=32, hflip=False)
         self.dense = self.artifact(self.model, "fp32")
 
     def finetune(self, seconds: float) -> FinetuneOptions:
         if self.args.tiny:
-            return FinetuneOptions(steps=6, batch_size=32, lr=1e-3)
+            # Pruning half the MACs leaves ~8%; 30 steps bring it back within a point.
+            return FinetuneOptions(steps=30, batch_size=32, lr=1e-3)
         # A wall-clock budget alone: the learning rate (and the sparsity schedule) anneal
         # over it whatever the shared machine's speed, so the run always ends annealed.
         # The reference model's own augmentation (shift 2 px, flips: clothing).
@@ -185,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if set(chosen) - set(EXPERIMENTS):
         p.error(f"--only takes {', '.join(EXPERIMENTS)}")
     if args.tiny:
-        args.data, args.eval_limit = "digits", 128
+        args.data, args.eval_limit = "digits", None  # all 359 test images
     torch.set_num_threads(1)  # the machine is shared; one thread also steadies timings
     rows, checks = [], []
     with tempfile.TemporaryDirectory() as tmp:

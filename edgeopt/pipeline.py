@@ -30,6 +30,7 @@ from edgeopt.core.errors import ConfigError, DataError
 from edgeopt.core.hf import is_hf_spec
 from edgeopt.core.model import ModelHandle, load_model
 from edgeopt.core.registry import step_name
+from edgeopt.core.train.options import TrainOptions
 from edgeopt.evaluate import (
     Report,
     StageResult,
@@ -144,6 +145,36 @@ class _Stages:
         return result
 
 
+def _optimizes(step: Any) -> bool:
+    """Whether a step runs gradient descent: training (qat, distill), a fine-tune after
+    the technique, or AdaRound's rounding optimisation."""
+    return (isinstance(step, TrainOptions) or getattr(step, "finetune", None) is not None
+            or getattr(step, "adaround", None) is not None)
+
+
+def determinism(recipe: Recipe) -> dict[str, Any]:
+    """What a rerun must match to write the same model bytes (the report's record of it).
+
+    PTQ reduces calibration statistics (min/max, histograms) whose result does not depend
+    on how torch split the forward passes over threads. A training step does not have
+    that property: torch sums each gradient in an order set by its thread count, so the
+    weights (and LSQ scales) drift in their last bits, and a rounding edge then moves a
+    quantized weight. Measured on the tiny CNN of tests/test_determinism.py: qat-int8 at
+    lr 1e-2 for 20 steps writes different bytes at 1 and at 2 threads, the same bytes
+    at the same count."""
+    trained = [step_name(s) for s in recipe.steps if _optimizes(s)]
+    out: dict[str, Any] = {"compress_threads": torch.get_num_threads(),
+                           "training_steps": trained}
+    if trained:
+        out["note"] = (f"byte-identical with the same seed and the same compress_threads: "
+                       f"the gradient descent in {', '.join(trained)} sums in an order that "
+                       f"depends on torch's thread count")
+    else:
+        out["note"] = ("byte-identical with the same seed at any thread count: no step "
+                       "trains, and calibration statistics do not depend on threads")
+    return out
+
+
 def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
              weights: str | None = None, options: OptimizeOptions | None = None,
              log: Callable[[str], None] = print) -> Report:
@@ -235,6 +266,7 @@ def optimize(model, data, *, out: str | os.PathLike, force: bool = False,
             meta={
                 "recipe": recipe.name, "target": opts.target, "backend": backend,
                 "threads": opts.threads or torch.get_num_threads(), "cpu": cpu_name(),
+                "determinism": determinism(recipe),
                 "edgeopt_version": __version__, "timings_s": timings,
                 "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "preprocessing": opts.preprocess.to_dict(),

@@ -70,8 +70,12 @@ def test_optimize_writes_the_artifact_and_reports(optimized):
     report = json.loads((folder / "report.json").read_text())
     assert [s["name"] for s in report["stages"]] == STAGES
     assert report["n_eval"] == 64 and report["dataset"] == "digits"
+    stages = {s["name"]: s for s in report["stages"]}
+    # The model is random-init, so its accuracy says nothing; that the fp32 export
+    # computes what the torch module computes does: same predictions on all 64 images.
+    fp32, ort32 = stages["fp32 pytorch"], stages["fp32 onnxruntime"]
+    assert ort32["agreement"] == 100 and ort32["accuracy_top1"] == fp32["accuracy_top1"]
     for stage in report["stages"]:
-        assert 0 <= stage["accuracy_top1"] <= 100
         assert stage["size_bytes"] > 0
         assert set(stage["latency"]) == {"1", "8"}
     md = (folder / "report.md").read_text()

@@ -152,7 +152,12 @@ def test_every_step_of_a_composed_recipe_is_a_stage(trained, digits, tmp_path):
     assert [s.name for s in report.stages] == ["fp32 pytorch", "after distill", *STAGES[1:]]
     after = report.stages[1]
     assert after.backend == "torch" and after.precision == "fp32" and after.size_bytes > 0
-    assert after.latency[1].p50_ms > 0 and 0 <= after.accuracy_top1 <= 100
+    assert after.latency[1].p50_ms > 0
+    # Three small steps from the trained model itself as teacher: the distilled stage
+    # keeps its accuracy (a stage scored on the wrong model, or a step that
+    # re-initialised it, would not).
+    fp32 = report.stages[0].accuracy_top1
+    assert fp32 >= 80 and after.accuracy_top1 >= fp32 - 2, (fp32, after.accuracy_top1)
     steps = report.meta["compression"]["steps"]
     assert [s["step"] for s in steps] == ["distill", "quantize"]
     assert steps[0]["teacher"] == "original model"

@@ -68,14 +68,14 @@ def load_reference(
 
 
 def reference_model(arch: str, data: str, *, tiny: bool, out: Path, epochs: int = 1,
-                    limit: int = 256) -> nn.Module:
+                    limit: int | None = 256, **train_options) -> nn.Module:
     """What a bench script starts from: the cached reference weights for a full run (never
     trained here, so a figure is always of the published reference model), or for
     ``--tiny`` smoke runs a model trained for ``epochs`` on ``limit`` samples into
-    ``out/<arch>.pt``."""
+    ``out/<arch>.pt`` (``train_options``: further ``TrainConfig`` fields)."""
     if tiny:
         model, _ = train_reference(arch, data, epochs=epochs, limit=limit,
-                                   out=Path(out) / f"{arch}.pt", progress=False)
+                                   out=Path(out) / f"{arch}.pt", progress=False, **train_options)
     else:
         model, _ = load_reference(arch, data, train_if_missing=False)
     return model.eval()

@@ -27,7 +27,10 @@ def test_rows_come_from_artifacts(tiny_run):
     by = {r["label"]: r for r in res["rows"]}
     assert set(by) == {label for label, _ in cluster.plan([16])}
     for r in by.values():
-        assert 0 <= r["top1"] <= 100 and r["distinct_max"] <= 16
+        # The tiny model is trained (~98%): 16 shared values per layer cost at most a few
+        # of the 359 test images (0 to 6 here); wrong codes or centroids cost most of them.
+        assert r["fp32_top1"] >= 90 and r["top1"] >= r["fp32_top1"] - 3, r
+        assert r["distinct_max"] <= 16
         assert r["drop"] == pytest.approx(r["fp32_top1"] - r["top1"])
         # 4-bit codes: about an eighth of the fp32 model.onnx, whatever the training.
         assert 0.1 < r["ratio"] <= 0.16

@@ -39,7 +39,7 @@ def test_every_backend_and_build_is_a_row(tiny_run):
     eager = rows["pytorch eager fp32"]
     assert eager["speedup_vs_eager"] == {"1": 1.0, "32": 1.0} and eager["max_abs_vs_eager"] == 0
     for r in rows.values():
-        assert 0 <= r["top1"] <= 100 and r["bytes"] > 0
+        assert r["bytes"] > 0
         assert set(r["p50_ms"]) == {"1", "32"} and all(v > 0 for v in r["p50_ms"].values())
         assert len(r["rounds_p50_ms"]["1"]) == 2  # --tiny: two interleaved rounds
         assert r["speedup_vs_eager"]["1"] == pytest.approx(
@@ -47,6 +47,7 @@ def test_every_backend_and_build_is_a_row(tiny_run):
     # fp32 artifacts reproduce PyTorch; int8 ones are smaller and close to it.
     for label in ("onnxruntime fp32", *(f"tvm fp32 {t}" for t in tvm_targets)):
         assert rows[label]["max_abs_vs_eager"] <= 1e-4
+        assert rows[label]["top1"] == eager["top1"]  # the same predictions, image for image
     assert rows["onnxruntime int8"]["bytes"] < 0.3 * rows["onnxruntime fp32"]["bytes"]
     assert rows["onnxruntime int8"]["agreement"] >= 80
 

@@ -55,7 +55,8 @@ def test_tiny_ppocr_cls(tmp_path):
     _fetch_or_skip("ppocr-cls")
     r = _run(tmp_path, "ppocr-cls")
     rows = {row["method"]: row for row in r["rows"]}
-    assert 0 <= rows["edgeopt optimize int8"]["argmax_agreement"] <= 100
+    # 100% here: int8 picks the fp32 class for every sample; wrong ranges do not.
+    assert rows["edgeopt optimize int8"]["argmax_agreement"] >= 95
     assert len(r["checks"]) == 2
 
 
@@ -68,5 +69,6 @@ def test_tiny_silero_vad(tmp_path):
     assert set(vad) == {"fp32", "ORT quantize_static defaults", "edgeopt optimize int8"}
     assert vad["fp32"]["agreement_pct"] == 100.0
     assert vad["fp32"]["frames"] > 0
-    assert 0 <= vad["edgeopt optimize int8"]["agreement_pct"] <= 100
+    # 99.37% of 158 frames here (one frame is 0.63 points); the bench's own bar is 99%.
+    assert vad["edgeopt optimize int8"]["agreement_pct"] >= 98
     assert len(r["checks"]) == 3

@@ -1,5 +1,7 @@
 """The targets registry: names, aliases, what each supports, and refusals that list what works."""
 
+import shutil
+
 import pytest
 
 from edgeopt.compile.targets import TARGETS, get_target, precision_family, tvm_string
@@ -22,15 +24,46 @@ def test_unknown_target_lists_the_known_ones():
         assert name in str(err.value)
 
 
-def test_tvm_targets_carry_cpu_and_triple():
-    assert get_target("rpi4").tvm == {"kind": "llvm", "mtriple": "aarch64-linux-gnu",
-                                      "mcpu": "cortex-a72", "mattr": ["+neon"]}
-    assert get_target("rpi5").tvm["mcpu"] == "cortex-a76"
-    orin = get_target("jetson-orin")
-    assert orin.tvm["arch"] == "sm_87" and orin.tvm["host"]["mtriple"] == "aarch64-linux-gnu"
-    assert tvm_string(get_target("x86_64-avx512").tvm) == (
-        "llvm -mtriple=x86_64-linux-gnu -mcpu=x86-64-v4")
-    assert get_target("x86_64-avx512").vector_bits == 512
+# ELF e_machine of a shared library: what a target's triple must have produced.
+ELF_MACHINE = {"x86_64": 62, "aarch64": 183}
+
+
+def _elf_machine(path) -> int:
+    head = path.read_bytes()[:20]
+    assert head[:4] == b"\x7fELF", f"{path.name} is not an ELF file"
+    return int.from_bytes(head[18:20], "little")
+
+
+@pytest.mark.parametrize("name, precision", [("rpi4", "fp32"), ("jetson-orin", "fp16")])
+def test_a_tvm_target_builds_a_library_for_its_own_cpu(tmp_path, name, precision):
+    """The target's triple reaches the compiler: an rpi4 or Jetson artifact is an
+    aarch64 library built here on x86_64 (cross-compiled), not a host one, and the
+    manifest records the target string the library was built for."""
+    pytest.importorskip("tvm", reason="Apache TVM is not installed")
+    target = get_target(name)
+    if shutil.which(target.cross_compiler or "cc") is None:
+        pytest.skip(f"{target.cross_compiler} is not installed ({target.cross_package})")
+    import edgeopt
+    from edgeopt.testing import tiny_cnn
+
+    art = edgeopt.compile(tiny_cnn(), target=name, backend="tvm", precision=precision,
+                          input_shape=[1, 8, 8], out=tmp_path / name)
+    assert _elf_machine(art.path / art.manifest["model_file"]) == ELF_MACHINE["aarch64"]
+    assert art.manifest["arch"] == target.arch == "aarch64"
+    assert art.manifest["device"] == target.device
+    assert art.manifest["tvm_target"] == tvm_string(target.tvm)
+
+
+def test_an_onnxruntime_target_writes_an_onnx_file(tmp_path):
+    import onnx
+
+    import edgeopt
+    from edgeopt.testing import tiny_cnn
+
+    art = edgeopt.compile(tiny_cnn(), target="x86_64", backend="onnxruntime",
+                          input_shape=[1, 8, 8], out=tmp_path / "ort")
+    onnx.checker.check_model(str(art.path / art.manifest["model_file"]))
+    assert art.manifest["backend"] == "onnxruntime" and art.manifest["target"] == "x86_64"
 
 
 def test_every_tvm_target_string_parses():

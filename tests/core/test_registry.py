@@ -111,3 +111,49 @@ def test_a_later_step_keeps_the_earlier_steps_records(ptq_cnn, calib):
     assert info["equalize"]["step"] == "equalize" and info["quantize"]["technique"] == "ptq"
     # The equalized model's own record was copied, not shared.
     assert "quantize" not in eq.meta["edgeopt"]
+
+
+def test_a_config_no_technique_handles_is_one_line_naming_the_known_ones():
+    @dataclass(frozen=True, kw_only=True)
+    class Orphan(StepConfig):
+        pass
+
+    with pytest.raises(ConfigError) as err:
+        registry.entry_for(Orphan())
+    message = str(err.value)
+    assert message.startswith("no technique handles Orphan (known configs: ")
+    assert "QuantConfig" in message and "DistillConfig" in message and "\n" not in message
+
+
+def test_a_subclass_with_its_own_registration_gets_its_own_handler(scratch_registry):
+    @dataclass(frozen=True, kw_only=True)
+    class DoubleScale(ScaleConfig):
+        pass
+
+    register(ScaleConfig, step="scale")(_scale)
+    assert registry.handler_for(DoubleScale()) is _scale  # inherited until registered
+    register(DoubleScale, step="double")(lambda m, c, ctx: _scale(m, c.replace(factor=4.0),
+                                                                  ctx))
+    assert step_name(DoubleScale()) == "double" and step_name(ScaleConfig()) == "scale"
+    assert registry.handler_for(DoubleScale()) is not _scale
+
+
+def test_run_names_the_record_and_keeps_only_step_records(scratch_registry, tiny_cnn):
+    def unnamed(model, config, ctx):
+        out = copy.deepcopy(model)
+        out.meta = {}  # a fresh model: the earlier records must be carried over
+        return StepResult(out, ScaleRecord("", {"factor": config.factor}))
+
+    register(ScaleConfig, step="scale")(unnamed)
+    tiny_cnn.meta = {"edgeopt": {"quantize": {"step": "quantize", "bits": 8},
+                                 "precision": {"head": "w8a8"}}}
+    result = registry.run(tiny_cnn, ScaleConfig(factor=5.0),
+                          StepContext(calibration=torch.zeros(2, 1, 8, 8)))
+    assert result.record.step == "scale"
+    info = result.model.meta["edgeopt"]
+    assert info["scale"]["factor"] == 5.0 and info["scale"]["step"] == "scale"
+    # Step records travel (a copy); other keys ("precision") belong to the handler.
+    assert info["quantize"] == {"step": "quantize", "bits": 8}
+    assert info["quantize"] is not tiny_cnn.meta["edgeopt"]["quantize"]
+    assert "precision" not in info
+    assert set(registry.records(result.model)) == {"quantize", "scale"}

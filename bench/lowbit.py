@@ -123,8 +123,10 @@ class Bench:
 
     def model(self, arch: str):
         if arch not in self.models:
+            # --tiny: 4 epochs on all of digits (~96%, a few seconds), so that a broken
+            # quantizer has accuracy to lose (1 epoch on 256 images left ~15%).
             model = reference_model(arch, self.args.data, tiny=self.args.tiny,
-                                    out=self.out_root)
+                                    out=self.out_root, epochs=4, limit=None, batch_size=32)
             self.models[arch] = model
             shape = list(self.data.sample_shape)
             art = edgeopt.compile(model, out=self.out_root / f"{arch}-fp32", input_shape=shape,

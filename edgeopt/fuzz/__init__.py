@@ -4,7 +4,7 @@
 ``onnx_cases``, ``file_cases``: valid files damaged by ``mutate``), its public entry point
 and what a success must hold (``loaders``). ``run_case`` runs one case in a sandbox and classifies it (``harness``):
 the only acceptable outcomes are ``ok`` and ``clear`` (a one-line ``EdgeoptError``
-naming the file). ``tests/test_fuzz.py`` runs a few hundred cases per loader;
+naming the file). ``tests/fuzz/test_loaders.py`` runs a few hundred cases per loader;
 ``bench/fuzz.py`` runs thousands and counts them.
 
 Needs ``hypothesis`` (a dev dependency): nothing in the library imports this package.

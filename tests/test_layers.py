@@ -27,6 +27,10 @@ RUNTIME = "runtime: numpy and the backend's runtime only"
 DEFERRED = {
     # Each command imports what it runs.
     "edgeopt.cli": "*",
+    # Each fuzzed loader imports the code it fuzzes when its cases run (in the bench, in a
+    # child process of its own): fuzzing the manifest must not import torch.
+    "edgeopt.fuzz.loaders": "*",
+    "edgeopt.fuzz.seeds": {"edgeopt.recipes"},
     # The guest Python runs it as a script: --standalone needs nothing of edgeopt.
     "edgeopt.emulate.runner": {"edgeopt.runtime", "edgeopt.core.errors"},
     # core.graph imports torch; evaluating a Predictor or a numpy callable must not.

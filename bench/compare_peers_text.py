@@ -120,12 +120,14 @@ def run(args) -> tuple[list[dict], dict]:
         q, record = quantize_text(graph, calib, cfg, threads=args.threads,
                                   log=lambda m: print(m, file=sys.stderr))
         onnx.save(q, str(paths[EDGEOPT]))
-        w4, w4_record = quantize_text_w4(graph, TextW4Config(),
-                                         log=lambda m: print(m, file=sys.stderr))
+        w4_cfg = TextW4Config()
+        w4, w4_record = quantize_text_w4(graph, w4_cfg, log=lambda m: print(m, file=sys.stderr))
         onnx.save(w4, str(paths[W4]))
-        notes[W4] = (f"{w4_record['matmuls_4bit']} MatMulNBits (4-bit, block 32, asymmetric), "
-                     f"{w4_record['embeddings_4bit']} GatherBlockQuantized (block 128); float "
-                     "activations (ORT accuracy level 4)")
+        notes[W4] = (f"{w4_record['matmuls_4bit']} MatMulNBits (4-bit, block "
+                     f"{w4_cfg.block_size}, {'a' if not w4_cfg.symmetric else ''}symmetric), "
+                     f"{w4_record['embeddings_4bit']} GatherBlockQuantized (block "
+                     f"{w4_cfg.embedding_block_size}); float activations (ORT accuracy level "
+                     f"{w4_cfg.accuracy_level})")
         short = lambda gs: ", ".join(_short(g) for g in gs) or "none"  # noqa: E731
         notes[EDGEOPT] = (f"dynamic int8: {short(record['dynamic_int8'])}; with "
                           f"{record['outlier_channels']} outlier channels float: "

@@ -88,24 +88,28 @@ def optimize_text(model: str, data, *, out, force: bool, opts, recipe,
     log(f"hf: {folder.model_type} from {folder.path}, task {task}"
         + (f", {folder.pooling} pooling{', normalised' if folder.normalize else ''}"
            if task == "embedding" else "") + f", max length {max_length}")
-    graph, info = export_hf(folder, task=task)
+    # Loaded once: the export's and, when the recipe has model steps, their first input.
+    torch_model = load_torch(folder, task)
+    graph, info = export_hf(folder, task=task, model=torch_model)
     tok = TextTokenizer(folder.tokenizer, max_length=max_length, inputs=info["inputs"])
     test = dataset.test.subset(opts.eval_limit, seed=opts.eval_seed)
     feeds = [tok(test.texts[i:i + 32]) for i in range(0, len(test), 32)]
     record, records = None, {}
     model_graph, precision, student_graph = graph, "fp32", None
-    for cfg in students:  # steps on the transformers model, before export
+    # Padded to each batch's longest text: most fortunes are far shorter than 64 tokens.
+    pad = students and TextTokenizer(folder.tokenizer, max_length=max_length,
+                                     inputs=info["inputs"], padding="longest")
+    for cfg in students:  # steps on the transformers model, before export, each on the last
         train = dataset.train.subset(min(len(dataset.train), 32 * cfg.steps), seed=cfg.seed)
-        # Padded to each batch's longest text: most fortunes are far shorter than 64 tokens.
-        pad = TextTokenizer(folder.tokenizer, max_length=max_length, inputs=info["inputs"],
-                            padding="longest")
         batches = [pad(train.texts[i:i + 32]) for i in range(0, len(train), 32)]
         cfg = cfg.replace(pooling=folder.pooling or "mean", normalize=folder.normalize)
         log(f"compress: {step_name(cfg)} on {len(train)} training texts, {cfg.steps} steps")
-        result = handler_for(cfg)(load_torch(folder, task), cfg,
+        result = handler_for(cfg)(torch_model, cfg,
                                   StepContext(calibration=batches, log=log, seed=cfg.seed))
         records[step_name(cfg)] = result.record.details
-        student_graph, _ = export_hf(folder, task=task, model=result.model)
+        torch_model = result.model
+    if students:
+        student_graph, _ = export_hf(folder, task=task, model=torch_model)
         model_graph = student_graph
     if q is not None:
         calib_texts = dataset.train.subset(min(q.calib_size, 256), seed=q.calib_seed).texts
@@ -115,6 +119,8 @@ def optimize_text(model: str, data, *, out, force: bool, opts, recipe,
                                             threads=opts.threads or 1, log=log)
         precision = "int8"
     elif graph_step is not None:  # a step whose handler takes the exported ONNX graph
+        # Its handler is called directly: registry.run records into ``model.meta``, which
+        # an onnx.ModelProto cannot carry; the record goes into the manifest instead.
         result = handler_for(graph_step)(model_graph, graph_step, StepContext(log=log))
         model_graph, record, precision = result.model, result.record.details, "w4"
     if records:

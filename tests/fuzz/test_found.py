@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 import pytest
 
-from edgeopt.fuzz import LOADERS, Tree, run_case, seeds, warm_up
+from edgeopt.fuzz import LOADERS, Tree, run_case, seeds
 from edgeopt.fuzz.mutate import rezip, zip_members
 
 
@@ -115,12 +115,6 @@ FOUND = {
     "text-newline-in-header": ("text", Tree({"d.csv": b'"x\ny"\n1\n'}, "d.csv")),
     "text-newline-in-key": ("text", Tree({"d.jsonl": b'{"a\\nb": 1}\n'}, "d.jsonl")),
 }
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    warm_up()
-    return tmp_path_factory.mktemp("found")
 
 
 @pytest.mark.parametrize("case", list(FOUND))

@@ -12,19 +12,13 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from edgeopt.fuzz import ACCEPTED, LOADERS, run_case, warm_up
+from edgeopt.fuzz import ACCEPTED, LOADERS, run_case
 
 # 200 cases each, every loader: 2,000 loads in about 35 s on 2 idle cores (55 s beside other
 # jobs). None needs fewer: the slowest, recipes (7 s: its deep-YAML cases recurse until
 # RecursionError), and ONNX (onnxslim and onnx2torch on every valid model, 2 s) both fit.
 EXAMPLES = 200
 LIMIT_S = 30.0  # per case: a stall under load is not a hang; a loop is, long before
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    warm_up()
-    return tmp_path_factory.mktemp("fuzz")
 
 
 @pytest.mark.parametrize("name", list(LOADERS))

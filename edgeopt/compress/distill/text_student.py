@@ -96,6 +96,11 @@ def _pool(out, mask, cfg: TextStudentConfig):
     return nn.functional.normalize(e, dim=-1) if cfg.normalize else e
 
 
+def _masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference over the real (unpadded) tokens."""
+    return ((a - b) ** 2 * mask).sum() / (mask.sum() * a.shape[-1])
+
+
 @register(TextStudentConfig, step="text_student")
 def text_student(model, config: TextStudentConfig, ctx: StepContext) -> StepResult:
     if not isinstance(model, nn.Module) or not hasattr(model, "config"):
@@ -119,18 +124,15 @@ def text_student(model, config: TextStudentConfig, ctx: StepContext) -> StepResu
             t_emb = _pool(t_out, feed["attention_mask"], config)
         s_out = student(**feed, output_hidden_states=True, return_dict=True)
         s_emb = _pool(s_out, feed["attention_mask"], config)
+        cos = nn.functional.cosine_similarity(s_emb, t_emb, dim=-1).mean()
         if getattr(s_out, "logits", None) is not None:
             out_loss = nn.functional.kl_div(s_emb.log_softmax(-1), t_emb.softmax(-1),
                                             reduction="batchmean")
-            cos = nn.functional.cosine_similarity(s_emb, t_emb, dim=-1).mean()
         else:
-            cos = nn.functional.cosine_similarity(s_emb, t_emb, dim=-1).mean()
             out_loss = 1 - cos
         mask = feed["attention_mask"].unsqueeze(-1).to(s_emb.dtype)
-        hidden = sum(((s_out.hidden_states[j + 1] - t_out.hidden_states[kept[j] + 1])
-                      ** 2 * mask).sum() / (mask.sum() * s_emb.new_tensor(
-                          s_out.hidden_states[j + 1].shape[-1]))
-                     for j in range(layers)) / layers
+        hidden = sum(_masked_mse(s_out.hidden_states[j + 1], t_out.hidden_states[k + 1], mask)
+                     for j, k in enumerate(kept)) / layers
         loss = out_loss + config.hidden_weight * hidden
         opt.zero_grad()
         loss.backward()

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import onnx
 
+from edgeopt.compress.quantize.text_int8_ops import copy, weight_matmuls
 from edgeopt.core.errors import ConfigError, ExportError
 from edgeopt.core.registry import register
 from edgeopt.core.step import StepConfig, StepContext, StepRecord, StepResult
@@ -47,7 +48,7 @@ class TextW4Config(StepConfig):
 class TextW4Record(StepRecord):
     def summary(self) -> list[str]:
         d = self.details
-        return [f"{d['matmuls_4bit']} MatMuls 4-bit (block {d['block_size']}), "
+        return [f"{d['matmuls_4bit']} MatMuls 4-bit (block {d['config']['block_size']}), "
                 f"{d['embeddings_4bit']} embedding tables 4-bit; "
                 f"{d['size_bytes']['w4'] / d['size_bytes']['fp32']:.3f}x size"]
 
@@ -57,6 +58,8 @@ def _quantize(model: onnx.ModelProto, ops: tuple[str, ...], block: int, cfg: Tex
 
     before = {o.domain: o.version for o in model.opset_import}
     logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.ERROR)
+    # The table is symmetric whatever ``symmetric`` says: the measured 0.148x (MiniLM) is
+    # with a symmetric table; an asymmetric one adds its zero points.
     quantizer = MatMulNBitsQuantizer(
         model, bits=4, block_size=block, is_symmetric=cfg.symmetric or ops == ("Gather",),
         accuracy_level=cfg.accuracy_level, op_types_to_quantize=ops,
@@ -76,12 +79,10 @@ def quantize_text_w4(model: onnx.ModelProto, cfg: TextW4Config | None = None,
                      log=print) -> tuple[onnx.ModelProto, dict]:
     cfg = cfg or TextW4Config()
     fp32_bytes = model.ByteSize()
-    inits = {i.name for i in model.graph.initializer}
-    matmuls = sum(1 for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits)
+    matmuls = len(weight_matmuls(model))
     if not matmuls:
         raise ExportError("text_w4: the graph has no MatMul with a weight initializer")
-    q = onnx.ModelProto()
-    q.CopyFrom(model)
+    q = copy(model)
     if cfg.embeddings:
         q = _quantize(q, ("Gather",), cfg.embedding_block_size, cfg)
     q = _quantize(q, ("MatMul",), cfg.block_size, cfg)

@@ -33,3 +33,16 @@ def test_tiny_bert_goes_4bit_and_keeps_its_embedding(tiny_hf_onnx):
     ref, got = run(graph), run(q)
     cos = (ref * got).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
     assert cos.min() > 0.8 and not np.allclose(ref, got, atol=1e-6)  # quantized, still close
+
+
+def test_the_step_handler_returns_its_record_and_refuses_a_torch_model(tiny_hf_onnx, tiny_cnn):
+    from edgeopt.core.registry import handler_for
+    from edgeopt.core.step import StepContext
+
+    _, graph, _ = tiny_hf_onnx
+    cfg = TextW4Config(embedding_block_size=16)
+    result = handler_for(cfg)(graph, cfg, StepContext())
+    (line,) = result.record.summary()
+    assert "MatMuls 4-bit (block 32)" in line and "x size" in line
+    with pytest.raises(ConfigError, match="text_w4 applies to hf: text models"):
+        handler_for(cfg)(tiny_cnn, cfg, StepContext())

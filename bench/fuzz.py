@@ -26,12 +26,18 @@ from collections import Counter
 from pathlib import Path
 
 from edgeopt.fuzz import LOADERS, run_case, warm_up
+from edgeopt.fuzz.harness import write_tree
 
 COLUMNS = ("cases", "ok", "clear", "unhandled", "hangs", "stray")
 
 
 class _OutOfTime(Exception):
     """Raised from inside hypothesis's loop to end it at the time budget."""
+
+
+# --dump: the folder each bad case's files are written to (a module global, so that the
+# forked children see it without widening every signature).
+DUMP: Path | None = None
 
 
 def _generate(name: str, cases: int, seed: int, root: str, limit: float, show: int,
@@ -60,6 +66,10 @@ def _generate(name: str, cases: int, seed: int, root: str, limit: float, show: i
             shown += 1
             text = f"--- {name} {result.outcome}: {sorted(tree.files)} -> {tree.target}\n" \
                    f"{result.detail}"
+        if result.outcome not in ("ok", "clear") and DUMP is not None:
+            case = DUMP / f"{name}-{result.outcome}-{time.time_ns()}"
+            write_tree(tree, case)
+            text += f"\n    files in {case}" if text else ""
         send.send((result.outcome, text))
 
     try:
@@ -136,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loaders", help=f"comma-separated subset of {', '.join(LOADERS)}")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--show", type=int, default=0, help="print this many bad cases")
+    parser.add_argument("--dump", type=Path, help="write each bad case's files under this folder")
     parser.add_argument("--seconds", type=float,
                         help="stop each loader after this long (its row counts what ran)")
     args = parser.parse_args(argv)
@@ -143,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in LOADERS]
     if unknown:
         parser.error(f"unknown loader {unknown[0]!r} (valid: {', '.join(LOADERS)})")
+    global DUMP
+    DUMP = args.dump
     rows = []
     for name in names:  # printed as each loader finishes: a long run shows progress
         rows.append(run_loader(name, args.cases, args.seed, show=args.show,

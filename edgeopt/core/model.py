@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import io
 import os
+import pickletools
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -124,6 +125,26 @@ def _without_debug_info(path: str, names: list[str] | None):
     return buf
 
 
+def _check_pickles(path: str, names: list[str] | None) -> None:
+    """Each ``*.pkl`` member (weights' index, constants, traced inputs) read through as
+    opcodes by pickletools, which executes nothing: torch's C++ unpickler trusts a string's
+    declared length, and a damaged one declaring 4 GB kept torch.jit.load busy for minutes
+    on an 11 kB file (fuzzing found it)."""
+    for name in names or ():
+        if not name.endswith(".pkl"):
+            continue
+        try:
+            with zipfile.ZipFile(path) as z:
+                data = z.read(name)
+            ops = list(pickletools.genops(data))
+        except Exception as exc:  # noqa: BLE001 - truncated or unknown opcodes, CRC, inflate
+            raise ModelLoadError(f"{path} is not a valid TorchScript file: damaged member "
+                                 f"{name} ({_first_line(exc)})") from None
+        if not ops or ops[-1][0].name != "STOP":
+            raise ModelLoadError(f"{path} is not a valid TorchScript file: damaged member "
+                                 f"{name} (no STOP opcode)")
+
+
 def _load_torchscript(path: str) -> ModelHandle:
     names = _zip_names(path)
     if names is not None:
@@ -133,6 +154,7 @@ def _load_torchscript(path: str) -> ModelHandle:
                 f"files (save with torch.jit.save, torch.export.save, or pass "
                 f"pkg.module:factory --weights state_dict.pt)"
             )
+        _check_pickles(path, names)
     try:
         module = torch.jit.load(_without_debug_info(path, names), map_location="cpu")
     except Exception as exc:

@@ -55,8 +55,12 @@ def test_tiny_ppocr_cls(tmp_path):
     _fetch_or_skip("ppocr-cls")
     r = _run(tmp_path, "ppocr-cls")
     rows = {row["method"]: row for row in r["rows"]}
-    # 100% here: int8 picks the fp32 class for every sample; wrong ranges do not.
-    assert rows["edgeopt optimize int8"]["argmax_agreement"] >= 95
+    # Measured on --tiny: 100% agreement and SQNR 15.4 dB (ORT's quantize_static 14.4).
+    # Calibrating on inputs scaled by 1/16 (activation ranges 16x too small) gives 37.5%
+    # and 4.1 dB: both bounds fail under that break.
+    int8 = rows["edgeopt optimize int8"]
+    assert int8["argmax_agreement"] >= 95
+    assert int8["sqnr_db_min"] >= 12
     assert len(r["checks"]) == 2
 
 

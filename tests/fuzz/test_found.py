@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import pickletools
+import zipfile
 import zlib
 
 import numpy as np
@@ -47,6 +49,21 @@ def _torchscript_bad_central_directory() -> bytes:
     data = seeds.torchscript_archive()
     at = data.index(b"PK\x01\x02")  # is_zipfile still passes: the end record is intact
     return data[:at] + b"PK\x01\x09" + data[at + 4:]
+
+
+def _torchscript_string_length(length: int = 3_997_040_648) -> bytes:
+    """data.pkl's first string declaring ``length`` bytes (it holds a few): torch's C++
+    unpickler took minutes on the 11 kB file fuzzing found."""
+    src, buf = zipfile.ZipFile(io.BytesIO(seeds.torchscript_archive())), io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as out:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("/data.pkl"):
+                at = next(pos for op, _, pos in pickletools.genops(data)
+                          if op.name == "BINUNICODE")
+                data = data[:at + 1] + length.to_bytes(4, "little") + data[at + 5:]
+            out.writestr(info, data)
+    return buf.getvalue()
 
 
 def _png_short_header() -> bytes:
@@ -94,6 +111,8 @@ FOUND = {
     "pt2-no-signature": ("pt2", Tree({"m.pt2": _pt2_without_signature()}, "m.pt2")),
     "torchscript-central-directory": ("torchscript", Tree(
         {"m.pt": _torchscript_bad_central_directory()}, "m.pt")),
+    "torchscript-string-length": ("torchscript", Tree(
+        {"m.pt": _torchscript_string_length()}, "m.pt")),
     "manifest-a-list": ("manifest", _manifest(b"[]")),
     "manifest-deep": ("manifest", _manifest(b"[" * 100_000 + b"]" * 100_000)),
     "manifest-no-inputs": ("manifest", _manifest(_valid_manifest(inputs=None))),

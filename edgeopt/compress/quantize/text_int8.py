@@ -10,7 +10,8 @@ of the outputs to fp32) is within ``group_tolerance`` runs MatMulInteger with dy
 uint8 activations and per-channel int8 weights; one over it is probed again with its
 ``outlier_channels`` largest input channels taken out of the int8 path into a small float
 MatMul (text_int8_outliers), and takes that if it is then within the tolerance; the rest
-keep float compute on weight-only int8 weights. The word-embedding table is int8 with a scale per row. LayerNorm,
+keep float compute on weight-only int8 weights. Every int8 MatMul weight is then rounded by
+GPTQ on its scale (text_int8_gptq). The word-embedding table is int8 with a scale per row. LayerNorm,
 Softmax, GELU, the residual adds, the mask add and the pooling are never quantized.
 """
 
@@ -25,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import numpy_helper
 
+from edgeopt.compress.quantize.text_int8_gptq import gptq_int8
 from edgeopt.compress.quantize.text_int8_ops import (
     embedding_gathers,
     int8_embeddings,
@@ -38,6 +41,7 @@ from edgeopt.core.config import Config
 from edgeopt.core.errors import ConfigError, ExportError
 
 ACTIVATIONS = ("auto", "dynamic", "weight-only")
+ROUNDING = ("gptq", "nearest")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +53,9 @@ class TextInt8Config(Config):
     outlier_channels: int = 16  # input channels a split group keeps float (0: no split)
     embeddings: bool = True  # int8 word-embedding table, a scale per row
     eval_batches: int = 4  # calibration batches the probes are scored on
+    # gptq: int8 weight codes fitted to the calibration inputs (text_int8_gptq), on the
+    # same scales; nearest: round to nearest.
+    weight_rounding: str = "gptq"
 
     def __post_init__(self) -> None:
         if self.activations not in ACTIVATIONS:
@@ -58,6 +65,9 @@ class TextInt8Config(Config):
             raise ConfigError(f"group_tolerance must be in [0, 1), got {self.group_tolerance}")
         if self.outlier_channels < 0:
             raise ConfigError(f"outlier_channels must be >= 0, got {self.outlier_channels}")
+        if self.weight_rounding not in ROUNDING:
+            raise ConfigError(f"weight_rounding {self.weight_rounding!r} unknown "
+                              f"(valid: {', '.join(ROUNDING)})")
         if self.eval_batches < 1:
             raise ConfigError(f"eval_batches must be >= 1, got {self.eval_batches}")
 
@@ -131,9 +141,16 @@ def quantize_text(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
         dynamic = matmuls if cfg.activations == "dynamic" else []
     floating = set(matmuls) - set(dynamic) - set(split)
     q = split_outliers(model, set(split), amax, cfg.outlier_channels) if split else model
+    floats = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer
+              if len(i.dims) == 2 and i.data_type == onnx.TensorProto.FLOAT}
     q = _dynamic_int8(q, dynamic + split) if dynamic or split else q
     # The outlier rows' small float MatMuls store int8 weights too (else 0.01x of the size).
     q = weight_only(q, floating | {n + "_outliers" for n in split})
+    refitted = 0
+    if cfg.weight_rounding == "gptq":
+        q, refitted = gptq_int8(q, floats, calib, lambda m: _session(m, threads))
+        log(f"  int8 (text): {refitted} MatMul weights rounded by GPTQ on "
+            f"{sum(len(next(iter(f.values()))) for f in calib)} calibration texts")
     gathers = embedding_gathers(q) if cfg.embeddings else []
     q = int8_embeddings(q, set(gathers))
     cos = cosines(_session(q, threads), feeds, refs)
@@ -146,6 +163,8 @@ def quantize_text(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
         "dynamic_int8": sorted({group_of(n) for n in dynamic}),
         "dynamic_int8_outliers_float": sorted({group_of(n) for n in split}),
         "outlier_channels": cfg.outlier_channels,
+        "weight_rounding": cfg.weight_rounding,
+        "gptq_weights": refitted,
         "weight_only_int8": sorted({group_of(n) for n in floating}),
         "embeddings_int8": gathers,
         "calib_cos": {"mean": round(float(cos.mean()), 5), "min": round(float(cos.min()), 5)},

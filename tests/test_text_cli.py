@@ -70,6 +70,24 @@ def test_optimize_embedding_w4_text_end_to_end(tiny_hf, texts, tmp_path):
     assert runtime.load(out).predict(["the cat sat"]).shape == (1, 32)
 
 
+def test_int8_text_fidelity_recipe_end_to_end(tiny_hf, texts, tmp_path):
+    """The text_int8 step with a fidelity target, through the CLI: the options reach
+    quantize_text and its record reaches the manifest and the report."""
+    out = tmp_path / "art"
+    res = _optimize(f"hf:{tiny_hf}", "--data", str(texts), "--recipe", "int8-text-fidelity",
+                    "--max-length", "16", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    int8 = report["stages"][1]
+    assert int8["name"] == "int8 onnxruntime" and int8["precision"] == "int8"
+    record = report["meta"]["compression"]
+    assert record["target_cos"] == 0.9995 and record["gptq_weights"] > 0
+    assert record["calib_cos"]["mean"] >= 0.9995 or len(record["fallback_float"]) == 12
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == "int8"
+    assert int8["fidelity"]["cosine_mean"] > 0.99
+
+
 def test_w4_text_on_a_torch_model_is_one_line(tmp_path):
     res = subprocess.run([sys.executable, "-m", "edgeopt.cli", "optimize",
                           "edgeopt.zoo.resnet:resnet_small", "--data", "digits", "--recipe", "w4-text", "--out", str(tmp_path / "o"),

@@ -34,7 +34,7 @@ from edgeopt.runtime.text import TextTokenizer
 from edgeopt.version import __version__
 
 TEXT_TASKS = ("embedding", "classification")
-GRAPH_STEPS = (TextW4Config,)  # steps whose handler takes an ONNX graph (weight-only)
+GRAPH_STEPS = (TextW4Config, TextInt8Config)  # steps whose handler takes an ONNX graph
 TORCH_STEPS = (TextStudentConfig,)  # steps on the transformers model, before export
 
 
@@ -65,8 +65,8 @@ def split_text_recipe(recipe):
     graph_step = steps[0] if len(steps) == 1 and q is None and isinstance(
         steps[0], GRAPH_STEPS) else None
     if steps and q is None and graph_step is None:
-        raise ConfigError(f"hf: models take the int8, w4-text, student-text or "
-                          f"student-int8-text recipe (or none) for now; recipe {recipe.name} "
+        raise ConfigError(f"hf: models take the int8, int8-text-fidelity, w4-text, student-text"
+                          f" or student-int8-text recipe (or none) for now; recipe {recipe.name} "
                           "is not one")
     return students, q, graph_step
 
@@ -111,18 +111,23 @@ def optimize_text(model: str, data, *, out, force: bool, opts, recipe,
     if students:
         student_graph, _ = export_hf(folder, task=task, model=torch_model)
         model_graph = student_graph
-    if q is not None:
-        calib_texts = dataset.train.subset(min(q.calib_size, 256), seed=q.calib_seed).texts
+    calib = None
+    if q is not None or isinstance(graph_step, TextInt8Config):
+        size, seed = (q.calib_size, q.calib_seed) if q is not None else (256, 0)
+        calib_texts = dataset.train.subset(min(size, 256), seed=seed).texts
         calib = [tok(calib_texts[i:i + 32]) for i in range(0, len(calib_texts), 32)]
         log(f"compress: text int8 with {len(calib_texts)} calibration texts")
+    if q is not None:
         model_graph, record = quantize_text(model_graph, calib, TextInt8Config(),
                                             threads=opts.threads or 1, log=log)
         precision = "int8"
     elif graph_step is not None:  # a step whose handler takes the exported ONNX graph
         # Its handler is called directly: registry.run records into ``model.meta``, which
         # an onnx.ModelProto cannot carry; the record goes into the manifest instead.
-        result = handler_for(graph_step)(model_graph, graph_step, StepContext(log=log))
-        model_graph, record, precision = result.model, result.record.details, "w4"
+        result = handler_for(graph_step)(model_graph, graph_step,
+                                         StepContext(calibration=calib, log=log))
+        model_graph, record = result.model, result.record.details
+        precision = "int8" if isinstance(graph_step, TextInt8Config) else "w4"
     if records:
         record = {**records, **({"quantize": record} if record else {})}
     with tempfile.TemporaryDirectory(prefix="edgeopt-text-") as tmp:

@@ -28,6 +28,7 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
+from edgeopt.compress.quantize.text_int8_fallback import fall_back
 from edgeopt.compress.quantize.text_int8_gptq import gptq_int8
 from edgeopt.compress.quantize.text_int8_ops import (
     embedding_gathers,
@@ -37,15 +38,16 @@ from edgeopt.compress.quantize.text_int8_ops import (
     weight_only,
 )
 from edgeopt.compress.quantize.text_int8_outliers import channel_ranges, split_outliers
-from edgeopt.core.config import Config
 from edgeopt.core.errors import ConfigError, ExportError
+from edgeopt.core.registry import register
+from edgeopt.core.step import StepConfig, StepContext, StepRecord, StepResult
 
 ACTIVATIONS = ("auto", "dynamic", "weight-only")
 ROUNDING = ("gptq", "nearest")
 
 
 @dataclass(frozen=True, kw_only=True)
-class TextInt8Config(Config):
+class TextInt8Config(StepConfig):
     # auto: per op group, by measurement; dynamic: every weight MatMul MatMulInteger;
     # weight-only: int8 weights, float compute everywhere.
     activations: str = "auto"
@@ -56,6 +58,9 @@ class TextInt8Config(Config):
     # gptq: int8 weight codes fitted to the calibration inputs (text_int8_gptq), on the
     # same scales; nearest: round to nearest.
     weight_rounding: str = "gptq"
+    # Accuracy-aware fallback (text_int8_fallback): MatMuls ranked by cost go back to float
+    # compute until the calibration texts' mean cos to fp32 reaches this; 0: off.
+    target_cos: float = 0.0
 
     def __post_init__(self) -> None:
         if self.activations not in ACTIVATIONS:
@@ -68,6 +73,8 @@ class TextInt8Config(Config):
         if self.weight_rounding not in ROUNDING:
             raise ConfigError(f"weight_rounding {self.weight_rounding!r} unknown "
                               f"(valid: {', '.join(ROUNDING)})")
+        if not 0 <= self.target_cos <= 1:
+            raise ConfigError(f"target_cos must be in [0, 1], got {self.target_cos}")
         if self.eval_batches < 1:
             raise ConfigError(f"eval_batches must be >= 1, got {self.eval_batches}")
 
@@ -114,11 +121,11 @@ def quantize_text(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
         groups.setdefault(group_of(n), []).append(n)
     costs: dict[str, float] = {}
     split: list[str] = []
+    amax = None  # per-channel input ranges, measured once a group needs the outlier split
     if cfg.activations == "auto":
         session = lambda m: _session(m, threads)  # noqa: E731
         score = lambda m, ns: float(1 - cosines(session(probe_dynamic(m, ns)), feeds,  # noqa: E731
                                                 refs).mean())
-        amax = None
         dynamic = []
         for g, nodes in groups.items():
             costs[g] = score(model, set(nodes))
@@ -139,20 +146,22 @@ def quantize_text(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
                 split += nodes
     else:
         dynamic = matmuls if cfg.activations == "dynamic" else []
+    build = lambda back: _build(model, [n for n in dynamic if n not in back],  # noqa: E731
+                                [n for n in split if n not in back], set(matmuls), amax, cfg,
+                                calib, threads, log)
+    q, refitted = build(set())
+    fallback, tried = [], {}
+    if cfg.target_cos and (dynamic or split):
+        ranked = _ranked(model, dynamic, split, amax, cfg, feeds, refs, threads)
+        count, tried = fall_back(
+            ranked, lambda k: float(cosines(_session(build(set(ranked[:k]))[0], threads),
+                                            feeds, refs).mean()), cfg.target_cos, log)
+        fallback = ranked[:count]
+        q, refitted = build(set(fallback)) if fallback else (q, refitted)
+        dynamic = [n for n in dynamic if n not in fallback]
+        split = [n for n in split if n not in fallback]
     floating = set(matmuls) - set(dynamic) - set(split)
-    q = split_outliers(model, set(split), amax, cfg.outlier_channels) if split else model
-    floats = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer
-              if len(i.dims) == 2 and i.data_type == onnx.TensorProto.FLOAT}
-    q = _dynamic_int8(q, dynamic + split) if dynamic or split else q
-    # The outlier rows' small float MatMuls store int8 weights too (else 0.01x of the size).
-    q = weight_only(q, floating | {n + "_outliers" for n in split})
-    refitted = 0
-    if cfg.weight_rounding == "gptq":
-        q, refitted = gptq_int8(q, floats, calib, lambda m: _session(m, threads))
-        log(f"  int8 (text): {refitted} MatMul weights rounded by GPTQ on "
-            f"{sum(len(next(iter(f.values()))) for f in calib)} calibration texts")
-    gathers = embedding_gathers(q) if cfg.embeddings else []
-    q = int8_embeddings(q, set(gathers))
+    gathers = embedding_gathers(model) if cfg.embeddings else []
     cos = cosines(_session(q, threads), feeds, refs)
     record = {
         "technique": "int8 (text: dynamic MatMulInteger where measured harmless, else "
@@ -163,6 +172,9 @@ def quantize_text(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
         "dynamic_int8": sorted({group_of(n) for n in dynamic}),
         "dynamic_int8_outliers_float": sorted({group_of(n) for n in split}),
         "outlier_channels": cfg.outlier_channels,
+        "target_cos": cfg.target_cos,
+        "fallback_float": fallback,
+        "fallback_tried": {str(k): round(v, 6) for k, v in tried.items()},
         "weight_rounding": cfg.weight_rounding,
         "gptq_weights": refitted,
         "weight_only_int8": sorted({group_of(n) for n in floating}),
@@ -175,6 +187,38 @@ def quantize_text(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
         f"{len(gathers)} embedding tables; calibration cos {cos.mean():.5f} / {cos.min():.5f}, "
         f"{q.ByteSize() / model.ByteSize():.3f}x size")
     return q, record
+
+
+def _build(model, dynamic: list[str], split: list[str], matmuls: set[str], amax, cfg,
+           calib, threads: int, log) -> tuple[onnx.ModelProto, int]:
+    """The int8 graph for one choice: ``split`` with outlier channels float, ``dynamic``
+    and ``split`` on MatMulInteger, the rest weight-only; GPTQ codes where configured; the
+    embedding tables int8 (so a fallback is scored on the whole int8 model)."""
+    floating = matmuls - set(dynamic) - set(split)
+    q = split_outliers(model, set(split), amax, cfg.outlier_channels) if split else model
+    floats = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer
+              if len(i.dims) == 2 and i.data_type == onnx.TensorProto.FLOAT}
+    q = _dynamic_int8(q, dynamic + split) if dynamic or split else q
+    # The outlier rows' small float MatMuls store int8 weights too (else 0.01x of the size).
+    q = weight_only(q, floating | {n + "_outliers" for n in split})
+    refitted = 0
+    if cfg.weight_rounding == "gptq":
+        q, refitted = gptq_int8(q, floats, calib, lambda m: _session(m, threads))
+        log(f"  int8 (text): {refitted} MatMul weights rounded by GPTQ on "
+            f"{sum(len(next(iter(f.values()))) for f in calib)} calibration texts")
+    if cfg.embeddings:
+        q = int8_embeddings(q, set(embedding_gathers(q)))
+    return q, refitted
+
+
+def _ranked(model, dynamic: list[str], split: list[str], amax, cfg, feeds, refs,
+            threads: int) -> list[str]:
+    """The int8 MatMuls, most costly first: each one's activations probed alone, in the
+    form it runs (outlier channels split off for ``split``)."""
+    base = split_outliers(model, set(split), amax, cfg.outlier_channels) if split else model
+    cost = {n: float(1 - cosines(_session(probe_dynamic(base, {n}), threads), feeds,
+                                 refs).mean()) for n in dynamic + split}
+    return sorted(cost, key=lambda n: -cost[n])
 
 
 def _dynamic_int8(model: onnx.ModelProto, nodes: list[str]) -> onnx.ModelProto:
@@ -190,3 +234,25 @@ def _dynamic_int8(model: onnx.ModelProto, nodes: list[str]) -> onnx.ModelProto:
                          op_types_to_quantize=["MatMul"], nodes_to_quantize=list(nodes),
                          extra_options={"MatMulConstBOnly": True})
         return onnx.load(str(dst))
+
+
+class TextInt8Record(StepRecord):
+    def summary(self) -> list[str]:
+        d = self.details
+        back = f", {len(d['fallback_float'])} back to float for cos {d['target_cos']}" \
+            if d["target_cos"] else ""
+        return [f"text int8: {d['gptq_weights']} GPTQ-rounded int8 MatMul weights{back}; "
+                f"calibration cos {d['calib_cos']['mean']:.5f}; "
+                f"{d['size_bytes']['int8'] / d['size_bytes']['fp32']:.3f}x size"]
+
+
+@register(TextInt8Config, step="text_int8")
+def text_int8(model, config: TextInt8Config, ctx: StepContext) -> StepResult:
+    """The recipe step (``text_int8: {target_cos: 0.9995}``): its options, where the
+    ``int8`` recipe takes the defaults. The calibration inputs are tokenized feeds."""
+    if not isinstance(model, onnx.ModelProto):
+        raise ConfigError("text_int8 applies to hf: text models (their exported ONNX graph); "
+                          f"this model is a {type(model).__name__}")
+    feeds = list(ctx.calibration or [])
+    q, record = quantize_text(model, feeds, config, log=ctx.log)
+    return StepResult(q, TextInt8Record(record["technique"], record))

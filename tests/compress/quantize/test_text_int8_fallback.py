@@ -1,0 +1,97 @@
+"""compress.quantize.text_int8_fallback: the fewest most costly MatMuls back to float for
+a fidelity target, found by doubling then bisection; and the option in quantize_text."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeopt.compress.quantize.text_int8 import (
+    TextInt8Config,
+    cosines,
+    quantize_text,
+)
+from edgeopt.compress.quantize.text_int8_fallback import fall_back
+from edgeopt.core.errors import ConfigError
+
+
+def _curve(count):
+    return 0.99 + 0.0003 * count  # monotone: each node back to float helps
+
+
+@pytest.mark.parametrize("target, want", [(0.98, 0), (0.9903, 1), (0.9930, 10),
+                                          (0.99359, 12), (0.9999, 20)])
+def test_fall_back_finds_the_fewest_nodes_that_meet_the_target(target, want):
+    ranked = [f"n{i}" for i in range(20)]
+    calls = collections.Counter()
+
+    def score(k):
+        calls[k] += 1
+        return _curve(k)
+
+    count, seen = fall_back(ranked, score, target, log=lambda *_: None)
+    assert count == want
+    assert all(v == 1 for v in calls.values())  # no count rebuilt twice
+    assert len(seen) <= 2 * 5 + 2  # doubling plus bisection over 20, not 20 rebuilds
+    if 0 < want < len(ranked):
+        assert seen[want] >= target > seen[want - 1] if want - 1 in seen else seen[want] >= target
+
+
+def _session(model):
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _graph_and_feeds(seed=0):
+    """Four Linears on an input with one channel 30x larger than the rest (a LayerNorm
+    output of MiniLM has them): x@W1 -> Relu -> @W3, plus x@W2 -> @W4. The tiny random
+    BERT's int8 activations lose nothing measurable in float32, this one's do."""
+    rng = np.random.default_rng(seed)
+    w = {f"W{i}": (rng.normal(size=(32, 32)) / 6).astype(np.float32) for i in range(1, 5)}
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["a"], name="/l/a/MatMul"),
+             helper.make_node("Relu", ["a"], ["r"], name="/l/relu"),
+             helper.make_node("MatMul", ["r", "W3"], ["c"], name="/l/c/MatMul"),
+             helper.make_node("MatMul", ["x", "W2"], ["b"], name="/l/b/MatMul"),
+             helper.make_node("MatMul", ["b", "W4"], ["d"], name="/l/d/MatMul"),
+             helper.make_node("Add", ["c", "d"], ["y"], name="/l/add")]
+    g = helper.make_graph(
+        nodes, "outliers", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 8, 32])],
+        [numpy_helper.from_array(v, k) for k, v in w.items()])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    feeds = []
+    for _ in range(4):
+        x = rng.normal(size=(8, 8, 32)).astype(np.float32)
+        x[..., 3] *= 30
+        feeds.append({"x": x})
+    return model, feeds
+
+
+def test_quantize_text_meets_a_target_by_falling_back_the_fewest():
+    graph, feeds = _graph_and_feeds()
+    quiet = dict(log=lambda *_: None)
+    refs = [_session(graph).run(None, f)[0] for f in feeds]
+    cos = lambda m: float(cosines(_session(m), feeds, refs).mean())  # noqa: E731
+    base, _ = quantize_text(graph, feeds, TextInt8Config(activations="dynamic"), **quiet)
+    floor, _ = quantize_text(graph, feeds, TextInt8Config(activations="weight-only"), **quiet)
+    target = cos(base) + 0.5 * (cos(floor) - cos(base))  # half way to float activations
+    q, rec = quantize_text(graph, feeds, TextInt8Config(activations="dynamic",
+                                                        target_cos=target), **quiet)
+    assert cos(q) >= target > cos(base)
+    assert 0 < len(rec["fallback_float"]) < 4  # some, not every MatMul, back to float
+    ops = collections.Counter(n.op_type for n in q.graph.node)
+    assert ops["MatMulInteger"] == 4 - len(rec["fallback_float"])
+    # The ones that went back are the record's own count; a target already met moves none.
+    easy, e_rec = quantize_text(graph, feeds, TextInt8Config(activations="dynamic",
+                                                             target_cos=0.5), **quiet)
+    assert e_rec["fallback_float"] == [] and list(e_rec["fallback_tried"]) == ["0"]
+    assert [n.op_type for n in easy.graph.node] == [n.op_type for n in base.graph.node]
+
+
+def test_target_cos_is_checked():
+    with pytest.raises(ConfigError, match="target_cos must be in"):
+        TextInt8Config(target_cos=1.5)

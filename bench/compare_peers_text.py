@@ -27,6 +27,7 @@ import onnx
 
 from edgeopt.compile.backends.onnxruntime.runtime import make_session
 from edgeopt.compress.quantize.text_int8 import TextInt8Config, quantize_text
+from edgeopt.compress.quantize.text_int8_ops import weight_matmuls
 from edgeopt.compress.quantize.text_w4 import TextW4Config, quantize_text_w4
 from edgeopt.core.data.text import load_text_dataset
 from edgeopt.core.hf import read_folder
@@ -37,6 +38,7 @@ from edgeopt.zoo.hf_models import hf_model
 FP32, DYN, OPTIMUM, EDGEOPT, W4 = ("ORT fp32", "ORT quantize_dynamic int8",
                                    "Optimum ORTQuantizer int8", "edgeopt int8",
                                    "edgeopt w4 (weight-only)")
+FIDELITY = "edgeopt int8-text-fidelity"  # the fallback recipe: a trade-off row, not judged
 BATCHES = (1, 32)
 TARGETS = {"cos_mean": 0.995, "cos_min": 0.97, "nn": 0.95, "size": 0.26, "w4_size": 0.16}
 
@@ -120,6 +122,15 @@ def run(args) -> tuple[list[dict], dict]:
         q, record = quantize_text(graph, calib, cfg, threads=args.threads,
                                   log=lambda m: print(m, file=sys.stderr))
         onnx.save(q, str(paths[EDGEOPT]))
+        if args.fallback:
+            paths[FIDELITY] = tmp / "fidelity.onnx"
+            f_cfg = TextInt8Config(group_tolerance=args.tolerance, target_cos=args.fallback)
+            f, f_record = quantize_text(graph, calib, f_cfg, threads=args.threads,
+                                        log=lambda m: print(m, file=sys.stderr))
+            onnx.save(f, str(paths[FIDELITY]))
+            notes[FIDELITY] = (f"target_cos {args.fallback}: {len(f_record['fallback_float'])} "
+                               f"of {len(weight_matmuls(graph))} MatMuls back to "
+                               "float compute (weight-only int8)")
         w4_cfg = TextW4Config()
         w4, w4_record = quantize_text_w4(graph, w4_cfg, log=lambda m: print(m, file=sys.stderr))
         onnx.save(w4, str(paths[W4]))
@@ -204,11 +215,14 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--tolerance", type=float, default=TextInt8Config().group_tolerance,
                    help="edgeopt's per-group cost bound (1 - cos)")
+    p.add_argument("--fallback", type=float, default=0.9995,
+                   help="also run the int8-text-fidelity trade-off at this target cos (0: not)")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--tiny", action="store_true", help="few texts and repeats (the test)")
     args = p.parse_args(argv)
     if args.tiny:
         args.texts, args.calib, args.rounds, args.repeats = 96, 64, 2, 3
+        args.fallback = 0.0  # a dozen MiniLM rebuilds: the unit tests cover the search
     rows, record = run(args)
     text = table(rows, args) + "\n" + "\n".join(verdict(rows))
     text += "\nedgeopt group costs (1 - cos, dynamic int8 activations probed alone): " + ", ".join(

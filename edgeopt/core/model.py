@@ -130,19 +130,19 @@ def _check_pickles(path: str, names: list[str] | None) -> None:
     opcodes by pickletools, which executes nothing: torch's C++ unpickler trusts a string's
     declared length, and a damaged one declaring 4 GB kept torch.jit.load busy for minutes
     on an 11 kB file (fuzzing found it)."""
-    for name in names or ():
-        if not name.endswith(".pkl"):
-            continue
-        try:
-            with zipfile.ZipFile(path) as z:
-                data = z.read(name)
-            ops = list(pickletools.genops(data))
-        except Exception as exc:  # noqa: BLE001 - truncated or unknown opcodes, CRC, inflate
-            raise ModelLoadError(f"{path} is not a valid TorchScript file: damaged member "
-                                 f"{name} ({_first_line(exc)})") from None
-        if not ops or ops[-1][0].name != "STOP":
-            raise ModelLoadError(f"{path} is not a valid TorchScript file: damaged member "
-                                 f"{name} (no STOP opcode)")
+    pickles = [n for n in names or () if n.endswith(".pkl")]
+    if not pickles:
+        return
+    with zipfile.ZipFile(path) as z:
+        for name in pickles:
+            try:
+                ops = list(pickletools.genops(z.read(name)))
+            except Exception as exc:  # noqa: BLE001 - truncated or unknown opcodes, CRC, inflate
+                raise ModelLoadError(f"{path} is not a valid TorchScript file: damaged member "
+                                     f"{name} ({_first_line(exc)})") from None
+            if not ops or ops[-1][0].name != "STOP":
+                raise ModelLoadError(f"{path} is not a valid TorchScript file: damaged member "
+                                     f"{name} (no STOP opcode)")
 
 
 def _load_torchscript(path: str) -> ModelHandle:

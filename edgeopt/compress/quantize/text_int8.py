@@ -150,17 +150,25 @@ def quantize_text(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
     build = lambda back: _build(model, [n for n in dynamic if n not in back],  # noqa: E731
                                 [n for n in split if n not in back], set(matmuls), amax, cfg,
                                 calib, threads, log)
-    q, refitted = build(set())
+    built = {0: build(set())}  # by how many MatMuls fell back: each is built once
     fallback, tried = [], {}
     if cfg.target_cos and (dynamic or split):
         ranked = _ranked(model, dynamic, split, amax, cfg, feeds, refs, threads)
-        count, tried = fall_back(
-            ranked, lambda k: float(cosines(_session(build(set(ranked[:k]))[0], threads),
-                                            feeds, refs).mean()), cfg.target_cos, log)
+
+        def score(k: int) -> float:
+            if k not in built:
+                built[k] = build(set(ranked[:k]))
+            cos = float(cosines(_session(built[k][0], threads), feeds, refs).mean())
+            if cos < cfg.target_cos and k < len(ranked):
+                del built[k]  # never the answer (fall_back returns a count that met it)
+            return cos
+
+        count, tried = fall_back(ranked, score, cfg.target_cos, log)
         fallback = ranked[:count]
-        q, refitted = build(set(fallback)) if fallback else (q, refitted)
+        built = {0: built[count]}  # the one kept; the other trials' graphs are dropped
         dynamic = [n for n in dynamic if n not in fallback]
         split = [n for n in split if n not in fallback]
+    q, refitted = built[0]
     floating = set(matmuls) - set(dynamic) - set(split)
     gathers = embedding_gathers(model) if cfg.embeddings else []
     cos = cosines(_session(q, threads), feeds, refs)

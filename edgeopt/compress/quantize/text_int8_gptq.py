@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
-from edgeopt.compress.quantize.text_int8_ops import copy
+from edgeopt.compress.quantize.text_int8_ops import copy, tap
 
 
 def gptq_rows(w: np.ndarray, scale: np.ndarray, h: np.ndarray, *, damp: float = 0.01,
               qmin: int = -127, qmax: int = 127) -> np.ndarray:
-    """int8 codes for ``w [in, out]`` on the grid ``scale [out]`` (symmetric, as ORT's own), minimising
-    ``||X w - X (q * scale)||`` for inputs with ``X^T X = h [in, in]``."""
+    """int8 codes for ``w [in, out]`` on the grid ``scale [out]`` (symmetric, as ORT's
+    own), minimising ``||X w - X (q * scale)||`` for inputs with ``X^T X = h [in, in]``."""
     w = w.astype(np.float64).copy()
     h = h.astype(np.float64).copy()
     n = w.shape[0]
@@ -68,14 +68,10 @@ def hessians(model: onnx.ModelProto, tensors: list[str], feeds: list[dict],
              session, mask_input: str | None = "attention_mask") -> dict[str, np.ndarray]:
     """``X^T X`` over the calibration feeds of each float tensor (last axis = channels),
     on the positions the attention mask keeps."""
-    probe = copy(model)
-    for t in tensors:
-        probe.graph.output.append(helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
-    s = session(probe)
     h: dict[str, np.ndarray] = {}
-    for f in feeds:
+    for f, values in tap(model, tensors, feeds, session):
         keep = f[mask_input].reshape(-1).astype(bool) if mask_input in f else None
-        for t, v in zip(tensors, s.run(tensors, f)):
+        for t, v in zip(tensors, values):
             x = v.reshape(-1, v.shape[-1])
             if keep is not None and len(keep) == len(x):
                 x = x[keep]

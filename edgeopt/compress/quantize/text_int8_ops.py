@@ -13,6 +13,17 @@ def copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return onnx.ModelProto.FromString(model.SerializeToString())
 
 
+def tap(model: onnx.ModelProto, tensors: list[str], feeds: list[dict], session):
+    """``(feed, [value of each tensor])`` per feed: ``model`` run with ``tensors`` added to
+    its outputs (one session for all feeds)."""
+    probe = copy(model)
+    for t in tensors:
+        probe.graph.output.append(helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+    s = session(probe)
+    for f in feeds:
+        yield f, s.run(tensors, f)
+
+
 def weight_matmuls(model: onnx.ModelProto) -> list[str]:
     """MatMul nodes whose second input is a 2-D weight initializer (the Linear layers);
     MatMuls between activations (Q.K^T, P.V) are not among them."""

@@ -14,19 +14,15 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgeopt.compress.quantize.text_int8_ops import copy
+from edgeopt.compress.quantize.text_int8_ops import copy, tap
 
 
 def channel_ranges(model: onnx.ModelProto, tensors: list[str], feeds: list[dict],
                    session) -> dict[str, np.ndarray]:
     """max |x| per last-axis channel of each tensor over the calibration feeds."""
-    probe = copy(model)
-    for t in tensors:
-        probe.graph.output.append(helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
-    s = session(probe)
     amax = {t: None for t in tensors}
-    for f in feeds:
-        for t, v in zip(tensors, s.run(tensors, f)):
+    for _, values in tap(model, tensors, feeds, session):
+        for t, v in zip(tensors, values):
             a = np.abs(v).reshape(-1, v.shape[-1]).max(0)
             amax[t] = a if amax[t] is None else np.maximum(amax[t], a)
     return amax

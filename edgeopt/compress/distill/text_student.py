@@ -11,6 +11,12 @@ teacher's pooled embeddings (what a user of the embedding compares; for a classi
 the logits) plus ``hidden_weight`` x the MSE between each student layer's output and that
 of the teacher layer it was copied from.
 
+Training is made cheap enough for thousands of steps on a laptop CPU: the teacher's
+targets are computed once per batch and kept (``TeacherTargets``), the pipeline batches
+texts of similar token length, the word-embedding table is frozen, and the lr warms up
+then decays on a cosine (``schedule``). On MiniLM and fortunes a step costs about 0.33 s
+at 2 threads.
+
 A step of an ``hf:`` model's recipe (``student-text``, ``student-int8-text``): its handler
 takes the transformers model before export, the ``calibration`` it is given is a list of
 tokenized batches of training texts.
@@ -19,6 +25,7 @@ tokenized batches of training texts.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass
 
@@ -34,8 +41,14 @@ from edgeopt.core.step import StepConfig, StepContext, StepRecord, StepResult
 class TextStudentConfig(StepConfig):
     layers: int = 0  # encoder layers the student keeps; 0: half the teacher's
     steps: int = 400  # optimizer steps, one batch of training texts each
-    lr: float = 2e-4  # 40 steps: cos 0.65 -> 0.82 at 2e-4 (MiniLM), far less at 5e-5
+    lr: float = 1e-3  # peak; 400 steps on MiniLM: held-out cos 0.891 at 1e-3, 0.889 at 5e-4
+    warmup: float = 0.06  # fraction of the steps the lr ramps up over, then cosine to 0
     hidden_weight: float = 1.0  # weight of the per-layer hidden-state MSE
+    # The word-embedding table is most of a small encoder's weights (11.7M of MiniLM's 22.7M)
+    # and is copied from the teacher as it is; not updating it keeps the held-out cos the
+    # same (0.889 vs 0.887) and makes each step cheaper.
+    freeze_embeddings: bool = True
+    cache_mb: int = 2048  # teacher targets kept in memory (fp16); beyond it, recomputed
     seed: int = 0
     pooling: str = "mean"  # set by the pipeline from the folder
     normalize: bool = True
@@ -44,6 +57,8 @@ class TextStudentConfig(StepConfig):
         if self.layers < 0 or self.steps < 0 or self.lr <= 0 or self.hidden_weight < 0:
             raise ConfigError("text_student: layers and steps must be >= 0, lr > 0, "
                               "hidden_weight >= 0")
+        if not 0 <= self.warmup < 1 or self.cache_mb < 0:
+            raise ConfigError("text_student: warmup must be in [0, 1), cache_mb >= 0")
 
 
 class TextStudentRecord(StepRecord):
@@ -101,27 +116,66 @@ def _masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.T
     return ((a - b) ** 2 * mask).sum() / (mask.sum() * a.shape[-1])
 
 
+def schedule(step: int, steps: int, warmup: float) -> float:
+    """The lr factor at ``step``: a linear ramp over ``warmup`` of the steps, then cosine to 0."""
+    ramp = min(1.0, (step + 1) / max(1.0, warmup * steps))
+    return ramp * 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(1, steps)))
+
+
+class TeacherTargets:
+    """The teacher's pooled output and kept-layer hidden states for each batch, computed on
+    its first visit and kept (fp16) while they fit in ``budget`` bytes: with the pipeline's
+    batches every batch is visited steps x 32 / texts times (8 for 3,000 steps on fortunes),
+    and the teacher's forward is a third of a step's time."""
+
+    def __init__(self, teacher: nn.Module, kept: list[int], config: TextStudentConfig,
+                 budget: int):
+        self.teacher, self.kept, self.config = teacher, kept, config
+        self.budget, self.used, self.store = budget, 0, {}
+
+    def __call__(self, index: int, feed: dict) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if index in self.store:
+            emb, hidden = self.store[index]
+            return emb, [h.float() for h in hidden]
+        with torch.no_grad():
+            out = self.teacher(**feed, output_hidden_states=True, return_dict=True)
+            emb = _pool(out, feed["attention_mask"], self.config)
+            hidden = [out.hidden_states[k + 1] for k in self.kept]
+        size = sum(h.numel() for h in hidden) * 2 + emb.numel() * 4
+        if self.used + size <= self.budget:
+            self.store[index] = (emb, [h.half() for h in hidden])
+            self.used += size
+        return emb, hidden
+
+
 @register(TextStudentConfig, step="text_student")
 def text_student(model, config: TextStudentConfig, ctx: StepContext) -> StepResult:
     if not isinstance(model, nn.Module) or not hasattr(model, "config"):
         raise ConfigError("text_student applies to hf: text models (a transformers model); "
                           f"this model is a {type(model).__name__}")
-    batches = list(ctx.calibration or [])
-    if not batches:
+    feeds = [{k: torch.as_tensor(v) for k, v in b.items()} for b in ctx.calibration or []]
+    if not feeds:
         raise ConfigError("text_student: no training texts")
     teacher = model.eval()
     student, kept = make_student(teacher, config.layers)
     depth, layers = len(encoder_layers(teacher)), len(kept)
     torch.manual_seed(config.seed)
-    opt = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=0.0)
-    order = torch.randperm(len(batches), generator=torch.Generator().manual_seed(config.seed))
+    if config.freeze_embeddings:
+        student.get_input_embeddings().weight.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad],
+                            lr=config.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: schedule(k, config.steps, config.warmup))
+    targets = TeacherTargets(teacher, kept, config, config.cache_mb << 20)
+    gen, order = torch.Generator().manual_seed(config.seed), []
     student.eval()  # no dropout: the student is fitted to the teacher's deterministic outputs
     cos_log, started = [], time.perf_counter()
     for step in range(config.steps):
-        feed = {k: torch.as_tensor(v) for k, v in batches[int(order[step % len(order)])].items()}
-        with torch.no_grad():
-            t_out = teacher(**feed, output_hidden_states=True, return_dict=True)
-            t_emb = _pool(t_out, feed["attention_mask"], config)
+        if not order:  # each batch once per epoch, in a fresh order
+            order = torch.randperm(len(feeds), generator=gen).tolist()
+        index = order.pop()
+        feed = feeds[index]
+        t_emb, t_hidden = targets(index, feed)
         s_out = student(**feed, output_hidden_states=True, return_dict=True)
         s_emb = _pool(s_out, feed["attention_mask"], config)
         cos = nn.functional.cosine_similarity(s_emb, t_emb, dim=-1).mean()
@@ -131,12 +185,13 @@ def text_student(model, config: TextStudentConfig, ctx: StepContext) -> StepResu
         else:
             out_loss = 1 - cos
         mask = feed["attention_mask"].unsqueeze(-1).to(s_emb.dtype)
-        hidden = sum(_masked_mse(s_out.hidden_states[j + 1], t_out.hidden_states[k + 1], mask)
-                     for j, k in enumerate(kept)) / layers
+        hidden = sum(_masked_mse(s_out.hidden_states[j + 1], t, mask)
+                     for j, t in enumerate(t_hidden)) / layers
         loss = out_loss + config.hidden_weight * hidden
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sched.step()
         cos_log.append(float(cos.detach()))
         if ctx.log and (step + 1) % max(1, config.steps // 10) == 0:
             recent = cos_log[-max(1, config.steps // 10):]
@@ -146,5 +201,6 @@ def text_student(model, config: TextStudentConfig, ctx: StepContext) -> StepResu
     details = {"layers": layers, "teacher_layers": depth, "kept": kept, "steps": config.steps,
                "cos_first": sum(cos_log[:window]) / window if cos_log else 0.0,
                "cos_last": sum(cos_log[-window:]) / window if cos_log else 0.0,
+               "cached_mb": round(targets.used / 2**20, 3),
                "config": config.to_dict(), "seconds": round(time.perf_counter() - started, 1)}
     return StepResult(student.eval(), TextStudentRecord("DistilBERT-style student", details))

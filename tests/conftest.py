@@ -190,3 +190,23 @@ def tiny_hf_onnx(tiny_hf):
     folder = read_folder(f"hf:{tiny_hf}")
     graph, info = export_hf(folder)
     return folder, graph, info
+
+
+HF_TEXTS = ["the cat sat on the mat", "a fortune is a short text", "nothing lasts forever",
+              "you will meet a tall dark stranger", "to be or not to be, that is the question",
+              "time flies like an arrow; fruit flies like a banana", "hello", "ok then"] * 2
+
+
+@pytest.fixture()
+def tiny_hf_batches(tiny_hf):
+    """(the tiny BERT as a transformers model, 4 tokenized batches of 4 texts)."""
+    from edgeopt.core.hf import read_folder
+    from edgeopt.core.hf.export import load_torch
+    from edgeopt.runtime.text import TextTokenizer
+
+    folder = read_folder(f"hf:{tiny_hf}")
+    tok = TextTokenizer(folder.tokenizer, max_length=16,
+                        inputs=["input_ids", "attention_mask", "token_type_ids"],
+                        padding="longest")
+    batches = [tok(HF_TEXTS[i:i + 4]) for i in range(0, len(HF_TEXTS), 4)]
+    return load_torch(folder, "embedding"), batches

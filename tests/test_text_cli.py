@@ -97,16 +97,21 @@ def test_w4_text_on_a_torch_model_is_one_line(tmp_path):
     assert "text_w4 applies to hf: text models" in res.stderr.strip().splitlines()[-1]
 
 
-def test_student_int8_text_end_to_end(tiny_hf, texts, tmp_path):
-    recipe = tmp_path / "student.yaml"
-    recipe.write_text("name: student-int8-tiny\nsteps:\n"
-                      "  - text_student: {layers: 1, steps: 30, lr: 1.0e-3}\n"
+def _then_int8(tiny_hf, texts, tmp_path, step: str):
+    """The report and artifact folder of ``step`` then int8, on the tiny BERT."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"name: tiny\nsteps:\n  - {step}\n"
                       "  - quantize: {weights: {bits: 8}, activations: {bits: 8}}\n")
     out = tmp_path / "art"
     res = _optimize(f"hf:{tiny_hf}", "--data", str(texts), "--recipe", str(recipe),
                     "--max-length", "16", "--out", str(out))
     assert res.returncode == 0, res.stderr[-2000:]
-    report = json.loads((out / "report.json").read_text())
+    return json.loads((out / "report.json").read_text()), out
+
+
+def test_student_int8_text_end_to_end(tiny_hf, texts, tmp_path):
+    report, out = _then_int8(tiny_hf, texts, tmp_path,
+                             "text_student: {layers: 1, steps: 30, lr: 1.0e-3}")
     names = [s["name"] for s in report["stages"]]
     assert names == ["fp32 onnxruntime", "student fp32 onnxruntime", "student int8 onnxruntime"]
     student = report["meta"]["compression"]["text_student"]
@@ -120,3 +125,21 @@ def test_student_int8_text_end_to_end(tiny_hf, texts, tmp_path):
     softmaxes = sum(1 for n in graph.node if n.op_type == "Softmax")
     assert softmaxes == 1  # one attention layer left, of two
     assert report["stages"][1]["fidelity"]["cosine_mean"] > 0.5
+
+
+def test_heads_then_int8_end_to_end(tiny_hf, texts, tmp_path):
+    report, out = _then_int8(tiny_hf, texts, tmp_path,
+                             "text_heads: {fraction: 0.5, importance_batches: 1, steps: 20}")
+    assert [s["name"] for s in report["stages"]] == [
+        "fp32 onnxruntime", "pruned fp32 onnxruntime", "pruned int8 onnxruntime"]
+    heads = report["meta"]["compression"]["text_heads"]
+    assert heads["heads"] == 8 and heads["heads_kept"] == 4
+    assert report["stages"][1]["fidelity"]["cosine_mean"] > 0.9
+    import onnx
+    from onnx import numpy_helper
+
+    # the query projections shrink: the tiny BERT's 32 -> 8 or 16 columns a layer
+    init = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(out / "model.onnx"))
+            .graph.initializer}
+    widths = sorted({a.shape[-1] for n, a in init.items() if a.ndim == 2 and a.shape[0] == 32})
+    assert any(w < 32 for w in widths), widths

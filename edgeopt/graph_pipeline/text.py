@@ -17,7 +17,7 @@ import numpy as np
 
 from edgeopt.compile.artifact import check_output_dir
 from edgeopt.compile.text import write_text_artifact
-from edgeopt.compress.distill.text_student import TextStudentConfig
+from edgeopt.compress.distill.text_distill import TextDistillConfig
 from edgeopt.compress.quantize.text_int8 import TextInt8Config, quantize_text
 from edgeopt.compress.quantize.text_w4 import TextW4Config
 from edgeopt.core.data.text import load_text_dataset
@@ -35,7 +35,7 @@ from edgeopt.version import __version__
 
 TEXT_TASKS = ("embedding", "classification")
 GRAPH_STEPS = (TextW4Config, TextInt8Config)  # steps whose handler takes an ONNX graph
-TORCH_STEPS = (TextStudentConfig,)  # steps on the transformers model, before export
+TORCH_STEPS = (TextDistillConfig,)  # steps on the transformers model, before export
 
 
 def nn_agreement(ref: np.ndarray, emb: np.ndarray) -> float:
@@ -65,9 +65,9 @@ def split_text_recipe(recipe):
     graph_step = steps[0] if len(steps) == 1 and q is None and isinstance(
         steps[0], GRAPH_STEPS) else None
     if steps and q is None and graph_step is None:
-        raise ConfigError(f"hf: models take the int8, int8-text-fidelity, w4-text, student-text"
-                          f" or student-int8-text recipe (or none) for now; recipe {recipe.name} "
-                          "is not one")
+        raise ConfigError("hf: models take the int8, int8-text-fidelity, w4-text, student-text,"
+                          " student-int8-text or heads-text recipe (or none) for now; recipe "
+                          f"{recipe.name} is not one")
     return students, q, graph_step
 
 
@@ -96,11 +96,12 @@ def optimize_text(model: str, data, *, out, force: bool, opts, recipe,
     feeds = [tok(test.texts[i:i + 32]) for i in range(0, len(test), 32)]
     record, records = None, {}
     model_graph, precision, student_graph = graph, "fp32", None
+    label = " ".join(dict.fromkeys(cfg.label for cfg in students))  # student, pruned
     # Padded to each batch's longest text: most fortunes are far shorter than 64 tokens.
     pad = students and TextTokenizer(folder.tokenizer, max_length=max_length,
                                      inputs=info["inputs"], padding="longest")
     for cfg in students:  # steps on the transformers model, before export, each on the last
-        train = dataset.train.subset(min(len(dataset.train), 32 * cfg.steps), seed=cfg.seed)
+        train = dataset.train.subset(min(len(dataset.train), cfg.texts_needed()), seed=cfg.seed)
         # Batched by token length, so each batch pads to little more than its own texts
         # (fortunes: 32 tokens a text on average, where random batches pad to ~60); the
         # handler shuffles the batches each epoch.
@@ -148,12 +149,12 @@ def optimize_text(model: str, data, *, out, force: bool, opts, recipe,
         if student_graph is not None and model_graph is not student_graph:
             s_path = Path(tmp) / "student.onnx"
             s_path.write_bytes(student_graph.SerializeToString())
-            runners.append(session_runner("student fp32 onnxruntime", str(s_path), [output],
+            runners.append(session_runner(f"{label} fp32 onnxruntime", str(s_path), [output],
                                           threads=opts.threads, size=s_path.stat().st_size,
-                                          notes="the distilled student, before quantization"))
+                                          notes=f"the {label} model, before quantization"))
         if recipe.steps:
             pred = load_artifact(path, threads=opts.threads)
-            name = f"{'student ' if students else ''}{precision} onnxruntime"
+            name = f"{label + ' ' if students else ''}{precision} onnxruntime"
             runners.append(predictor_runner(name, pred, [output],
                                             precision=precision,
                                             size=(path / "model.onnx").stat().st_size,

@@ -1,35 +1,18 @@
-"""The text_student step on the tiny BERT: schedule, frozen embeddings, the teacher cache."""
+"""The text_student step on the tiny BERT, and the distillation loop it shares
+(compress/distill/text_distill.py): schedule, frozen embeddings, the teacher cache."""
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from edgeopt.compress.distill.text_distill import schedule  # noqa: E402
 from edgeopt.compress.distill.text_student import (  # noqa: E402
     TextStudentConfig,
     kept_layers,
-    schedule,
     text_student,
 )
 from edgeopt.core.errors import ConfigError  # noqa: E402
 from edgeopt.core.step import StepContext  # noqa: E402
-
-TEXTS = ["the cat sat on the mat", "a fortune is a short text", "nothing lasts forever",
-         "you will meet a tall dark stranger", "to be or not to be, that is the question",
-         "time flies like an arrow; fruit flies like a banana", "hello", "ok then"] * 2
-
-
-@pytest.fixture()
-def setup(tiny_hf):
-    from edgeopt.core.hf import read_folder
-    from edgeopt.core.hf.export import load_torch
-    from edgeopt.runtime.text import TextTokenizer
-
-    folder = read_folder(f"hf:{tiny_hf}")
-    tok = TextTokenizer(folder.tokenizer, max_length=16,
-                        inputs=["input_ids", "attention_mask", "token_type_ids"],
-                        padding="longest")
-    batches = [tok(TEXTS[i:i + 4]) for i in range(0, len(TEXTS), 4)]
-    return load_torch(folder, "embedding"), batches
 
 
 def test_kept_layers_keep_first_and_last():
@@ -51,8 +34,8 @@ def test_bad_config_is_one_line():
         TextStudentConfig(warmup=1.5)
 
 
-def test_student_distils_with_frozen_embeddings_and_a_teacher_cache(setup):
-    teacher, batches = setup
+def test_student_distils_with_frozen_embeddings_and_a_teacher_cache(tiny_hf_batches):
+    teacher, batches = tiny_hf_batches
     calls = []
     hook = teacher.register_forward_hook(lambda m, *a: calls.append(1) if m is teacher else None)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
@@ -71,8 +54,8 @@ def test_student_distils_with_frozen_embeddings_and_a_teacher_cache(setup):
     assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
 
 
-def test_no_cache_budget_recomputes_the_teacher_and_trains_the_same(setup):
-    teacher, batches = setup
+def test_no_cache_budget_recomputes_the_teacher_and_trains_the_same(tiny_hf_batches):
+    teacher, batches = tiny_hf_batches
     calls = []
     hook = teacher.register_forward_hook(lambda m, *a: calls.append(1) if m is teacher else None)
     cached = text_student(teacher, TextStudentConfig(layers=1, steps=8), StepContext(

@@ -111,7 +111,7 @@ def _then_int8(tiny_hf, texts, tmp_path, step: str):
 
 def test_student_int8_text_end_to_end(tiny_hf, texts, tmp_path):
     report, out = _then_int8(tiny_hf, texts, tmp_path,
-                             "text_student: {layers: 1, steps: 30, lr: 1.0e-3}")
+                             "text_student: {layers: 1, steps: 30, lr: 1.0e-3, spans: 1}")
     names = [s["name"] for s in report["stages"]]
     assert names == ["fp32 onnxruntime", "student fp32 onnxruntime", "student int8 onnxruntime"]
     student = report["meta"]["compression"]["text_student"]

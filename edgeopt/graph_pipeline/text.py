@@ -21,6 +21,7 @@ from edgeopt.compress.distill.text_distill import TextDistillConfig
 from edgeopt.compress.quantize.text_int8 import TextInt8Config, quantize_text
 from edgeopt.compress.quantize.text_w4 import TextW4Config
 from edgeopt.core.data.text import load_text_dataset
+from edgeopt.core.data.text_spans import word_spans
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.hf import read_folder
 from edgeopt.core.hf.export import export_hf, load_torch
@@ -105,11 +106,15 @@ def optimize_text(model: str, data, *, out, force: bool, opts, recipe,
         # Batched by token length, so each batch pads to little more than its own texts
         # (fortunes: 32 tokens a text on average, where random batches pad to ~60); the
         # handler shuffles the batches each epoch.
-        lengths = [len(e.ids) for e in pad.tokenizer.encode_batch(list(train.texts))]
-        texts = [t for _, t in sorted(zip(lengths, train.texts), key=lambda lt: lt[0])]
+        spans = word_spans(list(train.texts), cfg.spans, seed=cfg.seed)
+        texts = list(train.texts) + spans
+        lengths = [len(e.ids) for e in pad.tokenizer.encode_batch(texts)]
+        texts = [t for _, t in sorted(zip(lengths, texts), key=lambda lt: lt[0])]
         batches = [pad(texts[i:i + 32]) for i in range(0, len(texts), 32)]
         cfg = cfg.replace(pooling=folder.pooling or "mean", normalize=folder.normalize)
-        log(f"compress: {step_name(cfg)} on {len(train)} training texts, {cfg.steps} steps")
+        log(f"compress: {step_name(cfg)} on {len(train)} training texts"
+            + (f" and {len(spans)} word spans of them" if spans else "")
+            + f", {cfg.steps} steps")
         result = handler_for(cfg)(torch_model, cfg,
                                   StepContext(calibration=batches, log=log, seed=cfg.seed))
         records[step_name(cfg)] = result.record.details

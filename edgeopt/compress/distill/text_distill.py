@@ -38,7 +38,8 @@ class TextDistillConfig(StepConfig):
     # and is copied from the teacher as it is; not updating it keeps the held-out cos the
     # same (0.889 vs 0.887) and makes each step cheaper.
     freeze_embeddings: bool = True
-    cache_mb: int = 2048  # teacher targets kept in memory (fp16); beyond it, recomputed
+    cache_mb: int = 4096  # teacher targets kept in memory (fp16); beyond it, recomputed
+    spans: int = 0  # random word spans of each training text added (core/data/text_spans)
     seed: int = 0
     pooling: str = "mean"  # set by the pipeline from the folder
     normalize: bool = True
@@ -49,8 +50,9 @@ class TextDistillConfig(StepConfig):
         if self.steps < 0 or self.lr <= 0 or self.hidden_weight < 0:
             raise ConfigError(f"{type(self).__name__}: steps must be >= 0, lr > 0, "
                               "hidden_weight >= 0")
-        if not 0 <= self.warmup < 1 or self.cache_mb < 0:
-            raise ConfigError(f"{type(self).__name__}: warmup must be in [0, 1), cache_mb >= 0")
+        if not 0 <= self.warmup < 1 or self.cache_mb < 0 or self.spans < 0:
+            raise ConfigError(f"{type(self).__name__}: warmup must be in [0, 1), cache_mb and "
+                              "spans >= 0")
 
     def texts_needed(self) -> int:
         """Training texts the step uses: one batch of 32 a step."""

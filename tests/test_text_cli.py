@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -97,21 +98,21 @@ def test_w4_text_on_a_torch_model_is_one_line(tmp_path):
     assert "text_w4 applies to hf: text models" in res.stderr.strip().splitlines()[-1]
 
 
-def _then_int8(tiny_hf, texts, tmp_path, step: str):
-    """The report and artifact folder of ``step`` then int8, on the tiny BERT."""
+def _then_int8(tiny_hf, texts, tmp_path, step: str, max_length: int = 16):
+    """The report, artifact folder and stderr of ``step`` then int8, on the tiny BERT."""
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(f"name: tiny\nsteps:\n  - {step}\n"
                       "  - quantize: {weights: {bits: 8}, activations: {bits: 8}}\n")
     out = tmp_path / "art"
     res = _optimize(f"hf:{tiny_hf}", "--data", str(texts), "--recipe", str(recipe),
-                    "--max-length", "16", "--out", str(out))
+                    "--max-length", str(max_length), "--out", str(out))
     assert res.returncode == 0, res.stderr[-2000:]
-    return json.loads((out / "report.json").read_text()), out
+    return json.loads((out / "report.json").read_text()), out, res.stderr
 
 
 def test_student_int8_text_end_to_end(tiny_hf, texts, tmp_path):
-    report, out = _then_int8(tiny_hf, texts, tmp_path,
-                             "text_student: {layers: 1, steps: 30, lr: 1.0e-3, spans: 1}")
+    report, out, _ = _then_int8(tiny_hf, texts, tmp_path,
+                                "text_student: {layers: 1, steps: 30, lr: 1.0e-3, spans: 1}")
     names = [s["name"] for s in report["stages"]]
     assert names == ["fp32 onnxruntime", "student fp32 onnxruntime", "student int8 onnxruntime"]
     student = report["meta"]["compression"]["text_student"]
@@ -128,8 +129,16 @@ def test_student_int8_text_end_to_end(tiny_hf, texts, tmp_path):
 
 
 def test_heads_then_int8_end_to_end(tiny_hf, texts, tmp_path):
-    report, out = _then_int8(tiny_hf, texts, tmp_path,
-                             "text_heads: {fraction: 0.5, importance_batches: 1, steps: 20}")
+    # max length 6 tokens cuts the texts of 5 words or more ([CLS] and [SEP] take 2)
+    report, out, stderr = _then_int8(tiny_hf, texts, tmp_path, "text_heads: {fraction: 0.5, "
+                                     "importance_batches: 1, steps: 20}", max_length=6)
+    # said once, for every text used (the pipeline has three tokenizer users), with the count
+    lines = [ln for ln in stderr.splitlines() if "longer than the maximum length" in ln]
+    assert len(lines) == 1, stderr
+    said = re.search(r": warning: (\d+) of 24 \S+ texts \(training and evaluation\) are longer "
+                     r"than the maximum length \(6 tokens\): truncated$", lines[0])
+    assert said and 0 < int(said[1]) < 24, lines
+    assert "Loading weights" not in stderr  # transformers' own bar, under --no-progress
     assert [s["name"] for s in report["stages"]] == [
         "fp32 onnxruntime", "pruned fp32 onnxruntime", "pruned int8 onnxruntime"]
     heads = report["meta"]["compression"]["text_heads"]
@@ -143,3 +152,15 @@ def test_heads_then_int8_end_to_end(tiny_hf, texts, tmp_path):
             .graph.initializer}
     widths = sorted({a.shape[-1] for n, a in init.items() if a.ndim == 2 and a.shape[0] == 32})
     assert any(w < 32 for w in widths), widths
+
+
+def test_qat_then_int8_end_to_end(tiny_hf, texts, tmp_path):
+    report, out, _ = _then_int8(tiny_hf, texts, tmp_path, "text_qat: {steps: 10}")
+    assert [s["name"] for s in report["stages"]] == [
+        "fp32 onnxruntime", "qat fp32 onnxruntime", "qat int8 onnxruntime"]
+    qat = report["meta"]["compression"]["text_qat"]
+    assert qat["linears"] == 13 and qat["steps"] == 10
+    # fine-tuning sized steps from the float model: it stays the float model's twin
+    assert report["stages"][1]["fidelity"]["cosine_mean"] > 0.999
+    assert report["stages"][2]["precision"] == "int8"
+    assert report["stages"][2]["fidelity"]["cosine_mean"] > 0.99

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,6 +95,16 @@ def optimize_text(model: str, data, *, out, force: bool, opts, recipe,
     graph, info = export_hf(folder, task=task, model=torch_model)
     tok = TextTokenizer(folder.tokenizer, max_length=max_length, inputs=info["inputs"])
     test = dataset.test.subset(opts.eval_limit, seed=opts.eval_seed)
+    # Said once for all the texts used, training and evaluation (each batch's tokenizer
+    # call would otherwise warn for its own first cut, once per tokenizer).
+    trains = bool(recipe.steps)
+    used = list(test.texts) + (list(dataset.train.texts) if trains else [])
+    cut = tok.count_cut(used)
+    if cut:
+        warnings.warn(f"{cut} of {len(used)} {dataset.name} texts ("
+                      + ("training and evaluation" if trains else "evaluation")
+                      + f") are longer than the maximum length ({max_length} tokens): "
+                      "truncated", stacklevel=2)
     feeds = [tok(test.texts[i:i + 32]) for i in range(0, len(test), 32)]
     record, records = None, {}
     model_graph, precision, student_graph = graph, "fp32", None
@@ -101,6 +112,8 @@ def optimize_text(model: str, data, *, out, force: bool, opts, recipe,
     # Padded to each batch's longest text: most fortunes are far shorter than 64 tokens.
     pad = students and TextTokenizer(folder.tokenizer, max_length=max_length,
                                      inputs=info["inputs"], padding="longest")
+    if pad:
+        pad.count_cut([])  # said above
     for cfg in students:  # steps on the transformers model, before export, each on the last
         train = dataset.train.subset(min(len(dataset.train), cfg.texts_needed()), seed=cfg.seed)
         # Batched by token length, so each batch pads to little more than its own texts

@@ -50,6 +50,12 @@ class TextTokenizer:
         self.tokenizer.enable_truncation(self.max_length)
         self.warned = False
 
+    def count_cut(self, texts) -> int:
+        """How many of ``texts`` the maximum length cuts. A caller that says so itself (the
+        pipeline, once for the whole dataset) calls this, and the per-call warning is off."""
+        self.warned = True
+        return sum(1 for e in self.tokenizer.encode_batch(list(texts)) if e.overflowing)
+
     def __call__(self, texts) -> dict[str, np.ndarray]:
         if isinstance(texts, str):
             texts = [texts]

@@ -65,6 +65,10 @@ def load_torch(folder: HfFolder, task: str) -> nn.Module:
                              "(pip install 'edgeopt[text]')") from None
     cls = (transformers.AutoModelForSequenceClassification if task == "classification"
            else transformers.AutoModel)
+    # transformers draws its own "Loading weights" bar, outside --no-progress and for well
+    # under a second: off while loading, as it was found.
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -72,6 +76,9 @@ def load_torch(folder: HfFolder, task: str) -> nn.Module:
     except (OSError, ValueError, KeyError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ModelLoadError(f"hf:{folder.path}: transformers cannot load it: {first}") from None
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
     return model.eval()
 
 

@@ -35,9 +35,9 @@ from edgeopt.core.hf.export import export_hf
 from edgeopt.runtime.text import TextTokenizer
 from edgeopt.zoo.hf_models import hf_model
 
-FP32, DYN, OPTIMUM, EDGEOPT, W4 = ("ORT fp32", "ORT quantize_dynamic int8",
-                                   "Optimum ORTQuantizer int8", "edgeopt int8",
-                                   "edgeopt w4 (weight-only)")
+FP32, DYN, OPTIMUM, NNCF, EDGEOPT, W4 = ("ORT fp32", "ORT quantize_dynamic int8",
+                                         "Optimum ORTQuantizer int8", "NNCF int8 (transformer)",
+                                         "edgeopt int8", "edgeopt w4 (weight-only)")
 FIDELITY = "edgeopt int8-text-fidelity"  # the fallback recipe: a trade-off row, not judged
 BATCHES = (1, 32)
 TARGETS = {"cos_mean": 0.995, "cos_min": 0.97, "nn": 0.95, "size": 0.26, "w4_size": 0.16}
@@ -64,6 +64,22 @@ def optimum_int8(fp32: Path, out: Path) -> str | None:
     found = next((out.parent / "optimum").glob("*.onnx"))
     found.rename(out)
     return "AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)"
+
+
+def nncf_int8(fp32: Path, out: Path, calib: list[dict]) -> str | None:
+    """NNCF's post-training quantization of the ONNX graph with its transformer preset
+    (model_type=TRANSFORMER: its documented setting for BERT-like models), on the same
+    calibration texts, where nncf installs."""
+    if importlib.util.find_spec("nncf") is None:
+        return None
+    import nncf
+
+    data = nncf.Dataset(calib)  # each item is one feed of 32 texts
+    q = nncf.quantize(onnx.load(str(fp32)), data, model_type=nncf.ModelType.TRANSFORMER,
+                      subset_size=len(calib))
+    onnx.save(q, str(out))
+    return (f"nncf {nncf.__version__} quantize(model_type=TRANSFORMER, subset_size="
+            f"{len(calib)} batches of 32): static QDQ")
 
 
 def _short(group: str) -> str:
@@ -114,7 +130,7 @@ def run(args) -> tuple[list[dict], dict]:
     with tempfile.TemporaryDirectory(prefix="edgeopt-peers-text-") as tmp:
         tmp = Path(tmp)
         paths = {FP32: tmp / "fp32.onnx", DYN: tmp / "dyn.onnx", OPTIMUM: tmp / "model.onnx",
-                 EDGEOPT: tmp / "edgeopt.onnx", W4: tmp / "w4.onnx"}
+                 NNCF: tmp / "nncf.onnx", EDGEOPT: tmp / "edgeopt.onnx", W4: tmp / "w4.onnx"}
         onnx.save(graph, str(paths[FP32]))
         notes[FP32] = "edgeopt's export (eager attention, pooling + normalise in the graph)"
         notes[DYN] = ort_dynamic(paths[FP32], paths[DYN])
@@ -154,6 +170,16 @@ def run(args) -> tuple[list[dict], dict]:
         else:
             notes.setdefault(OPTIMUM, "optimum not installed here: not run")
             paths.pop(OPTIMUM)
+        try:  # the same calibration feeds as edgeopt's
+            nncf_note = nncf_int8(paths[FP32], paths[NNCF], calib)
+        except Exception as exc:  # a peer that fails is reported, not fatal
+            nncf_note = None
+            notes[NNCF] = f"failed: {str(exc).splitlines()[0][:100]}"
+        if nncf_note:
+            notes[NNCF] = nncf_note
+        else:
+            notes.setdefault(NNCF, "nncf not installed here: not run")
+            paths.pop(NNCF)
         sessions = {k: make_session(str(p), args.threads) for k, p in paths.items()}
         ref = embed(sessions[FP32], feeds)
         ref_nn = nearest(ref)
@@ -174,6 +200,7 @@ def run(args) -> tuple[list[dict], dict]:
     fp32_size = rows[0]["size_bytes"]
     for r in rows:
         r["size_x"] = r["size_bytes"] / fp32_size
+    record = {**record, "not_run": {k: v for k, v in notes.items() if k not in paths}}
     return rows, record
 
 
@@ -224,7 +251,8 @@ def main(argv=None) -> int:
         args.texts, args.calib, args.rounds, args.repeats = 96, 64, 2, 3
         args.fallback = 0.0  # a dozen MiniLM rebuilds: the unit tests cover the search
     rows, record = run(args)
-    text = table(rows, args) + "\n" + "\n".join(verdict(rows))
+    text = table(rows, args) + "".join(f"\n  {k}: {v}" for k, v in record["not_run"].items())
+    text += "\n" + "\n".join(verdict(rows))
     text += "\nedgeopt group costs (1 - cos, dynamic int8 activations probed alone): " + ", ".join(
         f"{_short(g.split(' ')[0])}{' +outliers' if ' ' in g else ''} {c:.1e}" for g, c in record["group_cost"].items())
     print(text)

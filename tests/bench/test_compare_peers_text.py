@@ -41,8 +41,10 @@ def _row(text: str, method: str) -> list[float]:
 def test_every_method_has_a_row_and_the_file_keeps_the_command(tiny_run):
     code, text, saved = tiny_run
     assert code == 0
-    for method in (peers.FP32, peers.DYN, peers.EDGEOPT, peers.W4):
+    for method in (peers.FP32, peers.DYN, peers.NNCF, peers.EDGEOPT, peers.W4):
         assert len(_row(text, method)) == 7
+    # a peer that cannot run says why, under the table
+    assert "  Optimum ORTQuantizer int8: " in text
     assert saved.startswith("$ HF_HUB_OFFLINE=1 python -m bench.compare_peers_text --tiny")
 
 
@@ -56,6 +58,13 @@ def test_edgeopt_int8_keeps_the_meaning_quantize_dynamic_loses(tiny_run):
     assert ours[0] > dyn[0] + 0.02
     assert ours[4] <= 0.27  # size vs fp32
     assert "edgeopt int8 cos mean >= 0.995: PASS" in text
+
+
+def test_nncf_runs_on_the_same_graph(tiny_run):
+    _, text, _ = tiny_run
+    nncf = _row(text, peers.NNCF)
+    # NNCF's transformer preset, static QDQ: measured cos 0.997 / 0.991 on 256 texts
+    assert nncf[0] > 0.98 and nncf[4] <= 0.27
 
 
 def test_edgeopt_w4_is_under_0_16x_and_says_its_fidelity(tiny_run):

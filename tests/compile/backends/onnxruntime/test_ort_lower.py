@@ -34,6 +34,7 @@ def test_fp32_export_matches_torch(ptq_cnn, calib):
     assert np.abs(_run(model, calib) - ref).max() < 1e-5
 
 
+@pytest.mark.exact_int8
 def test_int8_export_runs_integer_kernels_and_matches_simulation(ptq_cnn, calib, tmp_path):
     q = apply(ptq_cnn, Int8Config(calib_size=64), data=calib)
     model = export_onnx(q, [1, 8, 8])

@@ -157,6 +157,7 @@ UNIFORM = [(bits, pc, sym) for bits in range(2, 9) for pc in (True, False)
            for sym in (True, False)]
 
 
+@pytest.mark.exact_int8
 @pytest.mark.parametrize(("bits", "per_channel", "symmetric"), UNIFORM)
 def test_packed_uniform_weights_match_simulation_in_their_width(
         canonical, data, tmp_path, bits, per_channel, symmetric):
@@ -230,6 +231,7 @@ def test_4_bit_weights_are_native_int4(canonical, data, tmp_path, symmetric, sto
         assert {init.name for _, init in big} <= consumers
 
 
+@pytest.mark.exact_int8
 def test_auto_storage_is_never_larger_and_follows_the_width(data, tmp_path):
     from edgeopt.zoo import resnet
 

@@ -82,6 +82,22 @@ def nncf_int8(fp32: Path, out: Path, calib: list[dict]) -> str | None:
             f"{len(calib)} batches of 32): static QDQ")
 
 
+def _peer(method: str, package: str, make, notes: dict, paths: dict) -> None:
+    """Runs a peer quantizer (``make`` writes ``paths[method]`` and returns its note, or
+    None where ``package`` is not installed); one that fails or cannot run is reported
+    in ``notes`` and dropped from ``paths``, not fatal."""
+    try:
+        note = make()
+    except Exception as exc:
+        note = None
+        notes[method] = f"failed: {str(exc).splitlines()[0][:100]}"
+    if note:
+        notes[method] = note
+    else:
+        notes.setdefault(method, f"{package} not installed here: not run")
+        paths.pop(method)
+
+
 def _short(group: str) -> str:
     """``/model/encoder/layer.*/attention/self/value/MatMul`` -> ``attention/self/value``."""
     return group.split("layer.*/")[-1].removesuffix("/MatMul")
@@ -160,26 +176,10 @@ def run(args) -> tuple[list[dict], dict]:
                           f"{record['outlier_channels']} outlier channels float: "
                           f"{short(record['dynamic_int8_outliers_float'])}; weight-only int8: "
                           f"{short(record['weight_only_int8'])}")
-        try:
-            opt_note = None if args.tiny else optimum_int8(paths[FP32], paths[OPTIMUM])
-        except Exception as exc:  # a peer that fails is reported, not fatal
-            opt_note = None
-            notes[OPTIMUM] = f"failed: {str(exc).splitlines()[0][:100]}"
-        if opt_note:
-            notes[OPTIMUM] = opt_note
-        else:
-            notes.setdefault(OPTIMUM, "optimum not installed here: not run")
-            paths.pop(OPTIMUM)
-        try:  # the same calibration feeds as edgeopt's
-            nncf_note = nncf_int8(paths[FP32], paths[NNCF], calib)
-        except Exception as exc:  # a peer that fails is reported, not fatal
-            nncf_note = None
-            notes[NNCF] = f"failed: {str(exc).splitlines()[0][:100]}"
-        if nncf_note:
-            notes[NNCF] = nncf_note
-        else:
-            notes.setdefault(NNCF, "nncf not installed here: not run")
-            paths.pop(NNCF)
+        _peer(OPTIMUM, "optimum", lambda: None if args.tiny else optimum_int8(
+            paths[FP32], paths[OPTIMUM]), notes, paths)
+        # the same calibration feeds as edgeopt's
+        _peer(NNCF, "nncf", lambda: nncf_int8(paths[FP32], paths[NNCF], calib), notes, paths)
         sessions = {k: make_session(str(p), args.threads) for k, p in paths.items()}
         ref = embed(sessions[FP32], feeds)
         ref_nn = nearest(ref)

@@ -100,6 +100,7 @@ def optimize_text(model: str, data, *, out, force: bool, opts, recipe,
     trains = bool(recipe.steps)
     used = list(test.texts) + (list(dataset.train.texts) if trains else [])
     cut = tok.count_cut(used)
+    tok.warned = True
     if cut:
         warnings.warn(f"{cut} of {len(used)} {dataset.name} texts ("
                       + ("training and evaluation" if trains else "evaluation")
@@ -113,7 +114,7 @@ def optimize_text(model: str, data, *, out, force: bool, opts, recipe,
     pad = students and TextTokenizer(folder.tokenizer, max_length=max_length,
                                      inputs=info["inputs"], padding="longest")
     if pad:
-        pad.count_cut([])  # said above
+        pad.warned = True  # the cut is said above, once
     for cfg in students:  # steps on the transformers model, before export, each on the last
         train = dataset.train.subset(min(len(dataset.train), cfg.texts_needed()), seed=cfg.seed)
         # Batched by token length, so each batch pads to little more than its own texts

@@ -51,9 +51,8 @@ class TextTokenizer:
         self.warned = False
 
     def count_cut(self, texts) -> int:
-        """How many of ``texts`` the maximum length cuts. A caller that says so itself (the
-        pipeline, once for the whole dataset) calls this, and the per-call warning is off."""
-        self.warned = True
+        """How many of ``texts`` the maximum length cuts (for a caller that says so itself,
+        once for a whole dataset, and sets ``warned``)."""
         return sum(1 for e in self.tokenizer.encode_batch(list(texts)) if e.overflowing)
 
     def __call__(self, texts) -> dict[str, np.ndarray]:

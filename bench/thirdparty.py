@@ -234,8 +234,7 @@ def vad_agreement(audio: np.ndarray, runs: dict) -> dict[str, dict]:
 
 
 def run_model(name: str, args, work: Path) -> dict:
-    import onnxruntime as ort
-
+    from edgeopt.compile.backends.onnxruntime.runtime import make_session
     from edgeopt.core.data import Preprocess
     from edgeopt.core.onnx_graph import describe, load_graph
     from edgeopt.evaluate.fidelity import compare, summarise
@@ -342,8 +341,9 @@ def run_model(name: str, args, work: Path) -> dict:
               "report_json_exists": (mdir / "artifact" / "report.json").is_file()}
     if name == "silero-vad":
         sr = np.array(SR, np.int64)
-        fp = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        peer = ort.InferenceSession(str(peer_path), providers=["CPUExecutionProvider"])
+        # The artifact's own session options for both (exact int8 products on every CPU).
+        fp = make_session(str(path))
+        peer = make_session(str(peer_path))
         pred = load(mdir / "artifact", threads=1)
 
         def art_step(x, state):

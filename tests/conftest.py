@@ -210,38 +210,3 @@ def tiny_hf_batches(tiny_hf):
                         padding="longest")
     batches = [tok(HF_TEXTS[i:i + 4]) for i in range(0, len(HF_TEXTS), 4)]
     return load_torch(folder, "embedding"), batches
-
-
-def _int8_kernels_saturate() -> bool:
-    """x86 without VNNI: ONNX Runtime's u8 x s8 kernels (MatMulInteger, QLinearConv,
-    QLinearMatMul) sum pairs of products in int16 (VPMADDUBSW) and saturate, so an int8
-    graph no longer computes its integer simulation exactly (its documentation says so;
-    measured on an AVX2-only AMD EPYC: MiniLM all-dynamic cos 0.9914 with int8 weights,
-    0.9921 with uint8 weights, which take an exact kernel)."""
-    import platform
-
-    if platform.machine() not in ("x86_64", "AMD64"):
-        return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read().split()
-    except OSError:
-        return False
-    return not ({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "exact_int8: compares ORT's int8 kernels with their exact "
-                            "simulation, or bounds int8 accuracy tightly")
-
-
-def pytest_collection_modifyitems(config, items):
-    """``exact_int8`` tests run everywhere; where the kernels saturate they are expected to
-    fail (reported as xfail or xpass, not failures), and say why."""
-    if not _int8_kernels_saturate():
-        return
-    mark = pytest.mark.xfail(strict=False, reason="this CPU has no VNNI: ONNX Runtime's u8 x s8 "
-                             "int8 kernels saturate (VPMADDUBSW)")
-    for item in items:
-        if item.get_closest_marker("exact_int8"):
-            item.add_marker(mark)

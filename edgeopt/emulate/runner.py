@@ -68,6 +68,9 @@ def run_onnxruntime(folder: str, manifest: dict, x, threads: int):
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    # edgeopt/core/ort_options.py: exact u8 x s8 products on x86 without VNNI (a no-op on
+    # arm64, kept so the standalone copy stays the same session).
+    opts.add_session_config_entry("session.x64quantprecision", "1")
     model = os.path.join(folder, manifest.get("model_file", "model.onnx"))
     session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: x}

@@ -39,7 +39,6 @@ def _table_row(text: str, method: str) -> list[str]:
     return re.findall(rf"^{re.escape(method)}\s+(\d+\.\d+)%", text, flags=re.M)
 
 
-@pytest.mark.exact_int8
 def test_edgeopt_int8_keeps_the_accuracy_of_the_trained_models(tiny_run):
     _, _, data = tiny_run
     for result in data["results"]:

@@ -3,14 +3,11 @@ import re
 import sys
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench import foundation  # noqa: E402
 
 
-@pytest.mark.exact_int8
 def test_foundation_bench_runs_on_a_tiny_setting(tmp_path, capsys, one_thread):
     out = tmp_path / "res.json"
     assert foundation.main(["--tiny", "--model", "resnet_small", "--json", str(out)]) == 0

@@ -23,6 +23,9 @@ class OrtBackend : public Backend {
     check(api_->CreateSessionOptions(&opts));
     // What edgeopt.runtime's make_session sets, so both run the same optimised graph.
     check(api_->SetSessionGraphOptimizationLevel(opts, ORT_ENABLE_ALL));
+    // edgeopt/core/ort_options.py: exact u8 x s8 products on x86 CPUs without VNNI,
+    // whose VPMADDUBSW kernels saturate (a no-op elsewhere).
+    check(api_->AddSessionConfigEntry(opts, "session.x64quantprecision", "1"));
     if (threads > 0) {
       check(api_->SetIntraOpNumThreads(opts, threads));
       check(api_->SetInterOpNumThreads(opts, 1));

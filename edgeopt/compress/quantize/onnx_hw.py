@@ -19,15 +19,13 @@ import onnxruntime as ort
 
 from edgeopt.core.inputs import batch_axis
 from edgeopt.core.onnx_graph import describe
+from edgeopt.core.ort_options import session_options
 
 
 def session(model: onnx.ModelProto | bytes, threads: int = 1) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3  # ORT's own warnings are about the model, not the user
     blob = model if isinstance(model, bytes) else model.SerializeToString()
-    return ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(blob, session_options(threads),
+                                providers=["CPUExecutionProvider"])
 
 
 def batch_one(feed: dict[str, np.ndarray], model: onnx.ModelProto) -> dict[str, np.ndarray]:

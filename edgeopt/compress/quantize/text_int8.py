@@ -40,6 +40,7 @@ from edgeopt.compress.quantize.text_int8_ops import (
 )
 from edgeopt.compress.quantize.text_int8_outliers import channel_ranges, split_outliers
 from edgeopt.core.errors import ConfigError, ExportError
+from edgeopt.core.ort_options import session_options
 from edgeopt.core.registry import register
 from edgeopt.core.step import StepConfig, StepContext, StepRecord, StepResult
 
@@ -87,10 +88,7 @@ def group_of(name: str) -> str:
 
 
 def _session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), opts,
+    return ort.InferenceSession(model.SerializeToString(), session_options(threads),
                                 providers=["CPUExecutionProvider"])
 
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from edgeopt.compress.quantize.onnx_compact import compact_qdq
 from edgeopt.compress.quantize.onnx_qdq import _Reader  # ORT's calibration protocol over a list
+from edgeopt.core.ort_options import session_options
 
 
 class DepthwiseNet(nn.Module):
@@ -48,7 +49,7 @@ def _qdq(tmp_path) -> onnx.ModelProto:
 
 def _fused_ops(model: onnx.ModelProto, path) -> tuple[ort.InferenceSession, collections.Counter]:
     """The session and the op histogram of the graph ORT actually runs."""
-    so = ort.SessionOptions()
+    so = session_options()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     so.optimized_model_filepath = str(path)
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])

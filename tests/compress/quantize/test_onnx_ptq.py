@@ -59,7 +59,6 @@ def _inits(model):
     return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
 
 
-@pytest.mark.exact_int8
 def test_conv_weights_int8_untouched_ops_float_and_sqnr(tmp_path):
     model = _graph(tmp_path, ConvNet(), (1, 3, 16, 16))
     calib = _calib((1, 3, 16, 16))
@@ -84,7 +83,6 @@ def test_conv_weights_int8_untouched_ops_float_and_sqnr(tmp_path):
     assert q.ByteSize() <= 0.35 * model.ByteSize()
 
 
-@pytest.mark.exact_int8
 def test_matmul_between_activations_and_gemm(tmp_path):
     class Attn(nn.Module):
         def __init__(self):
@@ -250,7 +248,6 @@ def test_refusals_are_one_line():
         OnnxQuantConfig(calibration="mse")
 
 
-@pytest.mark.exact_int8
 def test_ppocr_cls_shrinks_and_stays_close():
     from edgeopt.zoo.thirdparty import thirdparty_model
 

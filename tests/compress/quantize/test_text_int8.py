@@ -13,6 +13,7 @@ from edgeopt.compress.quantize.text_int8 import TextInt8Config, group_of, quanti
 from edgeopt.compress.quantize.text_int8_ops import weight_matmuls
 from edgeopt.compress.quantize.text_int8_outliers import split_outliers
 from edgeopt.core.errors import ConfigError
+from edgeopt.core.ort_options import session_options
 from edgeopt.runtime.text import TextTokenizer
 
 TEXTS = ["the cat sat on the mat", "a good day is a good fortune", "the dog sat",
@@ -97,8 +98,7 @@ def test_onnxruntime_runs_the_int8_matmuls_as_integer_kernels(dynamic, tmp_path)
     import onnx
 
     q, _ = dynamic
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts = session_options()
     opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(q.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     ops = collections.Counter(n.op_type for n in onnx.load(tmp_path / "optimized.onnx").graph.node)

@@ -8,16 +8,13 @@ import io
 import onnxruntime as ort
 
 from edgeopt.core.errors import ArtifactError, first_line
+from edgeopt.core.ort_options import session_options
 from edgeopt.runtime.predictor import Predictor
 
 
-def make_session(model: str | bytes, threads: int | None = None) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3  # warnings about NCHWc serialization are noise here
+def make_session(model: str | bytes, threads: int | None = None, *,
+                 exact_int8: bool = True) -> ort.InferenceSession:
+    opts = session_options(threads, exact_int8=exact_int8)
     # A model ORT cannot load (ValueError, RuntimeError) makes it print four "EP Error ...
     # Falling back" lines to stdout and retry on the same CPU provider; the caller's error
     # says it in one line instead.

@@ -8,6 +8,7 @@ from edgeopt.compile.api import prepare
 from edgeopt.compile.backends.onnxruntime.lower import export_onnx
 from edgeopt.compile.backends.onnxruntime.runtime import make_session
 from edgeopt.core.errors import ExportError
+from edgeopt.core.ort_options import session_options
 
 FLOAT_COMPUTE = {"Conv", "MatMul", "Gemm", "FusedConv", "FusedGemm", "NchwcConv"}
 
@@ -15,9 +16,8 @@ FLOAT_COMPUTE = {"Conv", "MatMul", "Gemm", "FusedConv", "FusedGemm", "NchwcConv"
 def _optimized_ops(model: onnx.ModelProto, tmp_path) -> list[str]:
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
+    opts = session_options()
     opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
-    opts.log_severity_level = 3
     ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     return [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
 
@@ -34,7 +34,6 @@ def test_fp32_export_matches_torch(ptq_cnn, calib):
     assert np.abs(_run(model, calib) - ref).max() < 1e-5
 
 
-@pytest.mark.exact_int8
 def test_int8_export_runs_integer_kernels_and_matches_simulation(ptq_cnn, calib, tmp_path):
     q = apply(ptq_cnn, Int8Config(calib_size=64), data=calib)
     model = export_onnx(q, [1, 8, 8])

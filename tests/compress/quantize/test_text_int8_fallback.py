@@ -17,6 +17,7 @@ from edgeopt.compress.quantize.text_int8 import (
 )
 from edgeopt.compress.quantize.text_int8_fallback import fall_back
 from edgeopt.core.errors import ConfigError
+from edgeopt.core.ort_options import session_options
 
 
 def _curve(count):
@@ -42,7 +43,9 @@ def test_fall_back_finds_the_fewest_nodes_that_meet_the_target(target, want):
 
 
 def _session(model):
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    # The options quantize_text measures with, and a deployed artifact runs with.
+    return ort.InferenceSession(model.SerializeToString(), session_options(),
+                                providers=["CPUExecutionProvider"])
 
 
 def _graph_and_feeds(seed=0):

@@ -16,6 +16,7 @@ from edgeopt.compress.quantize.text_int8_gptq import (
     int8_weights,
 )
 from edgeopt.core.errors import ConfigError
+from edgeopt.core.ort_options import session_options
 from edgeopt.runtime.text import TextTokenizer
 
 TEXTS = ["the cat sat on the mat", "a good day is a good fortune", "the dog sat",
@@ -70,7 +71,8 @@ def _feeds(folder, info):
 
 
 def _session(model):
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), session_options(),
+                                providers=["CPUExecutionProvider"])
 
 
 def _layer_error(w, codes, scale, h):

@@ -29,6 +29,7 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
+from edgeopt.compress.quantize.onnx_hw import session as ort_session
 from edgeopt.compress.quantize.text_int8_fallback import fall_back
 from edgeopt.compress.quantize.text_int8_gptq import gptq_int8
 from edgeopt.compress.quantize.text_int8_ops import (
@@ -40,7 +41,6 @@ from edgeopt.compress.quantize.text_int8_ops import (
 )
 from edgeopt.compress.quantize.text_int8_outliers import channel_ranges, split_outliers
 from edgeopt.core.errors import ConfigError, ExportError
-from edgeopt.core.ort_options import session_options
 from edgeopt.core.registry import register
 from edgeopt.core.step import StepConfig, StepContext, StepRecord, StepResult
 
@@ -87,11 +87,6 @@ def group_of(name: str) -> str:
     return re.sub(r"(?<=[./])\d+(?=[./]|$)", "*", name)
 
 
-def _session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
-    return ort.InferenceSession(model.SerializeToString(), session_options(threads),
-                                providers=["CPUExecutionProvider"])
-
-
 def cosines(session: ort.InferenceSession, feeds: list[dict], refs: list[np.ndarray]):
     """Per-sample cosine of the first output to the reference outputs."""
     out = []
@@ -114,7 +109,7 @@ def quantize_text(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
     if not matmuls:
         raise ExportError("int8 (text): the graph has no MatMul with a weight initializer")
     feeds = calib[: cfg.eval_batches]
-    refs = [_session(model, threads).run(None, f)[0] for f in feeds]
+    refs = [ort_session(model, threads).run(None, f)[0] for f in feeds]
     groups: dict[str, list[str]] = {}
     for n in matmuls:
         groups.setdefault(group_of(n), []).append(n)
@@ -122,7 +117,7 @@ def quantize_text(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
     split: list[str] = []
     amax = None  # per-channel input ranges, measured once a group needs the outlier split
     if cfg.activations == "auto":
-        session = lambda m: _session(m, threads)  # noqa: E731
+        session = lambda m: ort_session(m, threads)  # noqa: E731
         score = lambda m, ns: float(1 - cosines(session(probe_dynamic(m, ns)), feeds,  # noqa: E731
                                                 refs).mean())
         dynamic = []
@@ -156,7 +151,7 @@ def quantize_text(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
         def score(k: int) -> float:
             if k not in built:
                 built[k] = build(set(ranked[:k]))
-            cos = float(cosines(_session(built[k][0], threads), feeds, refs).mean())
+            cos = float(cosines(ort_session(built[k][0], threads), feeds, refs).mean())
             if cos < cfg.target_cos and k < len(ranked):
                 del built[k]  # never the answer (fall_back returns a count that met it)
             return cos
@@ -169,7 +164,7 @@ def quantize_text(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
     q, refitted = built[0]
     floating = set(matmuls) - set(dynamic) - set(split)
     gathers = embedding_gathers(model) if cfg.embeddings else []
-    cos = cosines(_session(q, threads), feeds, refs)
+    cos = cosines(ort_session(q, threads), feeds, refs)
     record = {
         "technique": "int8 (text: dynamic MatMulInteger where measured harmless, else "
                      "weight-only int8; int8 embeddings, a scale per row)",
@@ -210,7 +205,7 @@ def _build(model, dynamic: list[str], split: list[str], matmuls: set[str], amax,
     q = weight_only(q, floating | {n + "_outliers" for n in split})
     refitted = 0
     if cfg.weight_rounding == "gptq":
-        q, refitted = gptq_int8(q, floats, calib, lambda m: _session(m, threads))
+        q, refitted = gptq_int8(q, floats, calib, lambda m: ort_session(m, threads))
         log(f"  int8 (text): {refitted} MatMul weights rounded by GPTQ on "
             f"{sum(len(next(iter(f.values()))) for f in calib)} calibration texts")
     if cfg.embeddings:
@@ -223,7 +218,7 @@ def _ranked(model, dynamic: list[str], split: list[str], amax, cfg, feeds, refs,
     """The int8 MatMuls, most costly first: each one's activations probed alone, in the
     form it runs (outlier channels split off for ``split``)."""
     base = split_outliers(model, set(split), amax, cfg.outlier_channels) if split else model
-    cost = {n: float(1 - cosines(_session(probe_dynamic(base, {n}), threads), feeds,
+    cost = {n: float(1 - cosines(ort_session(probe_dynamic(base, {n}), threads), feeds,
                                  refs).mean()) for n in dynamic + split}
     return sorted(cost, key=lambda n: -cost[n])
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import collections
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+# The sessions quantize_text measures with, and a deployed artifact runs with.
+from edgeopt.compress.quantize.onnx_hw import session as _session
 from edgeopt.compress.quantize.text_int8 import (
     TextInt8Config,
     cosines,
@@ -17,7 +18,6 @@ from edgeopt.compress.quantize.text_int8 import (
 )
 from edgeopt.compress.quantize.text_int8_fallback import fall_back
 from edgeopt.core.errors import ConfigError
-from edgeopt.core.ort_options import session_options
 
 
 def _curve(count):
@@ -40,12 +40,6 @@ def test_fall_back_finds_the_fewest_nodes_that_meet_the_target(target, want):
     assert len(seen) <= 2 * 5 + 2  # doubling plus bisection over 20, not 20 rebuilds
     if 0 < want < len(ranked):
         assert seen[want] >= target > seen[want - 1] if want - 1 in seen else seen[want] >= target
-
-
-def _session(model):
-    # The options quantize_text measures with, and a deployed artifact runs with.
-    return ort.InferenceSession(model.SerializeToString(), session_options(),
-                                providers=["CPUExecutionProvider"])
 
 
 def _graph_and_feeds(seed=0):

@@ -4,10 +4,11 @@ scales, and its place in quantize_text (every int8 MatMul weight found and re-ro
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
+# The sessions quantize_text measures with, and a deployed artifact runs with.
+from edgeopt.compress.quantize.onnx_hw import session as _session
 from edgeopt.compress.quantize.text_int8 import TextInt8Config, quantize_text
 from edgeopt.compress.quantize.text_int8_gptq import (
     float_name,
@@ -16,7 +17,6 @@ from edgeopt.compress.quantize.text_int8_gptq import (
     int8_weights,
 )
 from edgeopt.core.errors import ConfigError
-from edgeopt.core.ort_options import session_options
 from edgeopt.runtime.text import TextTokenizer
 
 TEXTS = ["the cat sat on the mat", "a good day is a good fortune", "the dog sat",
@@ -68,11 +68,6 @@ def test_a_channel_that_is_never_nonzero_is_harmless():
 def _feeds(folder, info):
     tok = TextTokenizer(folder.tokenizer, max_length=12, inputs=info["inputs"])
     return [tok(TEXTS[i:i + 8]) for i in range(0, len(TEXTS), 8)]
-
-
-def _session(model):
-    return ort.InferenceSession(model.SerializeToString(), session_options(),
-                                providers=["CPUExecutionProvider"])
 
 
 def _layer_error(w, codes, scale, h):

@@ -41,7 +41,9 @@ class OnnxQuantConfig(Config):
     per_channel: bool = True
     op_types: tuple[str, ...] = WEIGHT_OPS + ACTIVATION_OPS
     exclude: tuple[str, ...] = ()  # node-name globs kept float
-    hardware_aware: bool = True  # time int8 vs float per op type, keep what pays
+    # Time int8 against float per op type and for the whole graph, and keep what pays;
+    # False makes the choice of quantized nodes independent of timing.
+    hardware_aware: bool = True
     accuracy_aware: bool = True  # keep output-feeding layers float when that buys SQNR
     head_levels: int = 2  # how many weight layers back from the outputs to try in float
     min_gain_db: float = 1.0  # SQNR gain that justifies keeping a head level float

@@ -127,7 +127,9 @@ def quantize_graph(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
             score = fidelity(onnx_hw.session(current, threads), eval_feeds, refs)
         fp_ms, q_ms = onnx_hw.latencies(
             [fp_sess, onnx_hw.session(current, threads)], feed1, repeats=40)
-        if q_ms >= fp_ms and q_ms - fp_ms > onnx_hw.NOISE_S and nodes:
+        # A timing decision like the per-type pruning above, so the same switch turns it off:
+        # with hardware_aware=False what is quantized depends on the config alone.
+        if cfg.hardware_aware and q_ms >= fp_ms and q_ms - fp_ms > onnx_hw.NOISE_S and nodes:
             weights_only = {n for n in nodes if candidates[n] in WEIGHT_OPS}
             trial = builder.build(weights_only)
             fp2, t_ms = onnx_hw.latencies([fp_sess, onnx_hw.session(trial, threads)], feed1,

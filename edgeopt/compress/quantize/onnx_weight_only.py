@@ -155,6 +155,9 @@ def weight_only_step(current, score, q_ms, fp_ms, kept, cfg, score_of, fp_sess, 
         if saved[op] <= 0:
             continue
         trial, entries = variant(frozenset(everything - ok - by_type[op]))
+        if not cfg.hardware_aware:  # no timing decisions: the accuracy check below decides
+            ok |= by_type[op]
+            continue
         fp2, q2, t_ms = onnx_hw.latencies(
             [fp_sess, base, onnx_hw.session(trial, threads)], feed1, repeats=30)
         fits = (t_ms <= q2 * 1.10 or t_ms - q2 <= onnx_hw.NOISE_S

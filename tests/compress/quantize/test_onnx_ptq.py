@@ -10,6 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from edgeopt.compress.quantize import onnx_hw
+from edgeopt.compress.quantize.onnx_config import WEIGHT_OPS
 from edgeopt.compress.quantize.onnx_ptq import (
     OnnxQuantConfig,
     explicit_captures,
@@ -264,3 +265,44 @@ def test_ppocr_cls_shrinks_and_stays_close():
     # and the Q/DQ nodes' names weigh as much as the int8 weights themselves.
     assert record["size_ratio"] <= 0.6
     assert record["sqnr_db"] > 15.0
+
+
+def _int8_looks_slower(monkeypatch):
+    """Times on any CPU: 1 ms for a float graph, 2 ms plus 10 us per QuantizeLinear for
+    an int8 one. int8 is twice as slow as fp32, and quantizing fewer ops is faster, but
+    never by the 10% that the per-type pruning asks for."""
+    q_nodes: dict[int, int] = {}
+    real_session = onnx_hw.session
+
+    def session(model, threads=1):
+        sess = real_session(model, threads)
+        proto = model if isinstance(model, onnx.ModelProto) else onnx.ModelProto.FromString(model)
+        q_nodes[id(sess)] = sum(n.op_type == "QuantizeLinear" for n in proto.graph.node)
+        return sess
+
+    monkeypatch.setattr(onnx_hw, "session", session)
+    monkeypatch.setattr(onnx_hw, "latencies", lambda sessions, feed, **_: [
+        2e-3 + 1e-5 * q_nodes[id(s)] if q_nodes[id(s)] else 1e-3 for s in sessions])
+
+
+def test_without_hardware_awareness_timing_decides_nothing(tmp_path, monkeypatch):
+    # Stop 25's CI: on its CPU the int8 graph timed slower than fp32, and the whole-graph
+    # "weight ops only" fallback ran although hardware_aware was False.
+    _int8_looks_slower(monkeypatch)
+    model = _graph(tmp_path, ConvNet(), (1, 3, 16, 16))
+    cfg = OnnxQuantConfig(**FAST)
+    _, record = quantize_graph(model, _calib((1, 3, 16, 16), 2), cfg, log=lambda *_: None)
+    assert record["float_kept"] == []
+    assert {"Relu", "MaxPool"} <= set(record["quantized"])
+
+
+def test_hardware_awareness_falls_back_to_weight_ops_when_int8_is_slower(tmp_path, monkeypatch):
+    _int8_looks_slower(monkeypatch)
+    model = _graph(tmp_path, ConvNet(), (1, 3, 16, 16))
+    cfg = OnnxQuantConfig(hardware_aware=True, accuracy_aware=False)
+    _, record = quantize_graph(model, _calib((1, 3, 16, 16), 2), cfg, log=lambda *_: None)
+    assert set(record["quantized"]) <= set(WEIGHT_OPS)
+    assert record["quantized"].get("Conv") == 3
+    reasons = {e["op"]: e["reason"] for e in record["float_kept"]}
+    assert {"Relu", "MaxPool"} <= set(reasons)
+    assert all(r.startswith("hardware:") for r in reasons.values())

@@ -128,6 +128,29 @@ def test_student_int8_text_end_to_end(tiny_hf, texts, tmp_path):
     assert report["stages"][1]["fidelity"]["cosine_mean"] > 0.5
 
 
+def test_student_distils_on_a_file_of_more_texts(tiny_hf, texts, tmp_path):
+    extra = tmp_path / "more.txt"
+    extra.write_text("".join(f"the {w} sat on a mat number {i}\n" for i, w in
+                             enumerate(["cat", "dog", "fox", "owl", "bee"] * 2)))
+    report, _, stderr = _then_int8(tiny_hf, texts, tmp_path, "text_student: {layers: 1, "
+                                   f"steps: 10, lr: 1.0e-3, texts: {extra}}}")
+    # the 10 lines join the training texts as distillation inputs, and the report says so
+    assert f"and 10 texts of {extra}" in stderr
+    assert report["meta"]["compression"]["text_student"]["config"]["texts"] == str(extra)
+
+
+def test_a_missing_file_of_more_texts_is_one_line(tiny_hf, texts, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    missing = tmp_path / "nope.txt"
+    recipe.write_text(f"name: tiny\nsteps:\n  - text_student: {{layers: 1, steps: 5, "
+                      f"texts: {missing}}}\n")
+    res = _optimize(f"hf:{tiny_hf}", "--data", str(texts), "--recipe", str(recipe),
+                    "--max-length", "16", "--out", str(tmp_path / "o"))
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    line = res.stderr.strip().splitlines()[-1]
+    assert str(missing) in line and "cannot read" in line
+
+
 def test_heads_then_int8_end_to_end(tiny_hf, texts, tmp_path):
     # max length 6 tokens cuts the texts of 5 words or more ([CLS] and [SEP] take 2)
     report, out, stderr = _then_int8(tiny_hf, texts, tmp_path, "text_heads: {fraction: 0.5, "

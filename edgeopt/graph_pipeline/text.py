@@ -22,6 +22,7 @@ from edgeopt.compress.distill.text_distill import TextDistillConfig
 from edgeopt.compress.quantize.text_int8 import TextInt8Config, quantize_text
 from edgeopt.compress.quantize.text_w4 import TextW4Config
 from edgeopt.core.data.text import load_text_dataset
+from edgeopt.core.data.text_files import read_text_file
 from edgeopt.core.data.text_spans import word_spans
 from edgeopt.core.errors import ConfigError
 from edgeopt.core.hf import read_folder
@@ -121,13 +122,15 @@ def optimize_text(model: str, data, *, out, force: bool, opts, recipe,
         # (fortunes: 32 tokens a text on average, where random batches pad to ~60); the
         # handler shuffles the batches each epoch.
         spans = word_spans(list(train.texts), cfg.spans, seed=cfg.seed)
-        texts = list(train.texts) + spans
+        extra = [r.text for r in read_text_file(Path(cfg.texts).expanduser())] if cfg.texts else []
+        texts = list(train.texts) + spans + extra
         lengths = [len(e.ids) for e in pad.tokenizer.encode_batch(texts)]
         texts = [t for _, t in sorted(zip(lengths, texts), key=lambda lt: lt[0])]
         batches = [pad(texts[i:i + 32]) for i in range(0, len(texts), 32)]
         cfg = cfg.replace(pooling=folder.pooling or "mean", normalize=folder.normalize)
         log(f"compress: {step_name(cfg)} on {len(train)} training texts"
             + (f" and {len(spans)} word spans of them" if spans else "")
+            + (f" and {len(extra)} texts of {cfg.texts}" if extra else "")
             + f", {cfg.steps} steps")
         result = handler_for(cfg)(torch_model, cfg,
                                   StepContext(calibration=batches, log=log, seed=cfg.seed))

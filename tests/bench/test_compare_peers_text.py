@@ -42,7 +42,10 @@ def test_every_method_has_a_row_and_the_file_keeps_the_command(tiny_run):
     code, text, saved = tiny_run
     assert code == 0
     for method in (peers.FP32, peers.DYN, peers.NNCF, peers.EDGEOPT, peers.W4):
-        assert len(_row(text, method)) == 7
+        row = _row(text, method)
+        # cos mean/min, NN, MB, x fp32, then p50 at b1, b32 (seq 64) and b1, b32 (seq 128)
+        assert len(row) == 9 and all(v > 0 for v in row[5:])
+    assert "b1 s128" in text and "padded to 128 tokens" in text
     # a peer that cannot run says why, under the table
     assert "  Optimum ORTQuantizer int8: " in text
     assert saved.startswith("$ HF_HUB_OFFLINE=1 python -m bench.compare_peers_text --tiny")

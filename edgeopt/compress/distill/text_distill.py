@@ -40,6 +40,10 @@ class TextDistillConfig(StepConfig):
     freeze_embeddings: bool = True
     cache_mb: int = 4096  # teacher targets kept in memory (fp16); beyond it, recomputed
     spans: int = 0  # random word spans of each training text added (core/data/text_spans)
+    # A file of more unlabelled texts (.txt one a line, or .jsonl/.csv/.tsv with a text
+    # column) distilled on beside the training texts: a target needs no label, and held-out
+    # texts gain from texts the student has not learnt by heart (docs/text.md).
+    texts: str = ""
     seed: int = 0
     pooling: str = "mean"  # set by the pipeline from the folder
     normalize: bool = True

@@ -41,8 +41,9 @@ class TextDistillConfig(StepConfig):
     cache_mb: int = 4096  # teacher targets kept in memory (fp16); beyond it, recomputed
     spans: int = 0  # random word spans of each training text added (core/data/text_spans)
     # A file of more unlabelled texts (.txt one a line, or .jsonl/.csv/.tsv with a text
-    # column) distilled on beside the training texts: a target needs no label, and held-out
-    # texts gain from texts the student has not learnt by heart (docs/text.md).
+    # column) distilled on beside the training texts: a target needs no label. Meant for a
+    # user's own texts of the kind they embed; off-domain ones (/usr/share/doc paragraphs)
+    # lowered MiniLM's student's held-out cos here (docs/text.md).
     texts: str = ""
     seed: int = 0
     pooling: str = "mean"  # set by the pipeline from the folder

@@ -147,17 +147,17 @@ def weight_only_step(current, score, q_ms, fp_ms, kept, cfg, score_of, fp_sess, 
     ok: set[str] = set()
     saved = {op: sum(e["bytes_saved"] for e in variant(frozenset(everything - names))[1])
              for op, names in by_type.items()}
-    base = onnx_hw.session(current, threads)
+    base = onnx_hw.session(current, threads) if cfg.hardware_aware else None  # timing only
     # Biggest size win first. An op type's int8 weights stay if the model runs no slower
     # than without them (they fold back to float at load), or, if it does, while it is
     # still clearly faster than fp32 (WEIGHT_ONLY_SPEED of its time).
     for op in sorted(by_type, key=lambda o: -saved[o]):
         if saved[op] <= 0:
             continue
-        trial, entries = variant(frozenset(everything - ok - by_type[op]))
         if not cfg.hardware_aware:  # no timing decisions: the accuracy check below decides
             ok |= by_type[op]
             continue
+        trial, entries = variant(frozenset(everything - ok - by_type[op]))
         fp2, q2, t_ms = onnx_hw.latencies(
             [fp_sess, base, onnx_hw.session(trial, threads)], feed1, repeats=30)
         fits = (t_ms <= q2 * 1.10 or t_ms - q2 <= onnx_hw.NOISE_S

@@ -89,6 +89,19 @@ def test_int8_text_fidelity_recipe_end_to_end(tiny_hf, texts, tmp_path):
     assert int8["fidelity"]["cosine_mean"] > 0.99
 
 
+def test_int8_text_fast_recipe_reaches_quantize_text(tiny_hf, texts, tmp_path):
+    """The int8-text-fast recipe's split_target reaches quantize_text's record (the tiny
+    random BERT's activations cost nothing, so nothing needs splitting: an int8 model of
+    plain dynamic MatMuls)."""
+    out = tmp_path / "art"
+    res = _optimize(f"hf:{tiny_hf}", "--data", str(texts), "--recipe", "int8-text-fast",
+                    "--max-length", "16", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    record = json.loads((out / "report.json").read_text())["meta"]["compression"]
+    assert record["split_target"] == 0.995 and record["dynamic_int8_outliers_split"] == []
+    assert record["weight_only_int8"] == [] and record["dynamic_int8"]
+
+
 def test_w4_text_on_a_torch_model_is_one_line(tmp_path):
     res = subprocess.run([sys.executable, "-m", "edgeopt.cli", "optimize",
                           "edgeopt.zoo.resnet:resnet_small", "--data", "digits", "--recipe", "w4-text", "--out", str(tmp_path / "o"),
@@ -130,12 +143,16 @@ def test_student_int8_text_end_to_end(tiny_hf, texts, tmp_path):
 
 def test_student_distils_on_a_file_of_more_texts(tiny_hf, texts, tmp_path):
     extra = tmp_path / "more.txt"
+    long = " ".join(["the cat sat on the mat"] * 4)  # 24 words: over 16 tokens
     extra.write_text("".join(f"the {w} sat on a mat number {i}\n" for i, w in
-                             enumerate(["cat", "dog", "fox", "owl", "bee"] * 2)))
+                             enumerate(["cat", "dog", "fox", "owl", "bee"] * 2))
+                     + f"{long}\n{long} again\n")
     report, _, stderr = _then_int8(tiny_hf, texts, tmp_path, "text_student: {layers: 1, "
                                    f"steps: 10, lr: 1.0e-3, texts: {extra}}}")
-    # the 10 lines join the training texts as distillation inputs, and the report says so
-    assert f"and 10 texts of {extra}" in stderr
+    # the 12 lines join the training texts as distillation inputs, and the report says so
+    assert f"and 12 texts of {extra}" in stderr
+    # the two cut to the maximum length are counted, apart from the dataset's own
+    assert f"2 of 12 texts of {extra} are longer than the maximum length (16 tokens)" in stderr
     assert report["meta"]["compression"]["text_student"]["config"]["texts"] == str(extra)
 
 

@@ -68,9 +68,9 @@ def split_text_recipe(recipe):
     graph_step = steps[0] if len(steps) == 1 and q is None and isinstance(
         steps[0], GRAPH_STEPS) else None
     if steps and q is None and graph_step is None:
-        raise ConfigError("hf: models take the int8, int8-text-fidelity, w4-text, student-text,"
-                          " student-int8-text or heads-text recipe (or none) for now; recipe "
-                          f"{recipe.name} is not one")
+        raise ConfigError("hf: models take the int8, int8-text-fidelity, int8-text-fast, "
+                          "w4-text, student-text, student-int8-text or heads-text recipe (or "
+                          f"none) for now; recipe {recipe.name} is not one")
     return students, q, graph_step
 
 
@@ -123,6 +123,9 @@ def optimize_text(model: str, data, *, out, force: bool, opts, recipe,
         # handler shuffles the batches each epoch.
         spans = word_spans(list(train.texts), cfg.spans, seed=cfg.seed)
         extra = [r.text for r in read_text_file(Path(cfg.texts).expanduser())] if cfg.texts else []
+        if extra and (cut := tok.count_cut(extra)):  # the warning above counts the dataset's
+            warnings.warn(f"{cut} of {len(extra)} texts of {cfg.texts} are longer than the "
+                          f"maximum length ({max_length} tokens): truncated", stacklevel=2)
         texts = list(train.texts) + spans + extra
         lengths = [len(e.ids) for e in pad.tokenizer.encode_batch(texts)]
         texts = [t for _, t in sorted(zip(lengths, texts), key=lambda lt: lt[0])]

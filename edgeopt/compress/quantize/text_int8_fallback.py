@@ -16,16 +16,19 @@ from collections.abc import Callable
 
 
 def fall_back(ranked: list[str], score: Callable[[int], float], target: float,
-              log=print) -> tuple[int, dict[int, float]]:
+              log=print, *, what: str = "float") -> tuple[int, dict[int, float]]:
     """The fewest leading nodes of ``ranked`` (most costly first) to return to float for
     ``score(count)`` (the mean cosine with that many back) to reach ``target``, and every
-    score measured. ``len(ranked)`` if even all of them do not."""
+    score measured. ``len(ranked)`` if even all of them do not. The same search serves any
+    change that more nodes never make worse (``what`` names it in the log: text_int8's
+    split_target uses it for the outlier split)."""
     seen: dict[int, float] = {}
 
     def measured(count: int) -> float:
         if count not in seen:
             seen[count] = score(count)
-            log(f"  fallback: {count} of {len(ranked)} MatMuls float, calibration cos "
+            log(f"  {'fallback' if what == 'float' else what}: {count} of {len(ranked)} "
+                f"MatMuls {what}, calibration cos "
                 f"{seen[count]:.5f} (target {target})")
         return seen[count]
 

@@ -92,3 +92,41 @@ def test_quantize_text_meets_a_target_by_falling_back_the_fewest():
 def test_target_cos_is_checked():
     with pytest.raises(ConfigError, match="target_cos must be in"):
         TextInt8Config(target_cos=1.5)
+
+
+def test_split_target_splits_the_fewest_that_meet_it_and_runs_the_rest_plain():
+    """``split_target``: of the MatMuls the probes would split or keep float, only the
+    fewest whose split gains most are split, the rest plain dynamic int8 (none float)."""
+    graph, feeds = _graph_and_feeds()
+    quiet = dict(log=lambda *_: None)
+    refs = [_session(graph).run(None, f)[0] for f in feeds]
+    cos = lambda m: float(cosines(_session(m), feeds, refs).mean())  # noqa: E731
+    strict = dict(group_tolerance=1e-5, outlier_channels=1)  # every MatMul a candidate
+    plain, _ = quantize_text(graph, feeds, TextInt8Config(activations="dynamic",
+                                                          outlier_channels=1), **quiet)
+    full, f_rec = quantize_text(graph, feeds, TextInt8Config(**strict), **quiet)
+    assert len(f_rec["dynamic_int8_outliers_split"]) == 3  # and one weight-only
+    target = cos(plain) + 0.5 * (cos(full) - cos(plain))
+    q, rec = quantize_text(graph, feeds, TextInt8Config(**strict, split_target=target), **quiet)
+    split = rec["dynamic_int8_outliers_split"]
+    assert cos(q) >= target > cos(plain)
+    assert 0 < len(split) < 4 and rec["weight_only_int8"] == []
+    assert "/l/b/MatMul" in split  # its split gains most (5.6e-4 of 1 - cos)
+    ops = collections.Counter(n.op_type for n in q.graph.node)
+    assert ops["MatMulInteger"] == 4  # every MatMul int8, split or not
+    assert sum(n.name.endswith("_outliers") for n in q.graph.node) == len(split)
+    assert rec["split_tried"][str(len(split))] >= target
+    # A target the plain int8 graph already meets splits none: the plain graph itself.
+    easy, e_rec = quantize_text(graph, feeds, TextInt8Config(**strict, split_target=0.5),
+                                **quiet)
+    assert e_rec["dynamic_int8_outliers_split"] == [] and list(e_rec["split_tried"]) == ["0"]
+    assert [n.op_type for n in easy.graph.node] == [n.op_type for n in plain.graph.node]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(split_target=1.5), "split_target must be in"),
+    (dict(split_target=0.99, activations="dynamic"), "split_target needs"),
+    (dict(split_target=0.99, outlier_channels=0), "split_target needs")])
+def test_split_target_is_checked(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        TextInt8Config(**kwargs)

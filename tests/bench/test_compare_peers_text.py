@@ -78,3 +78,21 @@ def test_edgeopt_w4_is_under_0_16x_and_says_its_fidelity(tiny_run):
     assert w4[4] <= 0.16
     assert 0.8 < w4[0] < 1.0  # reported as it is: a real 4-bit model, not the fp32 one
     assert "edgeopt w4 size <= 0.16x fp32: PASS" in text
+
+
+def test_the_fast_row_is_a_trade_off_line_with_its_latency_ratios():
+    """The int8-text-fast row (not run at --tiny: a dozen MiniLM rebuilds) is reported as
+    cos, NN and p50 as multiples of quantize_dynamic's, and judged on nothing."""
+    def row(method, cos, nn, b1, b32, size=0.25):
+        return {"method": method, "cos_mean": cos, "cos_min": cos - 0.01, "nn": nn,
+                "size_x": size, "latency": {(64, 1): b1, (64, 32): b32}}
+
+    rows = [row(peers.DYN, 0.956, 0.607, 10.0, 400.0), row(peers.EDGEOPT, 0.999, 0.915, 12.0, 460.0),
+            row(peers.W4, 0.959, 0.677, 15.0, 600.0, 0.148), row(peers.FAST, 0.9957, 0.855, 9.5, 410.0)]
+    lines = peers.verdict(rows, 64)
+    fast = [ln for ln in lines if ln.startswith(peers.FAST)]
+    assert fast == [f"{peers.FAST} (trade-off, not judged): cos 0.9957 / 0.9857, NN 85.5%, "
+                    "p50 b1 0.95x, b32 1.02x of quantize_dynamic"]
+    # the acceptance lines still judge edgeopt int8 alone
+    assert "edgeopt int8 p50 b1 <= quantize_dynamic: FAIL" in lines
+    assert not any(ln.startswith(peers.FAST) for ln in peers.verdict(rows[:3], 64))

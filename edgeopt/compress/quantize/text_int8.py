@@ -11,7 +11,9 @@ uint8 activations and per-channel int8 weights; one over it is probed again with
 ``outlier_channels`` largest input channels taken out of the int8 path into a small float
 MatMul (text_int8_outliers), and takes that if it is then within the tolerance; the rest
 keep float compute on weight-only int8 weights. Every int8 MatMul weight is then rounded by
-GPTQ on its scale (text_int8_gptq). With ``target_cos``, the most costly MatMuls then go back
+GPTQ on its scale (text_int8_gptq). With ``split_target``, only the fewest MatMuls whose
+split gains most are split, until the calibration cosine reaches it, and the rest run plain
+dynamic int8 (for speed). With ``target_cos``, the most costly MatMuls then go back
 to float compute until the calibration cosine reaches it (text_int8_fallback). The word-embedding table is int8 with a scale per row. LayerNorm,
 Softmax, GELU, the residual adds, the mask add and the pooling are never quantized.
 """
@@ -151,13 +153,14 @@ def quantize_text(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
     else:
         dynamic = matmuls if cfg.activations == "dynamic" else []
     split_tried: dict[int, float] = {}
+    chosen = None  # split_target's graph, built by its search
     if cfg.split_target and split:
-        dynamic, split, split_tried = _split_budget(model, dynamic, split, set(matmuls), amax,
-                                                    cfg, calib, feeds, refs, threads, log)
+        dynamic, split, split_tried, chosen = _split_budget(
+            model, dynamic, split, set(matmuls), amax, cfg, calib, feeds, refs, threads, log)
     build = lambda back: _build(model, [n for n in dynamic if n not in back],  # noqa: E731
                                 [n for n in split if n not in back], set(matmuls), amax, cfg,
                                 calib, threads, log)
-    built = {0: build(set())}  # by how many MatMuls fell back: each is built once
+    built = {0: chosen or build(set())}  # by how many MatMuls fell back: each is built once
     fallback, tried = [], {}
     if cfg.target_cos and (dynamic or split):
         ranked = _ranked(model, dynamic, split, amax, cfg, feeds, refs, threads)
@@ -241,7 +244,7 @@ def _ranked(model, dynamic: list[str], split: list[str], amax, cfg, feeds, refs,
 
 
 def _split_budget(model, dynamic: list[str], split: list[str], matmuls: set[str], amax, cfg,
-                  calib, feeds, refs, threads: int, log) -> tuple[list[str], list[str], dict]:
+                  calib, feeds, refs, threads: int, log) -> tuple[list, list, dict, tuple]:
     """``split_target``: the split candidates ranked by what their split gains (each
     MatMul's dynamic int8 cost probed alone, plain minus split), then the fewest leading
     ones split that bring the whole int8 model's calibration cos to the target (searched as
@@ -254,15 +257,17 @@ def _split_budget(model, dynamic: list[str], split: list[str], matmuls: set[str]
                                         n) for n in split}
     ranked = sorted(split, key=lambda n: -gain[n])
 
+    built = {}  # the trials' graphs by split count: the one chosen is not built again
+
     def score(k: int) -> float:
-        q, _ = _build(model, dynamic + ranked[k:], ranked[:k], matmuls, amax, cfg, calib,
-                      threads, lambda *_: None)
-        return float(cosines(ort_session(q, threads), feeds, refs).mean())
+        built[k] = _build(model, dynamic + ranked[k:], ranked[:k], matmuls, amax, cfg, calib,
+                          threads, lambda *_: None)
+        return float(cosines(ort_session(built[k][0], threads), feeds, refs).mean())
 
     count, tried = fall_back(ranked, score, cfg.split_target, log, what="outlier-split")
     log(f"  int8 (text): {count} of {len(ranked)} MatMuls outlier-split for calibration cos "
         f"{cfg.split_target}, the rest plain dynamic int8")
-    return dynamic + ranked[count:], ranked[:count], tried
+    return dynamic + ranked[count:], ranked[:count], tried, built[count]
 
 
 def _dynamic_int8(model: onnx.ModelProto, nodes: list[str]) -> onnx.ModelProto:

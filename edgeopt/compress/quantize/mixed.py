@@ -97,10 +97,25 @@ def fp32_bytes(gm: fx.GraphModule) -> int:
 
 
 # ----------------------------------------------------------------- sensitivity
-def _set_weight_bits(layer, bits: int | None, original: QuantSpec) -> None:
+# A layer's weight scale and zero-point per QuantSpec, filled as the search sets widths.
+# Every size measured and every Pareto point sets a whole policy on the same, unchanged
+# weights; recomputing each layer's grid (the MSE observer's 36-step search) every time
+# was ~90% of a mixed-precision run.
+Grids = dict[tuple[str, QuantSpec], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _set_weight_bits(layer, bits: int | None, original: QuantSpec,
+                     grids: Grids | None = None, name: str = "") -> None:
     spec = original if bits is None else dataclasses.replace(original, bits=bits)
     layer.w_spec = spec
-    layer.recompute_weight_qparams()
+    cached = None if grids is None else grids.get((name, spec))
+    if cached is None:
+        layer.recompute_weight_qparams()
+        if grids is not None:
+            grids[(name, spec)] = (layer.w_scale.clone(), layer.w_zero_point.clone())
+    else:
+        layer.w_scale.copy_(cached[0])
+        layer.w_zero_point.copy_(cached[1])
 
 
 def _kl(ref_logp: torch.Tensor, logits: torch.Tensor) -> float:
@@ -109,7 +124,8 @@ def _kl(ref_logp: torch.Tensor, logits: torch.Tensor) -> float:
 
 
 def sensitivities(qmodel: fx.GraphModule, x: torch.Tensor, ref_logp: torch.Tensor,
-                  candidates, progress: bool = True) -> dict[str, dict[int, float]]:
+                  candidates, progress: bool = True,
+                  grids: Grids | None = None) -> dict[str, dict[int, float]]:
     """KL(float || model with only this layer at b bits), per layer and width."""
     layers = leaf_modules(qmodel, QUANT_LAYERS)
     out: dict[str, dict[int, float]] = {}
@@ -118,20 +134,21 @@ def sensitivities(qmodel: fx.GraphModule, x: torch.Tensor, ref_logp: torch.Tenso
             original = layer.w_spec
             out[name] = {}
             for bits in candidates:
-                _set_weight_bits(layer, bits, original)
+                _set_weight_bits(layer, bits, original, grids, name)
                 out[name][bits] = _kl(ref_logp, qmodel(x))
-            _set_weight_bits(layer, None, original)
+            _set_weight_bits(layer, None, original, grids, name)
     return out
 
 
-def _apply_policy(qmodel, policy: dict[str, int], originals: dict[str, QuantSpec]) -> None:
+def _apply_policy(qmodel, policy: dict[str, int], originals: dict[str, QuantSpec],
+                  grids: Grids | None = None) -> None:
     for name, layer in leaf_modules(qmodel, QUANT_LAYERS):
-        _set_weight_bits(layer, policy[name], originals[name])
+        _set_weight_bits(layer, policy[name], originals[name], grids, name)
 
 
-def _restore(qmodel, originals: dict[str, QuantSpec]) -> None:
+def _restore(qmodel, originals: dict[str, QuantSpec], grids: Grids | None = None) -> None:
     """Back to the 8-bit baseline every sensitivity is measured against."""
-    _apply_policy(qmodel, {n: s.bits for n, s in originals.items()}, originals)
+    _apply_policy(qmodel, {n: s.bits for n, s in originals.items()}, originals, grids)
 
 
 def _score(qmodel, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -176,6 +193,7 @@ def quantize_mixed(model, config: MixedPrecisionConfig, ctx: StepContext) -> Ste
 
     layers = leaf_modules(q8, QUANT_LAYERS)
     originals = {n: m.w_spec for n, m in layers}
+    grids: Grids = {}
     size_of = ctx.size_model
     fp32 = (size_of and size_of(float_gm)) or fp32_bytes(float_gm)
     if config.avg_bits is not None:
@@ -191,11 +209,11 @@ def quantize_mixed(model, config: MixedPrecisionConfig, ctx: StepContext) -> Ste
         what = f"budget {config.budget:g}x of the fp32 model file ({fp32:,} B)"
 
         def measure(policy):
-            _apply_policy(q8, policy, originals)
+            _apply_policy(q8, policy, originals, grids)
             try:
                 return size_of(q8)
             finally:
-                _restore(q8, originals)
+                _restore(q8, originals, grids)
 
         if size_of is None:
             measure = None  # no backend measures: the per-layer estimate alone
@@ -211,9 +229,10 @@ def quantize_mixed(model, config: MixedPrecisionConfig, ctx: StepContext) -> Ste
             f"mixed precision: {what} cannot be met; the smallest policy (every layer at "
             f"{min(config.candidates)} bits) is {int(smallest):,} B{ratio}")
 
-    costs = sensitivities(q8, sens_x, ref_logp, config.candidates, progress=progress)
+    costs = sensitivities(q8, sens_x, ref_logp, config.candidates, progress=progress,
+                          grids=grids)
     policy, size = _fit_budget(costs, sizes, budget_bytes, measure)
-    pareto = _pareto(q8, costs, sizes, config, held_x, labels, policy, measure, fp32)
+    pareto = _pareto(q8, costs, sizes, config, held_x, labels, policy, measure, fp32, grids)
     final_cfg = dataclasses.replace(
         config.base,
         layers={**{_escape(n): {"bits": b} for n, b in policy.items()}, **config.base.layers},
@@ -274,7 +293,8 @@ def _escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
-def _pareto(q8, costs, sizes, config, x, y, chosen, measure, fp32: int) -> list[dict]:
+def _pareto(q8, costs, sizes, config, x, y, chosen, measure, fp32: int,
+            grids: Grids | None = None) -> list[dict]:
     """Simulated accuracy against size for uniform widths and for the allocation
     at budgets spanning the feasible range (one calibration, no per-policy bias
     correction: a map of the trade-off, not the final figure). Sizes are the
@@ -293,8 +313,8 @@ def _pareto(q8, costs, sizes, config, x, y, chosen, measure, fp32: int) -> list[
     points = []
     for label, p in policies:
         size = (measure(p) if measure else None) or sum(sizes[n][b] for n, b in p.items())
-        _apply_policy(q8, p, originals)
+        _apply_policy(q8, p, originals, grids)
         points.append({"label": label, "bytes": int(size), "ratio": size / fp32,
                        "accuracy": _score(q8, x, y), "policy": p})
-    _restore(q8, originals)
+    _restore(q8, originals, grids)
     return points

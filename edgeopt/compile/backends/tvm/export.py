@@ -37,6 +37,7 @@ from tvm.relax.frontend.torch.exported_program_translator import ExportedProgram
 
 from edgeopt.compile.artifact import ArtifactWriter
 from edgeopt.compile.backends.tvm.fp16 import to_fp16
+from edgeopt.compile.backends.tvm.intrinsics import import_cuda_intrinsics, wants_tensor_intrinsics
 from edgeopt.compile.backends.tvm.lower import lower_fake_quant
 from edgeopt.compile.backends.tvm.metaschedule import tuning_pass
 from edgeopt.compile.backends.tvm.schedule import default_schedule
@@ -182,6 +183,8 @@ def build(mod: tvm.IRModule, target: Target, tune: TuneConfig | None = None,
           report: TuneReport | None = None) -> relax.VMExecutable:
     tvm_target = tvm.target.Target(target.tvm)
     if target.device == "cuda":
+        if wants_tensor_intrinsics(tvm_target):
+            import_cuda_intrinsics()  # before DLight does, slowly (intrinsics.py)
         with tvm_target:
             mod = _cuda_pipeline(tvm_target)(mod)
         return relax.build(mod, tvm_target, relax_pipeline=None)

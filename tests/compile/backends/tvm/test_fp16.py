@@ -114,7 +114,8 @@ def test_relu6_converts_and_keeps_its_bounds():
 def test_wide_fp16_matmul_builds_for_sm87_without_tensor_cores():
     # DLight's tensor-core rule takes fp16 matmuls wider than 64 for sm_70+, and in
     # TVM 0.27 crashes the process there; export keeps it off (export._no_tensor_cores).
-    # (Slow once per process: DLight imports TVM's CUDA tensor-intrinsic library, ~30 s.)
+    # The build imports TVM's CUDA tensor-intrinsic library once per process (intrinsics.py:
+    # seconds; DLight's own import of it took ~4 minutes under pytest).
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.ReLU(),
                                 torch.nn.Linear(128, 128)).eval()

@@ -11,7 +11,7 @@ import threading
 import warnings
 
 from edgeopt.core.errors import EdgeoptError
-from edgeopt.core.interrupts import Interrupted, handle_signals
+from edgeopt.core.interrupts import Interrupted, handle_signals, interruption
 
 
 def _commands() -> dict:
@@ -45,6 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Python's own SIGINT handler (main called off the main thread)
         print(f"{name}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # A signal that C code turned into its own error (an import's "initialization
+        # failed") is still the signal: one line, its exit code. Anything else is a bug.
+        stop = interruption(exc)
+        if stop is None:
+            raise
+        print(f"{name}: interrupted by {stop.signame}", file=sys.stderr)
+        return stop.exit_code
 
 
 def _run(handler, args, name: str) -> int:

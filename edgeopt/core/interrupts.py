@@ -23,6 +23,7 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _held: list[int] = []  # signals that arrived inside a deferred section, oldest first
 _depth = 0  # how many deferred sections the main thread is in
+_raised: list[int] = []  # signals raised as Interrupted since handle_signals began
 
 
 class Interrupted(KeyboardInterrupt):
@@ -41,7 +42,24 @@ def _raise(signum: int, frame) -> None:
         _held.append(signum)
         return
     _held.clear()
+    _raised.append(signum)
     raise Interrupted(signum)
+
+
+def interruption(exc: BaseException) -> Interrupted | None:
+    """The ``Interrupted`` behind ``exc``: ``exc`` itself or one in its cause/context
+    chain; else, when a signal was raised in this ``handle_signals`` block, that one. C
+    code can turn the exception into its own: a signal inside a pybind11 module's import
+    (onnxruntime's) surfaces as ``ImportError: initialization failed``, which without this
+    ended a SIGTERM'd ``optimize`` in a traceback (tests/test_interrupt.py caught it)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, Interrupted):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return Interrupted(_raised[-1]) if _raised else None
 
 
 @contextmanager
@@ -53,6 +71,7 @@ def handle_signals(*, then_ignore: bool = False) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _raised.clear()
     previous = {s: signal.signal(s, _raise) for s in SIGNALS}
     try:
         yield
@@ -77,4 +96,5 @@ def deferred() -> Iterator[None]:
         if not _depth and _held:
             signum = _held[0]
             _held.clear()
+            _raised.append(signum)
             raise Interrupted(signum)

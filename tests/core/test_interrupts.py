@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from edgeopt.core.interrupts import Interrupted, deferred, handle_signals
+from edgeopt.core.interrupts import Interrupted, deferred, handle_signals, interruption
 
 
 def _signal_self(signum: int) -> None:
@@ -61,3 +61,36 @@ def test_then_ignore_leaves_both_signals_ignored():
     finally:
         for s, handler in before.items():
             signal.signal(s, handler)
+
+
+def test_an_interruption_that_c_code_turned_into_its_own_error_is_found():
+    """pybind11 raises ``ImportError: initialization failed`` from the exception a signal
+    raised inside a module's init (onnxruntime's import under SIGTERM)."""
+    with pytest.raises(ImportError) as info, handle_signals():
+        try:
+            _signal_self(signal.SIGTERM)
+        except Interrupted as exc:
+            raise ImportError("initialization failed") from exc
+    stop = interruption(info.value)
+    assert stop is not None and stop.exit_code == 143
+    # An error that swallowed the chain: the signal raised in the block still names it.
+    assert interruption(ValueError("no chain")).signame == "SIGTERM"
+    with handle_signals():  # a new block starts with none raised
+        assert interruption(ValueError("a bug")) is None
+
+
+def test_the_command_line_says_an_interruption_behind_another_error_in_one_line(
+        monkeypatch, capsys):
+    import edgeopt.cli as cli
+
+    def command(args):
+        try:
+            _signal_self(signal.SIGINT)
+        except Interrupted as exc:
+            raise ImportError("initialization failed") from exc
+
+    monkeypatch.setattr(cli, "_commands", lambda: dict.fromkeys(
+        ["optimize", "compress", "compile", "evaluate", "bench", "inspect", "recipes",
+         "targets", "package"], command))
+    assert cli.main(["recipes"]) == 130
+    assert capsys.readouterr().err.strip() == "edgeopt recipes: interrupted by SIGINT"

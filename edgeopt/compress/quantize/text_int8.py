@@ -110,6 +110,14 @@ def cosines(session: ort.InferenceSession, feeds: list[dict], refs: list[np.ndar
     return np.concatenate(out)
 
 
+def activation_cost(model: onnx.ModelProto, nodes: set[str], feeds: list[dict],
+                    refs: list[np.ndarray], threads: int) -> float:
+    """1 - mean cosine to ``refs`` with only ``nodes``' activations dynamic int8 (the
+    probe every choice here is made on)."""
+    return float(1 - cosines(ort_session(probe_dynamic(model, nodes), threads), feeds,
+                             refs).mean())
+
+
 def quantize_text(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
                   cfg: TextInt8Config | None = None, *, threads: int = 1,
                   log=print) -> tuple[onnx.ModelProto, dict]:
@@ -130,8 +138,7 @@ def quantize_text(model: onnx.ModelProto, calib: list[dict[str, np.ndarray]],
     amax = None  # per-channel input ranges, measured once a group needs the outlier split
     if cfg.activations == "auto":
         session = lambda m: ort_session(m, threads)  # noqa: E731
-        score = lambda m, ns: float(1 - cosines(session(probe_dynamic(m, ns)), feeds,  # noqa: E731
-                                                refs).mean())
+        score = lambda m, ns: activation_cost(m, ns, feeds, refs, threads)  # noqa: E731
         dynamic = []
         for g, nodes in groups.items():
             costs[g] = score(model, set(nodes))
@@ -238,8 +245,7 @@ def _ranked(model, dynamic: list[str], split: list[str], amax, cfg, feeds, refs,
     """The int8 MatMuls, most costly first: each one's activations probed alone, in the
     form it runs (outlier channels split off for ``split``)."""
     base = split_outliers(model, set(split), amax, cfg.outlier_channels) if split else model
-    cost = {n: float(1 - cosines(ort_session(probe_dynamic(base, {n}), threads), feeds,
-                                 refs).mean()) for n in dynamic + split}
+    cost = {n: activation_cost(base, {n}, feeds, refs, threads) for n in dynamic + split}
     return sorted(cost, key=lambda n: -cost[n])
 
 
@@ -249,12 +255,9 @@ def _split_budget(model, dynamic: list[str], split: list[str], matmuls: set[str]
     MatMul's dynamic int8 cost probed alone, plain minus split), then the fewest leading
     ones split that bring the whole int8 model's calibration cos to the target (searched as
     the fallback is: doubling, then bisection); the others join ``dynamic`` unsplit."""
-    def probe(m, n: str) -> float:
-        return float(1 - cosines(ort_session(probe_dynamic(m, {n}), threads), feeds,
-                                 refs).mean())
-
-    gain = {n: probe(model, n) - probe(split_outliers(model, {n}, amax, cfg.outlier_channels),
-                                        n) for n in split}
+    gain = {n: activation_cost(model, {n}, feeds, refs, threads) - activation_cost(
+        split_outliers(model, {n}, amax, cfg.outlier_channels), {n}, feeds, refs, threads)
+        for n in split}
     ranked = sorted(split, key=lambda n: -gain[n])
 
     built = {}  # the trials' graphs by split count: the one chosen is not built again
